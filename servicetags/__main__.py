@@ -1,0 +1,5 @@
+import sys
+
+from servicetags.cli import main
+
+sys.exit(main())

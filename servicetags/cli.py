@@ -1,0 +1,49 @@
+"""The `servicetags` command: a thin dispatcher to each component's entry point.
+
+Subcommand modules are imported only when chosen, so `servicetags diff` never pays for
+the Azure SDK imports that the worker and notifier need.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with `main(argv, prog) -> int`, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "diff": ("servicetags.diff_command", "compare two service-tag snapshots and print a change report"),
+    "produce": ("producer.main", "enqueue one message per region (plus global)"),
+    "worker": ("worker.main", "check regions from the queue and write snapshots and reports"),
+    "notifier": ("notifier.main", "turn report BlobCreated events into log records and e-mail"),
+    "requeue": ("servicetags.ops_command", "move poisoned messages back to their queue"),
+    "status": ("servicetags.ops_command", "show queue depths, poisoned messages and region checks"),
+    "local": ("devstack.cli", "start or stop the local stack (Azurite, ARM endpoint, relay, SMTP)"),
+    "demo": ("devstack.demo", "run the whole pipeline locally on real snapshots"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: servicetags COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["", "Run `servicetags COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help"}:
+        print(_usage(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        print(f"servicetags: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    # ops_command serves two subcommands, so it is told which one it runs.
+    return int(module.main([name, *rest] if name in {"requeue", "status"} else rest,
+                           prog=f"servicetags {name}"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
