@@ -53,6 +53,31 @@ output "mail_from" {
   value       = local.notifier_env.SERVICETAGS_MAIL_FROM
 }
 
+output "tenant_id" {
+  description = "Entra tenant the workflows log in to."
+  value       = data.azurerm_client_config.current.tenant_id
+}
+
+output "subscription_id" {
+  description = "Subscription of this deployment."
+  value       = var.subscription_id
+}
+
+output "registry_name" {
+  description = "Registry name for az acr login."
+  value       = azurerm_container_registry.main.name
+}
+
+output "github_ci_client_id" {
+  description = "Client id of the read-only identity the plan jobs use (AZURE_CI_CLIENT_ID)."
+  value       = azurerm_user_assigned_identity.github_ci.client_id
+}
+
+output "github_environment" {
+  description = "GitHub environment named in the deploy identity's federated credential."
+  value       = var.github_environment
+}
+
 output "github_deploy_client_id" {
   description = "Client id of the identity the deploy workflows use (also set as the AZURE_CLIENT_ID variable)."
   value       = azurerm_user_assigned_identity.github_deploy.client_id

@@ -175,7 +175,7 @@ variable "github_repository" {
 
 variable "github_environment" {
   type        = string
-  description = "GitHub environment that gates terraform apply and image pushes; its name is part of the OIDC subject."
+  description = "GitHub environment that gates terraform apply, image pushes and run-now; its name is part of the OIDC subject."
   default     = "production"
 }
 
@@ -183,14 +183,4 @@ variable "tags" {
   type        = map(string)
   description = "Tags added to every resource that takes them."
   default     = {}
-}
-
-variable "state_backend" {
-  description = "Where the Terraform state lives (the same values given to terraform init -backend-config); published to GitHub so the workflows can init."
-  type = object({
-    resource_group_name  = string
-    storage_account_name = string
-    container_name       = optional(string, "tfstate")
-    key                  = optional(string, "servicetags-watch.tfstate")
-  })
 }

@@ -14,10 +14,6 @@ terraform {
       # federated credential's parent to `user_assigned_identity_id`. 5.x changes defaults.
       version = ">= 4.73, < 5.0"
     }
-    github = {
-      source  = "integrations/github"
-      version = "~> 6.6" # tag_pattern on environment deployment policies
-    }
   }
 
   # Partial configuration: the state account is created once by hand (docs/deploy.md) and
@@ -31,8 +27,4 @@ provider "azurerm" {
   subscription_id = var.subscription_id
   # Shared keys are off on the account, so the provider must talk to storage with Entra ID.
   storage_use_azuread = true
-}
-
-provider "github" {
-  owner = var.github_owner
 }

@@ -86,48 +86,7 @@ resource "azurerm_role_assignment" "github_deploy_start_producer" {
 # The rights Terraform itself needs in CI (read everything for plan; create resources,
 # role definitions and assignments for apply) are granted once by an operator, as
 # docs/deploy.md shows. This configuration never widens its own runner's rights.
-
-resource "github_repository_environment" "production" {
-  repository  = var.github_repository
-  environment = var.github_environment
-
-  deployment_branch_policy {
-    protected_branches     = false
-    custom_branch_policies = true
-  }
-}
-
-# Only main (terraform apply, run now) and version tags (image push) may deploy.
-resource "github_repository_environment_deployment_policy" "main" {
-  repository     = var.github_repository
-  environment    = github_repository_environment.production.environment
-  branch_pattern = "main"
-}
-
-resource "github_repository_environment_deployment_policy" "version_tags" {
-  repository  = var.github_repository
-  environment = github_repository_environment.production.environment
-  tag_pattern = "v*.*.*"
-}
-
-# Identifiers only: variables, never secrets. None of these grants anything by itself.
-resource "github_actions_variable" "settings" {
-  for_each = {
-    AZURE_CLIENT_ID         = azurerm_user_assigned_identity.github_deploy.client_id
-    AZURE_CI_CLIENT_ID      = azurerm_user_assigned_identity.github_ci.client_id
-    AZURE_TENANT_ID         = data.azurerm_client_config.current.tenant_id
-    AZURE_SUBSCRIPTION_ID   = var.subscription_id
-    AZURE_RESOURCE_GROUP    = azurerm_resource_group.main.name
-    ACR_NAME                = azurerm_container_registry.main.name
-    ACR_LOGIN_SERVER        = azurerm_container_registry.main.login_server
-    PRODUCER_JOB_NAME       = azurerm_container_app_job.producer.name
-    TFSTATE_RESOURCE_GROUP  = var.state_backend.resource_group_name
-    TFSTATE_STORAGE_ACCOUNT = var.state_backend.storage_account_name
-    TFSTATE_CONTAINER       = var.state_backend.container_name
-    TFSTATE_KEY             = var.state_backend.key
-  }
-
-  repository    = var.github_repository
-  variable_name = each.key
-  value         = each.value
-}
+#
+# The GitHub side (environment, Actions variables) is the separate root module in
+# terraform/github: the workflow token cannot manage repository variables or environments,
+# and giving CI a GitHub token that can would be exactly the stored secret we avoid.
