@@ -1,0 +1,71 @@
+"""Mapping ARM location names (what users type) to the region codes in the data.
+
+`properties.region` is the ARM location name for most regions but not all: `germanywc` is
+`germanywestcentral`, `centralfrance` is `francecentral`. Regional tags are named
+`<Service>.<armname>` (AzureCloud.germanywestcentral), so the mapping is read off the data:
+a code's ARM name is the most common tag-name suffix among its tags. No table to maintain.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+from common.errors import UnknownRegionError
+from common.model import ServiceTag
+
+ALL = "all"
+GLOBAL = "global"
+
+
+class RegionIndex(NamedTuple):
+    code_by_name: Mapping[str, str]   # ARM name -> data code
+    name_by_code: Mapping[str, str]   # data code -> ARM name
+
+    @property
+    def names(self) -> list[str]:
+        """Every ARM location name in the data, sorted."""
+        return sorted(self.code_by_name)
+
+    def code_for(self, region: str) -> str | None:
+        """The data code to select for a region name; None selects everything ("all").
+
+        Accepts ARM names, the data's own codes, `global` and `all`, in any case.
+        """
+        key = region.strip().lower()
+        if key == ALL:
+            return None
+        if key == GLOBAL:
+            return ""
+        if key in self.code_by_name:
+            return self.code_by_name[key]
+        if key in self.name_by_code:
+            return key
+        import difflib  # only for this message; keeps start-up fast
+
+        known = [*self.names, GLOBAL, ALL]
+        close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(self.names)} regions known)"
+        raise UnknownRegionError(f"unknown region {region!r}{hint}")
+
+    def name_for(self, code: str) -> str:
+        return GLOBAL if code == "" else self.name_by_code.get(code, code)
+
+
+def region_index(tags: Iterable[ServiceTag]) -> RegionIndex:
+    suffixes: dict[str, Counter[str]] = {}
+    for tag in tags:
+        if not tag.region:
+            continue
+        counter = suffixes.setdefault(tag.region, Counter())
+        _, dot, suffix = tag.name.rpartition(".")
+        if dot and suffix:
+            counter[suffix.lower()] += 1
+    name_by_code: dict[str, str] = {}
+    for code, counter in suffixes.items():
+        # Ties go to the code itself, then alphabetical order, so the result is stable.
+        best = max(counter.items(), key=lambda kv: (kv[1], kv[0] == code, kv[0]), default=None)
+        name_by_code[code] = best[0] if best else code
+    code_by_name = {name: code for code, name in name_by_code.items()}
+    return RegionIndex(code_by_name, name_by_code)

@@ -1,0 +1,76 @@
+"""The change report: the machine contract (JSON) built from a diff.
+
+Renderers (text, Markdown, HTML, e-mail) take the report *document*, never the diff, so the
+notifier renders exactly what was stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from common.diff import TagChange
+
+SCHEMA = "servicetags.change-report/v1"
+
+SUMMARY_KEYS = (
+    "tags_added", "tags_removed", "tags_changed", "tags_metadata_only",
+    "prefixes_added", "prefixes_removed",
+    "ipv4_addresses_added", "ipv4_addresses_removed",
+    "ipv6_addresses_added", "ipv6_addresses_removed",
+)
+
+
+def tag_entry(change: TagChange) -> dict[str, Any]:
+    return {
+        "id": change.id,
+        "system_service": change.system_service,
+        "region": change.region,
+        "status": change.status,
+        "change_number": {"from": change.change_number_from, "to": change.change_number_to},
+        "added_prefixes": change.added_prefixes,
+        "removed_prefixes": change.removed_prefixes,
+        "net_added": change.net_added,
+        "net_removed": change.net_removed,
+        "metadata_changes": change.metadata_changes,
+    }
+
+
+def summarise(changes: Iterable[TagChange]) -> dict[str, int]:
+    summary = dict.fromkeys(SUMMARY_KEYS, 0)
+    status_key = {"added": "tags_added", "removed": "tags_removed",
+                  "changed": "tags_changed", "metadata": "tags_metadata_only"}
+    for c in changes:
+        summary[status_key[c.status]] += 1
+        summary["prefixes_added"] += len(c.added_prefixes)
+        summary["prefixes_removed"] += len(c.removed_prefixes)
+        summary["ipv4_addresses_added"] += c.ipv4_added
+        summary["ipv4_addresses_removed"] += c.ipv4_removed
+        summary["ipv6_addresses_added"] += c.ipv6_added
+        summary["ipv6_addresses_removed"] += c.ipv6_removed
+    return summary
+
+
+def build_report(
+    *,
+    cloud: str,
+    region: str,
+    old_change_number: str,
+    old_sha256: str,
+    new_change_number: str,
+    new_sha256: str,
+    changes: list[TagChange],
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "cloud": cloud,
+        "region": region,
+        "from": {"changeNumber": old_change_number, "sha256": old_sha256},
+        "to": {"changeNumber": new_change_number, "sha256": new_sha256},
+        "summary": summarise(changes),
+        "tags": [tag_entry(c) for c in changes],
+    }
+
+
+def has_changes(report: dict[str, Any]) -> bool:
+    return bool(report["tags"])
