@@ -22,3 +22,11 @@ class InvalidPrefixError(ValueError):
 
 class UnknownRegionError(ServiceTagsError):
     """A region name that the data does not know."""
+
+
+class PermanentError(ServiceTagsError):
+    """Processing this message can never succeed (bad content, unknown region): poison it now."""
+
+
+class TransientError(ServiceTagsError):
+    """Processing failed for now (service down, throttled, truncated reply): try again later."""

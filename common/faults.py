@@ -1,0 +1,17 @@
+"""Crash points for tests of at-least-once behaviour.
+
+`SERVICETAGS_CRASH_AT=<name>` makes the process kill itself with SIGKILL when it reaches that
+point, exactly as a node failure would (no cleanup, no finally blocks). Names in use:
+`after_snapshot`, `after_report`, `before_delete` (worker); `after_send` (notifier).
+Never set in production; reading one environment variable per point costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("SERVICETAGS_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,76 @@
+"""The region message: what the producer enqueues and a worker takes. Pure."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any, NamedTuple
+
+from common.config import CLOUDS
+from common.errors import ServiceTagsError
+
+SCHEMA = "servicetags.region-check/v1"
+MAX_BYTES = 4096  # a region message is ~150 bytes; anything larger is not ours
+_REGION = re.compile(r"^[a-z0-9]{2,40}$")
+
+
+class BadMessage(ServiceTagsError):
+    """A message that can never be processed: it goes to the poison queue with this reason."""
+
+
+class RegionMessage(NamedTuple):
+    cloud: str
+    region: str       # ARM location name, or "global"
+    run_id: str
+    enqueued_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"schema": SCHEMA, "cloud": self.cloud, "region": self.region,
+                           "run_id": self.run_id, "enqueued_at": self.enqueued_at},
+                          separators=(",", ":"))
+
+
+def decode_json_message(content: str | bytes) -> Any:
+    """A queue message's JSON: plain text or base64 of it (Functions and Event Grid write
+    base64, our producer and portal users plain text)."""
+    if isinstance(content, bytes):
+        try:
+            content = content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadMessage("message is not UTF-8 text") from None
+    if len(content) > MAX_BYTES * 2:
+        raise BadMessage(f"message is {len(content)} characters, over the {MAX_BYTES * 2} allowed")
+    text = content.strip()
+    if not text:
+        raise BadMessage("message is empty")
+    if text[0] not in "{[":
+        try:
+            text = base64.b64decode(text, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise BadMessage("message is neither JSON nor base64-encoded JSON") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadMessage(f"message is not valid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def parse_region_message(content: str | bytes) -> RegionMessage:
+    if len(content) > MAX_BYTES:
+        raise BadMessage(f"message is {len(content)} bytes, over the {MAX_BYTES} a region message may have")
+    doc = decode_json_message(content)
+    if not isinstance(doc, dict):
+        raise BadMessage(f"message must be a JSON object, not {type(doc).__name__}")
+    missing = [k for k in ("cloud", "region", "run_id") if not isinstance(doc.get(k), str) or not doc[k]]
+    if missing:
+        raise BadMessage(f"message lacks {', '.join(missing)} (needs cloud, region and run_id strings)")
+    schema = doc.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise BadMessage(f"message schema {schema!r} is not {SCHEMA!r}")
+    if doc["cloud"] not in CLOUDS:
+        raise BadMessage(f"unknown cloud {doc['cloud']!r} (expected one of {', '.join(CLOUDS)})")
+    region = doc["region"].lower()
+    if not _REGION.match(region):
+        raise BadMessage(f"region {doc['region']!r} is not a location name")
+    return RegionMessage(doc["cloud"], region, doc["run_id"], str(doc.get("enqueued_at", "")))

@@ -1,0 +1,54 @@
+"""Operator actions on queues: put poisoned messages back, and describe what is poisoned."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from common.messages import BadMessage, decode_json_message
+from common.ports import Message, Queue
+
+
+def poisoned(message: Message) -> dict[str, Any]:
+    """A poison record; messages someone put there by hand are shown as they are."""
+    try:
+        record = json.loads(message.content)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or "content" not in record:
+        return {"reason": "not a servicetags poison record", "content": message.content,
+                "dequeue_count": None, "poisoned_at": None}
+    return record
+
+
+def message_region(content: str) -> str | None:
+    try:
+        doc = decode_json_message(content)
+    except BadMessage:
+        return None
+    return doc.get("region") if isinstance(doc, dict) else None
+
+
+def requeue(poison: Queue, target: Queue, *, keep: Callable[[str], bool] = lambda _: True,
+            visibility_timeout: int = 30) -> int:
+    """Move poisoned messages whose original content `keep` accepts back to `target`.
+
+    Each poisoned message is received once (invisible while this runs), so the loop ends;
+    the original is sent before the poison copy is deleted: a crash leaves a duplicate, which
+    the consumers tolerate, never a loss. Messages not kept reappear in poison afterwards.
+    """
+    moved = 0
+    seen: set[str] = set()
+    while True:
+        message = poison.receive(visibility_timeout)
+        if message is None or message.id in seen:
+            break
+        seen.add(message.id)
+        original = poisoned(message)["content"]
+        if not keep(original):
+            continue
+        target.send(original)
+        poison.delete(message)
+        moved += 1
+    return moved

@@ -1,0 +1,53 @@
+"""The seams between the core and the outside world: small Protocols, no SDK types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple, Protocol
+
+
+class Blob(NamedTuple):
+    data: bytes
+    etag: str
+
+
+class BlobStore(Protocol):
+    """One blob container."""
+
+    def read(self, name: str) -> Blob | None: ...
+
+    def create(self, name: str, data: bytes, *, content_type: str = "application/json",
+               metadata: dict[str, str] | None = None) -> bool:
+        """Write only if absent; False when the blob already exists."""
+
+    def replace(self, name: str, data: bytes, *, etag: str | None,
+                content_type: str = "application/json") -> str | None:
+        """Write if the blob still has `etag` (None: if it does not exist); the new etag, or None
+        when the condition failed."""
+
+    def names(self, prefix: str = "") -> Iterator[str]: ...
+
+
+class Message(NamedTuple):
+    id: str
+    pop_receipt: str
+    content: str
+    dequeue_count: int
+    inserted_on: str = ""
+
+
+class Queue(Protocol):
+    name: str
+
+    def receive(self, visibility_timeout: int) -> Message | None: ...
+
+    def extend(self, message: Message, visibility_timeout: int) -> Message:
+        """Keep the message invisible longer; returns it with its new pop receipt."""
+
+    def delete(self, message: Message) -> None: ...
+
+    def send(self, content: str) -> None: ...
+
+    def peek(self, count: int = 32) -> list[Message]: ...
+
+    def depth(self) -> int: ...

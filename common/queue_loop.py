@@ -1,0 +1,164 @@
+"""An at-least-once queue consumer, shared by the worker and the notifier.
+
+- A received message stays invisible while its handler runs: a background thread extends
+  the lease (every third of the visibility timeout), so long work is not handed to a
+  second consumer.
+- The message is deleted last, only after the handler returned: a crash anywhere before
+  leaves it to reappear, so handlers must be idempotent.
+- Errors decide by type: PermanentError (and BadMessage) go to `<queue>-poison` at once;
+  anything else is retried with growing delay, and poisoned after `max_tries` deliveries.
+- Poisoned messages keep their original content, so `servicetags requeue` can put them back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from common.errors import PermanentError
+from common.faults import crash_point
+from common.logs import log_event
+from common.messages import BadMessage
+from common.ports import Message, Queue
+
+log = logging.getLogger(__name__)
+
+POISON_SCHEMA = "servicetags.poisoned/v1"
+Handler = Callable[[Message], None]
+
+
+class LoopSettings(NamedTuple):
+    max_tries: int = 5
+    visibility_timeout: int = 120   # seconds; the lease is extended while the handler runs
+    retry_delay: int = 10           # seconds before the first retry; doubles per try
+    idle_sleep: float = 2.0         # seconds between polls of an empty queue
+
+
+class Stats(NamedTuple):
+    processed: int = 0
+    retried: int = 0
+    poisoned: int = 0
+
+
+def poison_record(queue: str, message: Message, reason: str) -> str:
+    return json.dumps({
+        "schema": POISON_SCHEMA,
+        "queue": queue,
+        "reason": reason,
+        "dequeue_count": message.dequeue_count,
+        "poisoned_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "message_id": message.id,
+        "inserted_on": message.inserted_on,
+        "content": message.content,
+    }, separators=(",", ":"))
+
+
+class _Lease:
+    """Keeps a message invisible while it is worked on; tracks the newest pop receipt."""
+
+    def __init__(self, queue: Queue, message: Message, timeout: int) -> None:
+        self._queue, self.message, self._timeout = queue, message, timeout
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(max(1.0, self._timeout / 3)):
+            try:
+                with self._lock:
+                    self.message = self._queue.extend(self.message, self._timeout)
+            except Exception:  # a lost lease is a duplicate later, not a failure now
+                log.warning("could not extend the lease of message %s", self.message.id, exc_info=True)
+
+    def current(self) -> Message:
+        with self._lock:
+            return self.message
+
+
+class QueueConsumer:
+    def __init__(self, queue: Queue, poison: Queue, handler: Handler, settings: LoopSettings,
+                 *, stop: threading.Event | None = None) -> None:
+        self.queue, self.poison, self.handler, self.settings = queue, poison, handler, settings
+        self.stop = stop or threading.Event()
+        self.stats = Stats()
+
+    def _count(self, **deltas: int) -> None:
+        self.stats = self.stats._replace(**{k: getattr(self.stats, k) + v for k, v in deltas.items()})
+
+    def _to_poison(self, message: Message, reason: str) -> None:
+        # Send first, delete second: a crash between them leaves a duplicate in poison, not a loss.
+        self.poison.send(poison_record(self.queue.name, message, reason))
+        self.queue.delete(message)
+        self._count(poisoned=1)
+        log_event(log, "message_poisoned", f"message moved to {self.poison.name}: {reason}",
+                  level=logging.WARNING, queue=self.queue.name, message_id=message.id,
+                  dequeue_count=message.dequeue_count, reason=reason)
+
+    def process(self, message: Message) -> None:
+        """Handle one received message, deciding its fate. Never raises for a bad message."""
+        max_tries = self.settings.max_tries
+        if message.dequeue_count > max_tries:
+            self._to_poison(message, f"delivered {message.dequeue_count} times without completing "
+                                     "(the consumer crashed or timed out each time)")
+            return
+        try:
+            with _Lease(self.queue, message, self.settings.visibility_timeout) as lease:
+                self.handler(message)
+                message = lease.current()
+        except (BadMessage, PermanentError) as exc:
+            self._to_poison(message, str(exc))
+            return
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if message.dequeue_count >= max_tries:
+                self._to_poison(message, f"failed {message.dequeue_count} times; last error: {reason}")
+                return
+            delay = min(self.settings.retry_delay * 2 ** (message.dequeue_count - 1),
+                        self.settings.visibility_timeout)
+            log_event(log, "message_retry", f"will retry in {delay}s: {reason}", level=logging.WARNING,
+                      queue=self.queue.name, message_id=message.id, dequeue_count=message.dequeue_count,
+                      reason=reason, retry_in=delay, exc_info=not isinstance(exc, OSError))
+            self._count(retried=1)
+            try:
+                self.queue.extend(message, delay)  # come back after the delay, not the full lease
+            except Exception:
+                log.warning("could not shorten the retry delay of %s", message.id, exc_info=True)
+            return
+        crash_point("before_delete")
+        self.queue.delete(message)
+        self._count(processed=1)
+
+    def run(self, *, until_empty: bool = False) -> Stats:
+        """Consume until stopped; with `until_empty`, return once nothing is left, counting
+        messages still invisible (being retried or held by another consumer)."""
+        while not self.stop.is_set():
+            message = self.queue.receive(self.settings.visibility_timeout)
+            if message is not None:
+                self.process(message)
+                continue
+            if until_empty and self.queue.depth() == 0:
+                break
+            self.stop.wait(self.settings.idle_sleep)
+        return self.stats
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,116 @@
+"""`servicetags requeue` and `servicetags status`: the operator's view of the pipeline."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from common.config import Env
+from common.errors import ServiceTagsError
+from servicetags.argparsing import ArgumentParser, fail
+
+
+def _clients(env: Env) -> Any:
+    from common.adapters.storage import StorageClients, StorageSettings
+    from common.identity import azure_credential
+
+    settings = StorageSettings.from_env(env)
+    return StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
+
+
+def requeue_main(argv: list[str], prog: str) -> int:
+    from common.operations import message_region, requeue
+
+    parser = ArgumentParser(prog=prog, description="Move poisoned messages back to their queue.")
+    parser.add_argument("--queue", default="regions", choices=["regions", "change-events"],
+                        help="which queue's poison queue to empty (default: regions)")
+    parser.add_argument("--region", action="append", default=[], metavar="R",
+                        help="only messages for this region (repeatable; regions queue only)")
+    args = parser.parse_args(argv)
+    if args.region and args.queue != "regions":
+        return fail(prog, "--region applies to the regions queue only")
+    try:
+        env = Env()
+        clients = _clients(env)
+        queue_name = (clients.settings.regions_queue if args.queue == "regions"
+                      else clients.settings.events_queue)
+        wanted = {r.lower() for r in args.region}
+        moved = requeue(clients.queue(f"{queue_name}-poison"), clients.queue(queue_name),
+                        keep=lambda content: not wanted or message_region(content) in wanted)
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    print(f"requeued {moved} message{'s' if moved != 1 else ''} from {queue_name}-poison to {queue_name}")
+    return 0
+
+
+def collect_status(clients: Any, cloud: str) -> dict[str, Any]:
+    from common.operations import poisoned
+
+    s = clients.settings
+    queues = [s.regions_queue, f"{s.regions_queue}-poison", s.events_queue, f"{s.events_queue}-poison"]
+    depths: dict[str, int | None] = {}
+    poison: list[dict[str, Any]] = []
+    for name in queues:
+        queue = clients.queue(name)
+        try:
+            depths[name] = queue.depth()
+        except Exception:  # a queue that does not exist yet is shown as such, not as an error
+            depths[name] = None
+            continue
+        if name.endswith("-poison") and depths[name]:
+            poison += [{"queue": name, **poisoned(m)} for m in queue.peek(32)]
+    regions = []
+    snapshots = clients.container(s.snapshots_container)
+    try:
+        names = [n for n in snapshots.names(f"{cloud}/") if n.endswith("/latest.json")]
+    except Exception:
+        names = []
+    for name in sorted(names):
+        blob = snapshots.read(name)
+        if blob is not None:
+            state = json.loads(blob.data)
+            regions.append({k: state.get(k) for k in (
+                "region", "last_checked_at", "location_change_number", "changeNumber",
+                "last_change_at", "last_report")})
+    return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions}
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    print("Queues")
+    for name, depth in status["queues"].items():
+        print(f"  {name:28} {'(missing)' if depth is None else depth}")
+    print(f"\nPoisoned messages ({len(status['poisoned'])} shown)")
+    for p in status["poisoned"]:
+        content = p["content"] if len(p["content"]) <= 80 else p["content"][:77] + "..."
+        print(f"  [{p['queue']}] {p.get('poisoned_at') or '?'} tries={p.get('dequeue_count')} "
+              f"reason: {p['reason']}\n      message: {content}")
+    print(f"\nRegions ({status['cloud']}, {len(status['regions'])})")
+    print(f"  {'region':22} {'last check':22} {'location cn':>11} {'cn':>5}  last change")
+    for r in status["regions"]:
+        print(f"  {r['region']:22} {r['last_checked_at'] or '-':22} {r['location_change_number'] or '-':>11} "
+              f"{r['changeNumber'] or '-':>5}  {r['last_change_at'] or 'none'} {r['last_report'] or ''}")
+
+
+def status_main(argv: list[str], prog: str) -> int:
+    parser = ArgumentParser(prog=prog, description="Queue depths, poisoned messages and region checks.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    args = parser.parse_args(argv)
+    try:
+        env = Env()
+        status = collect_status(_clients(env), env.cloud())
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        print()
+    else:
+        _print_status(status)
+    return 0
+
+
+def main(argv: list[str], prog: str = "servicetags") -> int:
+    command, rest = argv[0], argv[1:]
+    if command == "requeue":
+        return requeue_main(rest, prog)
+    return status_main(rest, prog)

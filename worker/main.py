@@ -1,0 +1,146 @@
+"""`servicetags worker`: take region messages from the queue and check each region.
+
+The one wiring point of the worker: it reads settings, builds clients and hands them to
+plain functions. Nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any, NamedTuple
+
+from common import logs
+from common.config import ConfigError, Env
+from common.errors import ServiceTagsError
+from common.logs import log_event
+from common.messages import parse_region_message
+from common.ports import Message
+from common.queue_loop import LoopSettings, QueueConsumer
+from servicetags.argparsing import ArgumentParser, fail
+
+log = logging.getLogger("worker")
+
+
+class WorkerSettings(NamedTuple):
+    storage: Any                  # common.adapters.storage.StorageSettings
+    cloud: str                    # the deployment's cloud (storage and identity)
+    source: str                   # arm | file
+    source_file: str | None
+    subscription_id: str | None
+    arm_endpoint: str | None
+    arm_ca_bundle: str | None
+    dev_credential: bool
+    loop: LoopSettings
+    identity_wait: int
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> WorkerSettings:
+        from common.adapters.storage import StorageSettings
+
+        source = env.choice("SERVICETAGS_SOURCE", ("arm", "file"), "arm")
+        source_file = env.str("SERVICETAGS_SOURCE_FILE", required=source == "file")
+        subscription = env.str("AZURE_SUBSCRIPTION_ID", required=source == "arm")
+        arm_endpoint = env.str("SERVICETAGS_ARM_ENDPOINT")
+        dev_credential = env.bool("SERVICETAGS_DEV_CREDENTIAL")
+        if dev_credential and not arm_endpoint:
+            raise ConfigError("SERVICETAGS_DEV_CREDENTIAL=1 is for the local ARM endpoint only; "
+                              "set SERVICETAGS_ARM_ENDPOINT too, or unset it to use the managed identity")
+        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=5, maximum=7 * 24 * 3600)
+        return cls(
+            storage=StorageSettings.from_env(env), cloud=env.cloud(), source=source,
+            source_file=source_file, subscription_id=subscription, arm_endpoint=arm_endpoint,
+            arm_ca_bundle=env.str("SERVICETAGS_ARM_CA_BUNDLE"), dev_credential=dev_credential,
+            loop=LoopSettings(
+                max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
+                visibility_timeout=visibility,
+                retry_delay=env.int("SERVICETAGS_RETRY_DELAY", 10, minimum=0, maximum=visibility),
+                idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300)),
+            identity_wait=env.int("SERVICETAGS_IDENTITY_WAIT", 300, minimum=0),
+            log_format=env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
+            log_level=env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        )
+
+
+def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueConsumer:
+    from common.adapters.storage import StorageClients
+    from common.identity import DevTokenCredential, azure_credential, wait_for_identity
+    from worker.discovery import discover
+    from worker.handler import ParsedReplies, handle_region
+    from worker.sources import ArmSource, FileSource, TagSource, arm_clients
+
+    storage_credential = None
+    if not settings.storage.local:
+        storage_credential = azure_credential(settings.cloud)
+        wait_for_identity(storage_credential, "https://storage.azure.com/.default",
+                          max_wait=settings.identity_wait)
+    clients = StorageClients(settings.storage, storage_credential)
+    names = settings.storage
+    if settings.storage.local:
+        clients.ensure([names.snapshots_container, names.reports_container],
+                       [names.regions_queue, f"{names.regions_queue}-poison"])
+    snapshots = clients.container(names.snapshots_container)
+    reports = clients.container(names.reports_container)
+    queue = clients.queue(names.regions_queue)
+    poison = clients.queue(f"{names.regions_queue}-poison")
+
+    source: TagSource
+    if settings.source == "file":
+        assert settings.source_file is not None
+        source = FileSource(settings.source_file)
+    else:
+        assert settings.subscription_id is not None
+        credentials: dict[str, Any] = {}
+
+        def credential_for(cloud: str) -> Any:
+            if settings.dev_credential:
+                return DevTokenCredential()
+            return credentials.setdefault(cloud, azure_credential(cloud))
+
+        clients_by_cloud = arm_clients(subscription_id=settings.subscription_id,
+                                       credential_for=credential_for, endpoint=settings.arm_endpoint,
+                                       ca_bundle=settings.arm_ca_bundle)
+        source = ArmSource(clients_by_cloud, settings.subscription_id)
+    replies = ParsedReplies()
+
+    def handle(message: Message) -> None:
+        region_message = parse_region_message(message.content)
+        outcome = handle_region(region_message, source=source, snapshots=snapshots, reports=reports,
+                                replies=replies)
+        if region_message.region == "global":
+            discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send)
+
+    return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
+
+
+def main(argv: list[str], prog: str = "servicetags worker") -> int:
+    parser = ArgumentParser(prog=prog, description="Check regions taken from the regions queue; "
+                            "configuration comes from SERVICETAGS_* environment variables.")
+    parser.add_argument("--until-empty", action="store_true",
+                        help="return once the queue is drained (for jobs and tests)")
+    args = parser.parse_args(argv)
+    try:
+        settings = WorkerSettings.from_env(Env())
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    logs.configure(settings.log_format, settings.log_level)
+    stop = threading.Event()
+    # SIGTERM (scale-in, job timeout): finish the current message, then stop.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        consumer = build_consumer(settings, stop)
+        stats = consumer.run(until_empty=args.until_empty)
+    except KeyboardInterrupt:
+        return 130
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    log_event(log, "worker_stopped", "worker stopped", **stats._asdict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,134 @@
+"""Where a worker gets service tags: the ARM Service Tag Discovery API, or a download file.
+
+Sources return the raw reply bytes; parsing is the core's job.
+
+The ARM source must skip the SDK's model deserialisation, which costs ~0.7 s of CPU and
+~150 MB per full reply. In azure-mgmt-network 33 passing `cls=` to `service_tags.list` does
+not skip it (the models are built before `cls` is called), so the source sends the same GET
+through the client's public `send_request`: the same pipeline (bearer token and ARM challenge
+handling, retries with Retry-After, the client's TLS settings), and the raw body back.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+import urllib.request
+from typing import Any, NamedTuple, Protocol
+
+from common.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+# ARM endpoints per cloud (Entra authorities are in common.identity).
+ARM_ENDPOINTS = {
+    "Public": "https://management.azure.com",
+    "AzureGovernment": "https://management.usgovcloudapi.net",
+    "AzureChina": "https://management.chinacloudapi.cn",
+}
+# The location asked for region-less (`global`) tags: any location returns the whole cloud.
+DEFAULT_LOCATIONS = {"Public": "westeurope", "AzureGovernment": "usgovvirginia", "AzureChina": "chinanorth3"}
+
+
+class Fetched(NamedTuple):
+    body: bytes
+    origin: str       # for messages and logs: URL or path
+
+
+class TagSource(Protocol):
+    def fetch(self, cloud: str, location: str) -> Fetched: ...
+
+
+# A GA version every cloud serves (sovereign clouds lag behind the newest).
+DEFAULT_API_VERSION = "2024-05-01"
+
+
+class ArmSource:
+    """The Service Tag Discovery API through azure-mgmt-network, one client per cloud."""
+
+    def __init__(self, clients: dict[str, Any], subscription_id: str,
+                 api_version: str = DEFAULT_API_VERSION) -> None:
+        self._clients = clients
+        self._subscription = subscription_id
+        self._api_version = api_version
+
+    def fetch(self, cloud: str, location: str) -> Fetched:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+        from azure.core.rest import HttpRequest
+
+        client = self._clients.get(cloud)
+        if client is None:
+            raise PermanentError(f"no ARM client configured for cloud {cloud!r}")
+        origin = f"{cloud} ARM serviceTags at {location}"
+        path = (f"/subscriptions/{self._subscription}/providers/Microsoft.Network/locations/"
+                f"{location}/serviceTags")
+        try:
+            request = HttpRequest("GET", path, params={"api-version": self._api_version})
+            response = client.send_request(request)
+            response.raise_for_status()
+            body = response.content
+        except ClientAuthenticationError as exc:
+            # Also what a managed identity that is not ready yet looks like: retry.
+            raise TransientError(f"{origin}: authentication failed ({exc.message})") from None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"{origin}: connection failed ({type(exc).__name__})") from None
+        except HttpResponseError as exc:
+            status = exc.status_code or 0
+            code = getattr(exc.error, "code", None) if exc.error else None
+            detail = f"HTTP {status}" + (f" {code}" if code else "")
+            if status in (400, 404):
+                raise PermanentError(f"{origin}: {detail} (is {location!r} a location of {cloud}?)") from None
+            if status == 403:
+                raise PermanentError(f"{origin}: {detail}; the identity lacks "
+                                     "Microsoft.Network/locations/serviceTags/read") from None
+            raise TransientError(f"{origin}: {detail}") from None
+        return Fetched(body, origin)
+
+
+class FileSource:
+    """A download file (either shape, gzipped or not) from a path or an https URL."""
+
+    def __init__(self, location: str, timeout: float = 60.0) -> None:
+        self._location = location
+        self._timeout = timeout
+
+    def fetch(self, cloud: str, location: str) -> Fetched:
+        if self._location.startswith(("https://", "http://")):
+            try:
+                with urllib.request.urlopen(self._location, timeout=self._timeout) as reply:
+                    return Fetched(reply.read(), self._location)
+            except urllib.error.HTTPError as exc:
+                kind = PermanentError if exc.code in (400, 401, 403, 404, 410) else TransientError
+                raise kind(f"{self._location}: HTTP {exc.code}") from None
+            except (urllib.error.URLError, OSError) as exc:
+                raise TransientError(f"{self._location}: {exc}") from None
+        try:
+            with open(self._location, "rb") as f:
+                return Fetched(f.read(), self._location)
+        except FileNotFoundError:
+            raise PermanentError(f"{self._location}: no such file") from None
+        except OSError as exc:
+            raise TransientError(f"{self._location}: {exc.strerror}") from None
+
+
+def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | None = None,
+                ca_bundle: str | None = None, retry_total: int = 3) -> dict[str, Any]:
+    """NetworkManagementClients for every cloud. `credential_for(cloud)` gives the credential
+    (its authority must match the cloud); `endpoint` overrides ARM (the local stack)."""
+    from azure.mgmt.network import NetworkManagementClient
+
+    clients = {}
+    for cloud, default in ARM_ENDPOINTS.items():
+        base = endpoint or default
+        kwargs: dict[str, Any] = {"retry_total": retry_total}
+        if ca_bundle:
+            kwargs["connection_verify"] = ca_bundle
+        clients[cloud] = NetworkManagementClient(
+            credential_for(cloud), subscription_id, base_url=base,
+            credential_scopes=[f"{default}/.default"], **kwargs)
+    return clients
