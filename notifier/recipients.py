@@ -1,0 +1,176 @@
+"""Who gets which part of a change report: parsing `SERVICETAGS_RECIPIENTS` and filtering reports.
+
+Pure: no I/O. The setting is either a JSON list of objects
+
+    [{"address": "net@example.com", "name": "Network team"},
+     {"address": "app@example.com", "regions": ["japaneast", "global"],
+      "tags": ["Storage*", "AzureCloud.japaneast"]}]
+
+or a plain comma-separated list of addresses (each gets everything). `regions` are matched
+against the report's `region` field (ARM location names, `global`, `all`); `tags` are
+case-insensitive fnmatch patterns matched against each tag's id and its system service.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from email.utils import parseaddr
+from fnmatch import fnmatchcase
+from typing import Any
+
+from common.errors import ServiceTagsError
+from common.report import SUMMARY_KEYS
+
+SETTING = "SERVICETAGS_RECIPIENTS"
+_KEYS = ("address", "name", "regions", "tags")
+# Deliberately simple: one @, no whitespace, brackets or separators. Anything cleverer belongs
+# to the mail server, which rejects what it cannot deliver (a permanent error, poisoned).
+_ADDRESS = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+\.[^@\s<>,;:\"()\[\]\\]+$")
+
+
+class RecipientsError(ServiceTagsError):
+    """An invalid `SERVICETAGS_RECIPIENTS` value; the message names the entry and the problem."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    address: str
+    name: str = ""
+    regions: frozenset[str] | None = None  # None: every region
+    tags: tuple[str, ...] | None = None  # lowercased fnmatch patterns; None: every tag
+
+    def wants_region(self, region: str) -> bool:
+        return self.regions is None or region.lower() in self.regions
+
+    def wants_tag(self, tag: dict[str, Any]) -> bool:
+        if self.tags is None:
+            return True
+        names = [tag["id"].lower()]
+        if tag["system_service"]:
+            names.append(tag["system_service"].lower())
+        return any(fnmatchcase(n, p) for n in names for p in self.tags)
+
+
+def _fail(where: str, problem: str) -> RecipientsError:
+    return RecipientsError(f"{SETTING}: {where}: {problem}")
+
+
+def _address(value: object, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, "'address' must be a non-empty string")
+    address = value.strip()
+    _, parsed = parseaddr(address)
+    if parsed != address or not _ADDRESS.match(address):
+        raise _fail(where, f"{address!r} is not a plain e-mail address like team@example.com")
+    return address
+
+
+def _names(value: object, key: str, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _fail(where, f"{key!r} must be a list of non-empty strings")
+    if not value:
+        raise _fail(where, f"{key!r} is empty, so nothing would match; leave it out to mean everything")
+    return [v.strip().lower() for v in value]
+
+
+def _entry(item: object, index: int) -> Recipient:
+    where = f"entry {index + 1}"
+    if not isinstance(item, dict):
+        raise _fail(where, f"expected an object with an 'address', got {type(item).__name__}")
+    if "address" not in item:
+        raise _fail(where, "missing 'address'")
+    address = _address(item["address"], where)
+    where = f"entry {index + 1} ({address})"
+    unknown = sorted(set(item) - set(_KEYS))
+    if unknown:
+        raise _fail(where, f"unknown key {unknown[0]!r} (allowed: {', '.join(_KEYS)})")
+    name = item.get("name", "")
+    if not isinstance(name, str) or "\n" in name or "\r" in name:
+        raise _fail(where, "'name' must be a one-line string")
+    regions = _names(item["regions"], "regions", where) if "regions" in item else None
+    tags = _names(item["tags"], "tags", where) if "tags" in item else None
+    return Recipient(
+        address=address,
+        name=name.strip(),
+        regions=frozenset(regions) if regions is not None else None,
+        tags=tuple(tags) if tags is not None else None,
+    )
+
+
+def parse_recipients(text: str) -> list[Recipient]:
+    """The recipients named by the setting's value; RecipientsError when it is empty or invalid."""
+    text = text.strip()
+    if not text:
+        raise RecipientsError(f"{SETTING}: no recipients given")
+    if text.startswith(("[", "{")):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RecipientsError(f"{SETTING}: not valid JSON ({exc})") from None
+        if not isinstance(items, list):
+            kind = type(items).__name__
+            raise RecipientsError(f"{SETTING}: expected a JSON list of recipients, got {kind}")
+        recipients = [_entry(item, i) for i, item in enumerate(items)]
+    else:
+        recipients = [Recipient(_address(part, f"entry {i + 1}"))
+                      for i, part in enumerate(text.split(","))]
+    if not recipients:
+        raise RecipientsError(f"{SETTING}: no recipients given")
+    seen: set[str] = set()
+    for r in recipients:
+        # Sends are recorded per report and address: a duplicate would silently lose a filter.
+        if r.address.lower() in seen:
+            raise _fail(r.address, "listed twice; give each address one entry")
+        seen.add(r.address.lower())
+    return recipients
+
+
+def address_counts(cidrs: Iterable[str]) -> tuple[int, int]:
+    """(IPv4, IPv6) addresses in `cidrs`. The report's net lists are collapsed, so no overlap."""
+    v4 = v6 = 0
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr)
+        if network.version == 4:
+            v4 += network.num_addresses
+        else:
+            v6 += network.num_addresses
+    return v4, v6
+
+
+def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """The report summary for these tag entries, recomputed from their prefix lists."""
+    summary = dict.fromkeys(SUMMARY_KEYS, 0)
+    status_key = {"added": "tags_added", "removed": "tags_removed",
+                  "changed": "tags_changed", "metadata": "tags_metadata_only"}
+    for tag in tags:
+        summary[status_key[tag["status"]]] += 1
+        summary["prefixes_added"] += len(tag["added_prefixes"])
+        summary["prefixes_removed"] += len(tag["removed_prefixes"])
+        v4_added, v6_added = address_counts(tag["net_added"])
+        v4_removed, v6_removed = address_counts(tag["net_removed"])
+        summary["ipv4_addresses_added"] += v4_added
+        summary["ipv6_addresses_added"] += v6_added
+        summary["ipv4_addresses_removed"] += v4_removed
+        summary["ipv6_addresses_removed"] += v6_removed
+    return summary
+
+
+def filter_report(report: dict[str, Any], recipient: Recipient) -> dict[str, Any] | None:
+    """The part of `report` this recipient asked for, or None when nothing in it matches.
+
+    The result has the report's shape (it still validates and renders); only the tags and the
+    summary differ. A report whose region is outside the recipient's regions is None even if
+    its tags would match: regions and tag patterns must both match.
+    """
+    if not recipient.wants_region(report["region"]):
+        return None
+    kept = [t for t in report["tags"] if recipient.wants_tag(t)]
+    if not kept:
+        return None
+    if len(kept) == len(report["tags"]):
+        return report  # nothing filtered: keep the stored summary exactly as written
+    return {**report, "summary": summarise_tags(kept), "tags": kept}
