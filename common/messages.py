@@ -25,11 +25,15 @@ class RegionMessage(NamedTuple):
     region: str       # ARM location name, or "global"
     run_id: str
     enqueued_at: str = ""
+    # Set by the producer on `global` in an `all` run: also enqueue regions not seen before.
+    discover: bool = False
 
     def to_json(self) -> str:
-        return json.dumps({"schema": SCHEMA, "cloud": self.cloud, "region": self.region,
-                           "run_id": self.run_id, "enqueued_at": self.enqueued_at},
-                          separators=(",", ":"))
+        doc = {"schema": SCHEMA, "cloud": self.cloud, "region": self.region,
+               "run_id": self.run_id, "enqueued_at": self.enqueued_at}
+        if self.discover:
+            doc["discover"] = True
+        return json.dumps(doc, separators=(",", ":"))
 
 
 def decode_json_message(content: str | bytes) -> Any:
@@ -73,4 +77,7 @@ def parse_region_message(content: str | bytes) -> RegionMessage:
     region = doc["region"].lower()
     if not _REGION.match(region):
         raise BadMessage(f"region {doc['region']!r} is not a location name")
-    return RegionMessage(doc["cloud"], region, doc["run_id"], str(doc.get("enqueued_at", "")))
+    discover = doc.get("discover", False)
+    if not isinstance(discover, bool):
+        raise BadMessage("message field discover must be true or false")
+    return RegionMessage(doc["cloud"], region, doc["run_id"], str(doc.get("enqueued_at", "")), discover)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from common.errors import PermanentError
+from common.errors import PermanentError, ServiceTagsError
 from common.faults import crash_point
 from common.logs import log_event
 from common.messages import BadMessage
@@ -114,32 +114,37 @@ class QueueConsumer:
             self._to_poison(message, f"delivered {message.dequeue_count} times without completing "
                                      "(the consumer crashed or timed out each time)")
             return
+        lease = _Lease(self.queue, message, self.settings.visibility_timeout)
         try:
-            with _Lease(self.queue, message, self.settings.visibility_timeout) as lease:
+            with lease:
                 self.handler(message)
-                message = lease.current()
         except (BadMessage, PermanentError) as exc:
-            self._to_poison(message, str(exc))
+            self._to_poison(lease.current(), str(exc))
             return
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if message.dequeue_count >= max_tries:
-                self._to_poison(message, f"failed {message.dequeue_count} times; last error: {reason}")
-                return
-            delay = min(self.settings.retry_delay * 2 ** (message.dequeue_count - 1),
-                        self.settings.visibility_timeout)
-            log_event(log, "message_retry", f"will retry in {delay}s: {reason}", level=logging.WARNING,
-                      queue=self.queue.name, message_id=message.id, dequeue_count=message.dequeue_count,
-                      reason=reason, retry_in=delay, exc_info=not isinstance(exc, OSError))
-            self._count(retried=1)
-            try:
-                self.queue.extend(message, delay)  # come back after the delay, not the full lease
-            except Exception:
-                log.warning("could not shorten the retry delay of %s", message.id, exc_info=True)
+            # The lease thread may have renewed the pop receipt: act on its newest copy.
+            self._retry_later(lease.current(), exc)
             return
+        message = lease.current()
         crash_point("before_delete")
         self.queue.delete(message)
         self._count(processed=1)
+
+    def _retry_later(self, message: Message, exc: Exception) -> None:
+        reason = f"{type(exc).__name__}: {exc}"
+        if message.dequeue_count >= self.settings.max_tries:
+            self._to_poison(message, f"failed {message.dequeue_count} times; last error: {reason}")
+            return
+        delay = min(self.settings.retry_delay * 2 ** (message.dequeue_count - 1),
+                    self.settings.visibility_timeout)
+        log_event(log, "message_retry", f"will retry in {delay}s: {reason}", level=logging.WARNING,
+                  queue=self.queue.name, message_id=message.id, dequeue_count=message.dequeue_count,
+                  reason=reason, retry_in=delay, exc_info=not isinstance(exc, ServiceTagsError))
+        self._count(retried=1)
+        try:
+            self.queue.extend(message, delay)  # come back after the delay, not the full lease
+        except Exception:
+            log.warning("could not shorten the retry delay of %s", message.id, exc_info=True)
 
     def run(self, *, until_empty: bool = False) -> Stats:
         """Consume until stopped; with `until_empty`, return once nothing is left, counting

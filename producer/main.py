@@ -50,9 +50,11 @@ class ProducerSettings(NamedTuple):
                    env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
 
 
-def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime) -> list[RegionMessage]:
+def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime, *,
+                    discover: bool) -> list[RegionMessage]:
     stamp = now.isoformat(timespec="seconds")
-    return [RegionMessage(cloud, r, run_id, stamp) for r in dict.fromkeys([*regions, "global"])]
+    return [RegionMessage(cloud, r, run_id, stamp, discover=discover and r == "global")
+            for r in dict.fromkeys([*regions, "global"])]
 
 
 def produce(settings: ProducerSettings, *, run_id: str | None = None) -> list[RegionMessage]:
@@ -68,7 +70,8 @@ def produce(settings: ProducerSettings, *, run_id: str | None = None) -> list[Re
     regions = list(settings.regions) if settings.regions is not None else known_regions(
         clients.container(names.snapshots_container), settings.cloud)
     run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    messages = region_messages(settings.cloud, regions, run_id, datetime.now(UTC))
+    messages = region_messages(settings.cloud, regions, run_id, datetime.now(UTC),
+                               discover=settings.regions is None)
     queue = clients.queue(names.regions_queue)
     for message in messages:
         queue.send(message.to_json())

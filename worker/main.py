@@ -33,6 +33,8 @@ class WorkerSettings(NamedTuple):
     arm_endpoint: str | None
     arm_ca_bundle: str | None
     dev_credential: bool
+    arm_retries: int
+    arm_retry_backoff: float
     loop: LoopSettings
     identity_wait: int
     log_format: str
@@ -50,11 +52,13 @@ class WorkerSettings(NamedTuple):
         if dev_credential and not arm_endpoint:
             raise ConfigError("SERVICETAGS_DEV_CREDENTIAL=1 is for the local ARM endpoint only; "
                               "set SERVICETAGS_ARM_ENDPOINT too, or unset it to use the managed identity")
-        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=5, maximum=7 * 24 * 3600)
+        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=1, maximum=7 * 24 * 3600)
         return cls(
             storage=StorageSettings.from_env(env), cloud=env.cloud(), source=source,
             source_file=source_file, subscription_id=subscription, arm_endpoint=arm_endpoint,
             arm_ca_bundle=env.str("SERVICETAGS_ARM_CA_BUNDLE"), dev_credential=dev_credential,
+            arm_retries=env.int("SERVICETAGS_ARM_RETRIES", 3, minimum=0, maximum=10),
+            arm_retry_backoff=env.int("SERVICETAGS_ARM_RETRY_BACKOFF_MS", 800, minimum=0) / 1000,
             loop=LoopSettings(
                 max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
                 visibility_timeout=visibility,
@@ -103,7 +107,8 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
 
         clients_by_cloud = arm_clients(subscription_id=settings.subscription_id,
                                        credential_for=credential_for, endpoint=settings.arm_endpoint,
-                                       ca_bundle=settings.arm_ca_bundle)
+                                       ca_bundle=settings.arm_ca_bundle, retry_total=settings.arm_retries,
+                                       retry_backoff=settings.arm_retry_backoff)
         source = ArmSource(clients_by_cloud, settings.subscription_id)
     replies = ParsedReplies()
 
@@ -111,7 +116,7 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
         region_message = parse_region_message(message.content)
         outcome = handle_region(region_message, source=source, snapshots=snapshots, reports=reports,
                                 replies=replies)
-        if region_message.region == "global":
+        if region_message.discover:
             discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send)
 
     return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)

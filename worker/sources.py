@@ -117,7 +117,8 @@ class FileSource:
 
 
 def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | None = None,
-                ca_bundle: str | None = None, retry_total: int = 3) -> dict[str, Any]:
+                ca_bundle: str | None = None, retry_total: int = 3,
+                retry_backoff: float = 0.8) -> dict[str, Any]:
     """NetworkManagementClients for every cloud. `credential_for(cloud)` gives the credential
     (its authority must match the cloud); `endpoint` overrides ARM (the local stack)."""
     from azure.mgmt.network import NetworkManagementClient
@@ -125,7 +126,9 @@ def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | No
     clients = {}
     for cloud, default in ARM_ENDPOINTS.items():
         base = endpoint or default
-        kwargs: dict[str, Any] = {"retry_total": retry_total}
+        # azure-core's retry policy honours Retry-After on 429/503 and retries 5xx and resets;
+        # what it gives up on comes back through the queue with the message.
+        kwargs: dict[str, Any] = {"retry_total": retry_total, "retry_backoff_factor": retry_backoff}
         if ca_bundle:
             kwargs["connection_verify"] = ca_bundle
         clients[cloud] = NetworkManagementClient(

@@ -1,0 +1,91 @@
+"""A test harness around one isolated pipeline: its own queues and containers on the shared
+Azurite, the shared local ARM endpoint, and workers run in-process or as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from typing import Any
+
+from common.adapters.storage import StorageClients, StorageSettings
+from common.config import Env
+from common.queue_loop import Stats
+from tests.conftest import ROOT
+
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
+
+
+class Pipeline:
+    def __init__(self, connection_string: str, arm_url: str, arm_ca: str, **overrides: str) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.env: dict[str, str] = {
+            "SERVICETAGS_STORAGE_CONNECTION_STRING": connection_string,
+            "SERVICETAGS_REGIONS_QUEUE": f"regions-{suffix}",
+            "SERVICETAGS_EVENTS_QUEUE": f"events-{suffix}",
+            "SERVICETAGS_SNAPSHOTS_CONTAINER": f"snapshots-{suffix}",
+            "SERVICETAGS_REPORTS_CONTAINER": f"reports-{suffix}",
+            "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+            "SERVICETAGS_ARM_ENDPOINT": arm_url,
+            "SERVICETAGS_ARM_CA_BUNDLE": arm_ca,
+            "SERVICETAGS_DEV_CREDENTIAL": "1",
+            "SERVICETAGS_RETRY_DELAY": "0",
+            "SERVICETAGS_IDLE_SLEEP": "0",
+            "SERVICETAGS_VISIBILITY_TIMEOUT": "5",
+            "SERVICETAGS_MAX_TRIES": "3",
+            "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "20",
+            "SERVICETAGS_LOG_FORMAT": "json",
+            **overrides,
+        }
+        self.settings = StorageSettings.from_env(Env(self.env))
+        self.clients = StorageClients(self.settings)
+        s = self.settings
+        self.clients.ensure([s.snapshots_container, s.reports_container],
+                            [s.regions_queue, f"{s.regions_queue}-poison"])
+        self.queue = self.clients.queue(s.regions_queue)
+        self.poison = self.clients.queue(f"{s.regions_queue}-poison")
+        self.snapshots = self.clients.container(s.snapshots_container)
+        self.reports_store = self.clients.container(s.reports_container)
+
+    def produce(self, regions: str = "all", run_id: str = "run") -> int:
+        from producer.main import ProducerSettings, produce
+
+        settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": regions}))
+        return len(produce(settings, run_id=run_id))
+
+    def work(self, **overrides: str) -> Stats:
+        """Drain the regions queue with an in-process worker."""
+        from worker.main import WorkerSettings, build_consumer
+
+        settings = WorkerSettings.from_env(Env({**self.env, **overrides}))
+        return build_consumer(settings, threading.Event()).run(until_empty=True)
+
+    def spawn_worker(self, **overrides: str) -> subprocess.Popen[str]:
+        env = {**os.environ, **self.env, **overrides}
+        return subprocess.Popen([sys.executable, "-m", "worker", "--until-empty"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def reports(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name in self.reports_store.names():
+            blob = self.reports_store.read(name)
+            assert blob is not None
+            out[name] = json.loads(blob.data)
+        return out
+
+    def state(self, region: str, cloud: str = "Public") -> dict[str, Any] | None:
+        blob = self.snapshots.read(f"{cloud}/{region}/latest.json")
+        return json.loads(blob.data) if blob else None
+
+    def poisoned(self) -> list[dict[str, Any]]:
+        return [json.loads(m.content) for m in self.poison.peek(32)]
+
+    def cleanup(self) -> None:
+        s = self.settings
+        for name in (s.snapshots_container, s.reports_container):
+            self.clients.blobs.delete_container(name)
+        for name in (s.regions_queue, f"{s.regions_queue}-poison"):
+            self.clients.queues.delete_queue(name)
