@@ -83,6 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self, status: int, body: dict[str, Any] | None = None,
                headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode("utf-8") if body is not None else b""
+        # Recorded before answering, so a client that has its answer always finds it recorded.
+        with self.server.state.lock:
+            self.server.state.requests.append((self.command, urlsplit(self.path).path, status))
         self.send_response(status)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -91,8 +94,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        with self.server.state.lock:
-            self.server.state.requests.append((self.command, urlsplit(self.path).path, status))
 
     def _error(self, status: int, code: str, message: str) -> None:
         self._reply(status, {"error": {"code": code, "message": message}}, {"x-ms-error-code": code})

@@ -129,6 +129,12 @@ class AcsSender:
         self._client = client
         self.timeout = timeout  # how long to poll for a terminal status before giving up
 
+    @staticmethod
+    def operation_id_for(msg: EmailMessage) -> str:
+        """The ACS operation id (a GUID) for `msg`: derived from its Message-ID when it has one."""
+        key = str(msg["Message-ID"] or "") or str(uuid.uuid4())
+        return str(uuid.uuid5(_OPERATION_NAMESPACE, key))
+
     def send(self, msg: EmailMessage) -> str:
         from azure.core.exceptions import (
             AzureError,
@@ -138,8 +144,7 @@ class AcsSender:
         )
 
         message = to_acs_message(msg)
-        key = str(msg["Message-ID"] or "") or str(uuid.uuid4())
-        operation_id = str(uuid.uuid5(_OPERATION_NAMESPACE, key))
+        operation_id = self.operation_id_for(msg)
         try:
             poller = self._client.begin_send(message, operation_id=operation_id)
             result = poller.result(timeout=self.timeout)
@@ -147,6 +152,11 @@ class AcsSender:
             raise TransientMailError(f"ACS: {type(exc).__name__}: {exc}") from exc
         except HttpResponseError as exc:
             code = exc.status_code
+            if code == 409:
+                # The operation id is already known: an earlier try of this very e-mail was
+                # accepted (we derive the id from the Message-ID), so it is sent, not failed.
+                log.info("acs_send_already_accepted", extra={"operation_id": operation_id})
+                return operation_id
             what = f"ACS: HTTP {code} {exc.error.code if exc.error else exc.reason}"
             if code is None or code in (408, 429) or code >= 500:
                 raise TransientMailError(what) from exc
