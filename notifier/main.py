@@ -1,0 +1,167 @@
+"""`servicetags notifier`: BlobCreated events for report blobs to log records and e-mail.
+
+Queue mode (default) consumes `change-events`, where the storage account's Event Grid
+subscription (locally: the relay) puts one event per message; `serve` answers Event Grid
+webhook deliveries instead. The one wiring point of the notifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from datetime import timedelta
+from typing import Any, NamedTuple
+
+from common import logs
+from common.config import ConfigError, Env
+from common.errors import ServiceTagsError
+from common.logs import log_event
+from common.ports import Message
+from common.queue_loop import LoopSettings, QueueConsumer
+from servicetags.argparsing import ArgumentParser, fail
+
+log = logging.getLogger("notifier")
+
+
+class NotifierSettings(NamedTuple):
+    storage: Any
+    cloud: str
+    notifications_container: str
+    backend: str
+    mail_from: str
+    recipients: tuple[Any, ...]
+    smtp: dict[str, Any]
+    acs_endpoint: str | None
+    acs_connection_string: str | None
+    claim_timeout: int
+    loop: LoopSettings
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> NotifierSettings:
+        from common.adapters.storage import StorageSettings
+        from notifier.recipients import parse_recipients
+
+        backend = env.choice("SERVICETAGS_MAIL_BACKEND", ("smtp", "acs"), "smtp")
+        recipients = tuple(parse_recipients(env.str("SERVICETAGS_RECIPIENTS", "") or ""))
+        mail_from = env.str("SERVICETAGS_MAIL_FROM", required=bool(recipients)) or ""
+        acs_endpoint = env.str("SERVICETAGS_ACS_ENDPOINT")
+        acs_connection = env.str("SERVICETAGS_ACS_CONNECTION_STRING")
+        if backend == "acs" and not (acs_endpoint or acs_connection):
+            raise ConfigError("SERVICETAGS_MAIL_BACKEND=acs needs SERVICETAGS_ACS_ENDPOINT "
+                              "(managed identity) or SERVICETAGS_ACS_CONNECTION_STRING")
+        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=1, maximum=7 * 24 * 3600)
+        return cls(
+            storage=StorageSettings.from_env(env), cloud=env.cloud(),
+            notifications_container=env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications")
+            or "notifications",
+            backend=backend, mail_from=mail_from, recipients=recipients,
+            smtp={"host": env.str("SERVICETAGS_SMTP_HOST", "localhost"),
+                  "port": env.int("SERVICETAGS_SMTP_PORT", 25, minimum=1, maximum=65535),
+                  "starttls": env.bool("SERVICETAGS_SMTP_STARTTLS"),
+                  "username": env.str("SERVICETAGS_SMTP_USERNAME"),
+                  "password": env.str("SERVICETAGS_SMTP_PASSWORD")},
+            acs_endpoint=acs_endpoint, acs_connection_string=acs_connection,
+            claim_timeout=env.int("SERVICETAGS_CLAIM_TIMEOUT", 600, minimum=1),
+            loop=LoopSettings(
+                max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
+                visibility_timeout=visibility,
+                retry_delay=env.int("SERVICETAGS_RETRY_DELAY", 10, minimum=0, maximum=visibility),
+                idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300)),
+            log_format=env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
+            log_level=env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        )
+
+
+class Wiring(NamedTuple):
+    notifier: Any              # notifier.delivery.Notifier
+    clients: Any               # common.adapters.storage.StorageClients
+    reports_container: str
+
+
+def build(settings: NotifierSettings) -> Wiring:
+    from common.adapters.storage import StorageClients
+    from common.identity import azure_credential, wait_for_identity
+    from notifier.delivery import Notifier
+    from notifier.mail import MailSender, SmtpSender, acs_sender_from
+
+    credential = None
+    if not settings.storage.local:
+        credential = azure_credential(settings.cloud)
+        wait_for_identity(credential, "https://storage.azure.com/.default", max_wait=300)
+    clients = StorageClients(settings.storage, credential)
+    s = settings.storage
+    if s.local:
+        clients.ensure([s.reports_container, settings.notifications_container],
+                       [s.events_queue, f"{s.events_queue}-poison"])
+    sender: MailSender
+    if settings.backend == "acs":
+        sender = acs_sender_from(endpoint=settings.acs_endpoint,
+                                 connection_string=settings.acs_connection_string, credential=credential)
+    else:
+        sender = SmtpSender(settings.smtp["host"], settings.smtp["port"], starttls=settings.smtp["starttls"],
+                            username=settings.smtp["username"], password=settings.smtp["password"])
+    if not settings.recipients:
+        log.warning("SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is e-mailed")
+    notifier = Notifier(reports=clients.container(s.reports_container),
+                        markers=clients.container(settings.notifications_container), sender=sender,
+                        mail_from=settings.mail_from, recipients=settings.recipients,
+                        claim_timeout=timedelta(seconds=settings.claim_timeout))
+    return Wiring(notifier, clients, s.reports_container)
+
+
+def queue_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.Event) -> QueueConsumer:
+    from notifier.events import NotAReportEvent, parse_queue_message
+
+    ignored = 0
+
+    def handle(message: Message) -> None:
+        nonlocal ignored
+        try:
+            event = parse_queue_message(message.content, expected_container=wiring.reports_container)
+        except NotAReportEvent as exc:
+            ignored += 1
+            log_event(log, "event_ignored", str(exc), message_id=message.id, ignored_total=ignored)
+            return
+        wiring.notifier.deliver(event.blob_name, event.url)
+
+    s = settings.storage
+    queue, poison = wiring.clients.queue(s.events_queue), wiring.clients.queue(f"{s.events_queue}-poison")
+    return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
+
+
+def main(argv: list[str], prog: str = "servicetags notifier") -> int:
+    parser = ArgumentParser(prog=prog, description="Turn report BlobCreated events into a log record and "
+                            "e-mails. Configuration comes from SERVICETAGS_* environment variables.")
+    parser.add_argument("mode", nargs="?", choices=["queue", "serve"], default="queue",
+                        help="queue: consume change-events (default); serve: Event Grid webhook")
+    parser.add_argument("--until-empty", action="store_true",
+                        help="queue mode: return once the queue is drained")
+    args = parser.parse_args(argv)
+    try:
+        settings = NotifierSettings.from_env(Env())
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    logs.configure(settings.log_format, settings.log_level)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        wiring = build(settings)
+        if args.mode == "serve":
+            from notifier.serve import serve_webhook
+
+            return serve_webhook(wiring, Env(), stop)
+        stats = queue_consumer(settings, wiring, stop).run(until_empty=args.until_empty)
+    except KeyboardInterrupt:
+        return 130
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    log_event(log, "notifier_stopped", "notifier stopped", **stats._asdict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
