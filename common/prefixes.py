@@ -12,8 +12,10 @@ about 4 us each, which alone would exceed the time budget of `servicetags diff`.
 from __future__ import annotations
 
 import ipaddress
+
+# The C module itself: `socket` builds enums at import, a tenth of `servicetags diff`'s start-up.
+from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from collections.abc import Callable, Iterable
-from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 
 from common.errors import InvalidPrefixError
 
@@ -78,7 +80,20 @@ class PrefixParser:
     def check_all(self, texts: Iterable[object]) -> None:
         """Validate every string not seen before; raises on the first invalid one."""
         ranges = self._ranges
+        host4, pton, from_bytes = _HOST4, inet_pton, int.from_bytes
         for text in set(texts).difference(ranges):
+            # The common case inlined (IPv4, canonical): a function call per prefix costs 10 ms.
+            if type(text) is str and ":" not in text:
+                address, _, length = text.partition("/")
+                mask = host4.get(length)
+                if mask is not None:
+                    try:
+                        network = from_bytes(pton(AF_INET, address), "big")
+                    except OSError:
+                        network = -1
+                    if network >= 0 and not network & mask:
+                        ranges[text] = (4, network, network + mask + 1)
+                        continue
             found = canonical_range(text)  # type: ignore[arg-type]
             if found is None:
                 normal = normalise(text)

@@ -177,17 +177,17 @@ def _tag(value: Any, index: int, source: str) -> ServiceTag:
             source, f"values[{index}] ({tag_id}): properties.addressPrefixes must hold strings only"
         ) from None
     change_number = props.get("changeNumber", "0")
-    return ServiceTag(
-        id=tag_id,
-        name=value.get("name", tag_id),
-        region=region,
-        system_service=system_service,
-        change_number=change_number if type(change_number) is str and change_number
-        else _change_number(change_number, source, f"values[{index}] ({tag_id}): properties."),
-        prefixes=prefix_set,
-        properties_extra=_properties_extra(props),
-        extra={k: v for k, v in value.items() if k not in _KNOWN_TAG_FIELDS} if len(value) > 3 else {},
-    )
+    if type(change_number) is not str or not change_number:
+        change_number = _change_number(change_number, source, f"values[{index}] ({tag_id}): properties.")
+    # Positional tuple construction: keyword NamedTuple construction is 3x slower, 6,000 times.
+    return _new_tag(ServiceTag, (
+        tag_id, value.get("name", tag_id), region, system_service, change_number, prefix_set,
+        _properties_extra(props),
+        {k: v for k, v in value.items() if k not in _KNOWN_TAG_FIELDS} if len(value) > 3 else {},
+    ))
+
+
+_new_tag = tuple.__new__
 
 
 def _properties_extra(props: dict[str, Any]) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Imports nothing from the Azure SDKs, so it starts fast.
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from common.compare import compare
@@ -34,6 +35,9 @@ def main(argv: list[str], prog: str = "servicetags diff") -> int:
                         help="exit 1 when something changed (0 otherwise, 2 on error)")
     args = parser.parse_args(argv)
 
+    # A short-lived process that builds ~200,000 long-lived objects and no garbage cycles:
+    # automatic collections would only rescan them (~20% of the run time).
+    gc.disable()
     prefixes = PrefixParser()
     try:
         old = load_snapshot(args.old, prefixes)
