@@ -16,6 +16,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -240,7 +241,16 @@ def make_server(app: Any, host: str, port: int, threads: int = 4) -> WebhookServ
 
 
 def serve(app: Any, host: str, port: int, threads: int = 4) -> None:
-    """Serve forever (until the process is stopped)."""
+    """Serve until SIGTERM or SIGINT, then let running handlers finish and return.
+    (Signals are only caught when called from the main thread, as Python requires.)"""
     server = make_server(app, host, port, threads)
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum: int, _frame: object) -> None:
+            # close() waits for handlers; never block inside a signal handler.
+            threading.Thread(target=server.close, name="webhook-stop", daemon=True).start()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
     log_event(log, "webhook_listening", f"listening on {host}:{server.port}", host=host, port=server.port)
     server.run()
+    log_event(log, "webhook_stopped", "webhook server stopped")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -16,7 +19,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.ports import free_port
+from common.queue_loop import wait_until
+from devstack.ports import free_port, port_is_open
 from notifier.events import ReportEvent
 from notifier.webhook import (
     MAX_BODY,
@@ -389,3 +393,28 @@ def test_entra_with_the_key_set_unreachable_is_a_503_so_event_grid_retries(start
 def test_a_short_shared_secret_is_refused_at_start():
     with pytest.raises(ValueError, match="at least 16"):
         SharedSecretAuth("hunter2")
+
+
+SERVE_SCRIPT = """
+import sys
+from notifier.webhook import SharedSecretAuth, make_app, serve
+serve(make_app(print, auth=SharedSecretAuth(sys.argv[2]), expected_container="reports"),
+      "127.0.0.1", int(sys.argv[1]), threads=2)
+print("stopped", flush=True)
+"""
+
+
+def test_serve_stops_cleanly_on_sigterm():
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, str(port), SECRET], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: port_is_open("127.0.0.1", port), timeout=20)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert b"stopped" in output
