@@ -39,11 +39,12 @@ def main() -> None:
     args = parser.parse_args()
     old, new = map(str, args.files)
     commands = {
-        "reference (json + set difference)": [sys.executable, str(ROOT / "bench" / "reference_diff.py"), old, new],
+        "reference (json + set difference)": [sys.executable, str(ROOT / "bench" / "reference_diff.py"),
+                                              old, new],
         "servicetags diff --region all": [sys.executable, "-m", "servicetags", "diff", old, new],
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-    for name, argv in commands.items():  # warm the page cache and .pyc files
+    for argv in commands.values():  # warm the page cache and .pyc files
         run(argv)
     for _ in range(args.runs):
         for name, argv in commands.items():

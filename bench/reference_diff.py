@@ -5,8 +5,10 @@ import gzip
 import json
 import sys
 
-old = json.loads(gzip.open(sys.argv[1]).read())
-new = json.loads(gzip.open(sys.argv[2]).read())
+with gzip.open(sys.argv[1]) as f:
+    old = json.loads(f.read())
+with gzip.open(sys.argv[2]) as f:
+    new = json.loads(f.read())
 a = {v["id"]: set(v["properties"]["addressPrefixes"]) for v in old["values"]}
 b = {v["id"]: set(v["properties"]["addressPrefixes"]) for v in new["values"]}
 changed = {k: (sorted(b.get(k, set()) - a.get(k, set())), sorted(a.get(k, set()) - b.get(k, set())))

@@ -71,17 +71,26 @@ class PrefixParser:
     distinct string is checked once per process, and the diff reads ranges from the table.
     """
 
-    __slots__ = ("_ranges", "renamed")
+    __slots__ = ("_checked", "_keep_ranges", "_ranges", "renamed")
 
-    def __init__(self) -> None:
-        self._ranges: dict[str, Range] = {}    # every checked string (raw and normalised)
+    def __init__(self, *, keep_ranges: bool = True) -> None:
+        """`keep_ranges=False` remembers only which strings are valid (a long-running worker
+        sees every prefix of the cloud but needs ranges only for the few that change)."""
+        self._keep_ranges = keep_ranges
+        self._ranges: dict[str, Range] = {}    # raw and normalised strings -> range
+        self._checked: set[str] = set()        # valid strings whose range was not kept
         self.renamed: dict[str, str] = {}      # raw -> normalised, where they differ
 
     def check_all(self, texts: Iterable[object]) -> None:
         """Validate every string not seen before; raises on the first invalid one."""
-        ranges = self._ranges
+        new = set(texts).difference(self._ranges)
+        if not self._keep_ranges:
+            new -= self._checked
+            ranges: dict[str, Range] = {}
+        else:
+            ranges = self._ranges
         host4, pton, from_bytes = _HOST4, inet_pton, int.from_bytes
-        for text in set(texts).difference(ranges):
+        for text in new:
             # The common case inlined (IPv4, canonical): a function call per prefix costs 10 ms.
             if type(text) is str and ":" not in text:
                 address, _, length = text.partition("/")
@@ -102,14 +111,20 @@ class PrefixParser:
                 self.renamed[text] = normal  # type: ignore[index]
                 ranges[normal] = found
             ranges[text] = found  # type: ignore[index]
+        if not self._keep_ranges:
+            self._checked.update(ranges)
 
     def range(self, text: str) -> Range:
         """The integer range of a normalised prefix (as held by the model)."""
         try:
             return self._ranges[text]
         except KeyError:
-            self.check_all((text,))
-            return self._ranges[text]
+            found = canonical_range(text)
+            if found is None:  # not normalised: normalise (or raise) first
+                found = canonical_range(normalise(text))
+                assert found is not None
+            self._ranges[text] = found
+            return found
 
     def sort_key(self) -> Callable[[str], Range]:
         """Orders prefixes as people read them: IPv4 before IPv6, then by address."""

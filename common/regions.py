@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from common.errors import UnknownRegionError
 from common.model import ServiceTag
@@ -54,12 +54,29 @@ class RegionIndex(NamedTuple):
 
 
 def region_index(tags: Iterable[ServiceTag]) -> RegionIndex:
+    return index_from_names((t.name, t.region) for t in tags)
+
+
+def index_from_document(doc: Any) -> RegionIndex:
+    """The index read straight off a reply's raw `values`, without building the model (a
+    worker needs only its own region's tags). Malformed entries are skipped here; the model
+    built for a region reports them."""
+    pairs = []
+    for value in doc.get("values") or () if isinstance(doc, dict) else ():
+        props = value.get("properties") if isinstance(value, dict) else None
+        if isinstance(props, dict) and isinstance(props.get("region"), str):
+            pairs.append((str(value.get("name", value.get("id", ""))), props["region"]))
+    return index_from_names(pairs)
+
+
+def index_from_names(pairs: Iterable[tuple[str, str]]) -> RegionIndex:
+    """From (tag name, region code) pairs."""
     suffixes: dict[str, Counter[str]] = {}
-    for tag in tags:
-        if not tag.region:
+    for name, region in pairs:
+        if not region:
             continue
-        counter = suffixes.setdefault(tag.region, Counter())
-        _, dot, suffix = tag.name.rpartition(".")
+        counter = suffixes.setdefault(region, Counter())
+        _, dot, suffix = name.rpartition(".")
         if dot and suffix:
             counter[suffix.lower()] += 1
     name_by_code: dict[str, str] = {}

@@ -75,15 +75,23 @@ def parse_snapshot(data: bytes | str, source: str, parser: PrefixParser | None =
 
 
 def _parse_json_snapshot(data: bytes | str, source: str, parser: PrefixParser) -> Snapshot:
+    return snapshot_from_document(parse_json(data, source), source, parser)
+
+
+def parse_json(data: bytes | str, source: str) -> Any:
+    """The JSON document of a snapshot (un-gzipped if needed); errors name the source."""
+    if isinstance(data, bytes):
+        data = decompress(data, source)
+    if not data.strip():
+        raise SnapshotError(source, "is empty")
     try:
-        doc = json.loads(data)
+        return json.loads(data)
     except UnicodeDecodeError:
         raise SnapshotError(source, "is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise SnapshotError(
             source, f"is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
-    return snapshot_from_document(doc, source, parser)
 
 
 def load_snapshot(path: str | os.PathLike[str], parser: PrefixParser | None = None) -> Snapshot:
@@ -100,7 +108,10 @@ def _change_number(value: Any, source: str, where: str) -> str:
     raise SnapshotError(source, f"{where}changeNumber must be an integer or a string")
 
 
-def snapshot_from_document(doc: Any, source: str, parser: PrefixParser) -> Snapshot:
+def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
+                           region_code: str | None = None) -> Snapshot:
+    """The model of a parsed document; with `region_code`, of that region's tags only (the
+    others are not built, and their prefixes not checked)."""
     if not isinstance(doc, dict):
         raise SnapshotError(source, f"expected a JSON object, found {type(doc).__name__}")
     values = doc.get("values")
@@ -113,17 +124,23 @@ def snapshot_from_document(doc: Any, source: str, parser: PrefixParser) -> Snaps
         raise SnapshotError(source, "'cloud' must be a string")
     change_number = _change_number(doc.get("changeNumber"), source, "top-level ")
     tags: dict[str, ServiceTag] = {}
-    for index, value in enumerate(values):
+    selected = [(i, v) for i, v in enumerate(values) if region_code is None or _region_of(v) == region_code]
+    for index, value in selected:
         tag = _tag(value, index, source)
         if tag.id in tags:
             raise SnapshotError(source, f"values[{index}]: duplicate tag id {tag.id!r}")
         tags[tag.id] = tag
-    _check_prefixes(values, tags, source, parser)
+    _check_prefixes(selected, tags, source, parser)
     return Snapshot(cloud, change_number, tags, source)
 
 
+def _region_of(value: Any) -> object:
+    props = value.get("properties") if type(value) is dict else None
+    return props.get("region", "") if type(props) is dict else None
+
+
 def _check_prefixes(
-    values: list[Any], tags: dict[str, ServiceTag], source: str, parser: PrefixParser
+    values: list[tuple[int, Any]], tags: dict[str, ServiceTag], source: str, parser: PrefixParser
 ) -> None:
     """Validate every distinct prefix once, then normalise the tags that need it."""
     try:
@@ -140,9 +157,9 @@ def _check_prefixes(
             tags[tag_id] = tag._replace(prefixes=normal)
 
 
-def _raise_first_invalid(values: list[Any], source: str) -> NoReturn:
+def _raise_first_invalid(values: list[tuple[int, Any]], source: str) -> NoReturn:
     # Only on error: walk the document again to say exactly where the bad prefix is.
-    for index, value in enumerate(values):
+    for index, value in values:
         for position, text in enumerate(value["properties"]["addressPrefixes"]):
             try:
                 normalise(text)

@@ -27,9 +27,16 @@ from common.messages import RegionMessage
 from common.model import Snapshot
 from common.ports import BlobStore
 from common.prefixes import PrefixParser
-from common.regions import GLOBAL, RegionIndex, region_index
+from common.regions import GLOBAL, RegionIndex, index_from_document
 from common.render import summary_line
-from common.snapshot import canonical_bytes, content_sha256, parse_snapshot, tag_digests
+from common.snapshot import (
+    canonical_bytes,
+    content_sha256,
+    parse_json,
+    parse_snapshot,
+    snapshot_from_document,
+    tag_digests,
+)
 from worker.sources import DEFAULT_LOCATIONS, TagSource
 
 log = logging.getLogger(__name__)
@@ -47,31 +54,46 @@ class Outcome(NamedTuple):
     regions: tuple[str, ...] = () # every region name in the data (for discovery)
 
 
+class Reply(NamedTuple):
+    doc: Any                # the parsed JSON document
+    index: RegionIndex
+    cloud: str
+    change_number: str
+    origin: str
+
+
 class ParsedReplies:
-    """Parsed replies by body digest. Every location returns the whole cloud, so one worker
-    handling many regions parses each distinct reply once; the parser's prefix table is
-    shared for the same reason."""
+    """Parsed replies by body digest. Every location returns the whole cloud, so a worker
+    handling many regions parses each distinct reply once and then builds (and validates)
+    only the tags of the region at hand. The prefix table is shared for the same reason."""
 
     def __init__(self, size: int = 2) -> None:
-        self.parser = PrefixParser()
+        self.parser = PrefixParser(keep_ranges=False)
         self._size = size
-        self._cache: OrderedDict[bytes, tuple[Snapshot, RegionIndex]] = OrderedDict()
+        self._cache: OrderedDict[bytes, Reply] = OrderedDict()
 
-    def get(self, body: bytes, origin: str) -> tuple[Snapshot, RegionIndex]:
+    def get(self, body: bytes, origin: str) -> Reply:
         key = hashlib.sha256(body).digest()
         found = self._cache.get(key)
         if found is None:
             try:
-                snapshot = parse_snapshot(body, origin, self.parser)
+                doc = parse_json(body, origin)
+                head = snapshot_from_document({**doc, "values": []}, origin, self.parser)
             except SnapshotError as exc:
                 # Truncated or garbled replies happen; after max tries the message says why.
                 raise TransientError(f"unusable reply: {exc}") from None
-            found = (snapshot, region_index(snapshot.tags.values()))
+            found = Reply(doc, index_from_document(doc), head.cloud, head.change_number, origin)
             self._cache[key] = found
             if len(self._cache) > self._size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)
         return found
+
+    def region(self, reply: Reply, code: str | None) -> Snapshot:
+        try:
+            return snapshot_from_document(reply.doc, reply.origin, self.parser, region_code=code)
+        except SnapshotError as exc:
+            raise TransientError(f"unusable reply: {exc}") from None
 
 
 def _iso(moment: datetime) -> str:
@@ -82,14 +104,15 @@ def handle_region(message: RegionMessage, *, source: TagSource, snapshots: BlobS
                   replies: ParsedReplies, clock: Clock = utc_now, max_attempts: int = 5) -> Outcome:
     location = DEFAULT_LOCATIONS[message.cloud] if message.region == GLOBAL else message.region
     fetched = source.fetch(message.cloud, location)
-    full, index = replies.get(fetched.body, fetched.origin)
-    if full.cloud != message.cloud:
-        raise PermanentError(f"{fetched.origin} answered for cloud {full.cloud!r}, not {message.cloud!r}")
+    reply = replies.get(fetched.body, fetched.origin)
+    index = reply.index
+    if reply.cloud != message.cloud:
+        raise PermanentError(f"{fetched.origin} answered for cloud {reply.cloud!r}, not {message.cloud!r}")
     try:
         code = index.code_for(message.region)
     except UnknownRegionError as exc:
-        raise PermanentError(f"{exc} in {fetched.origin} (change {full.change_number})") from None
-    current = full.select(code)
+        raise PermanentError(f"{exc} in {fetched.origin} (change {reply.change_number})") from None
+    current = replies.region(reply, code)
     digests = tag_digests(current)
     sha = content_sha256(current, digests)
 
@@ -99,7 +122,7 @@ def handle_region(message: RegionMessage, *, source: TagSource, snapshots: BlobS
         if outcome is not None:
             log_event(log, "region_checked", f"{message.cloud} {message.region}: {outcome.status}",
                       cloud=message.cloud, region=message.region, run_id=message.run_id,
-                      outcome=outcome.status, change_number=full.change_number, location=location,
+                      outcome=outcome.status, change_number=reply.change_number, location=location,
                       sha256=sha, report=outcome.report, tags=len(current.tags))
             return outcome._replace(regions=tuple(index.names))
     raise TransientError(f"the state of {message.region} kept changing under concurrent writers")

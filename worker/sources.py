@@ -56,6 +56,7 @@ class ArmSource:
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
+            IncompleteReadError,
             ServiceRequestError,
             ServiceResponseError,
         )
@@ -69,13 +70,21 @@ class ArmSource:
                 f"{location}/serviceTags")
         try:
             request = HttpRequest("GET", path, params={"api-version": self._api_version})
-            response = client.send_request(request)
-            response.raise_for_status()
-            body = response.content
+            # Streamed into one buffer: reading it whole keeps the chunks and the joined copy
+            # alive together, a 17 MB peak for a 3 MB reply.
+            response = client.send_request(request, stream=True)
+            try:
+                response.raise_for_status()
+                buffer = bytearray()
+                for chunk in response.iter_bytes():
+                    buffer += chunk
+                body = bytes(buffer)
+            finally:
+                response.close()
         except ClientAuthenticationError as exc:
             # Also what a managed identity that is not ready yet looks like: retry.
             raise TransientError(f"{origin}: authentication failed ({exc.message})") from None
-        except (ServiceRequestError, ServiceResponseError) as exc:
+        except (ServiceRequestError, ServiceResponseError, IncompleteReadError) as exc:
             raise TransientError(f"{origin}: connection failed ({type(exc).__name__})") from None
         except HttpResponseError as exc:
             status = exc.status_code or 0

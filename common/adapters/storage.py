@@ -85,6 +85,7 @@ class StorageClients:
 class AzureBlobStore:
     def __init__(self, client: ContainerClient) -> None:
         self._client = client
+        self.client = client  # for listings with properties (the local relay)
         self.name = client.container_name
         self.url = client.url
 
