@@ -7,6 +7,7 @@ The ARM source must skip the SDK's model deserialisation, which costs ~0.7 s of 
 not skip it (the models are built before `cls` is called), so the source sends the same GET
 through the client's public `send_request`: the same pipeline (bearer token and ARM challenge
 handling, retries with Retry-After, the client's TLS settings), and the raw body back.
+See worker/arm_client.py for why that client is built without azure-mgmt-network.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ DEFAULT_API_VERSION = "2024-05-01"
 
 
 class ArmSource:
-    """The Service Tag Discovery API through azure-mgmt-network, one client per cloud."""
+    """The Service Tag Discovery API through an ARM pipeline client, one per cloud."""
 
     def __init__(self, clients: dict[str, Any], subscription_id: str,
                  api_version: str = DEFAULT_API_VERSION) -> None:
@@ -69,7 +70,8 @@ class ArmSource:
         path = (f"/subscriptions/{self._subscription}/providers/Microsoft.Network/locations/"
                 f"{location}/serviceTags")
         try:
-            request = HttpRequest("GET", path, params={"api-version": self._api_version})
+            # format_url joins the path to the client's base URL, as generated clients do.
+            request = HttpRequest("GET", client.format_url(path), params={"api-version": self._api_version})
             # Streamed into one buffer: reading it whole keeps the chunks and the joined copy
             # alive together, a 17 MB peak for a 3 MB reply.
             response = client.send_request(request, stream=True)
@@ -128,9 +130,9 @@ class FileSource:
 def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | None = None,
                 ca_bundle: str | None = None, retry_total: int = 3,
                 retry_backoff: float = 0.8) -> dict[str, Any]:
-    """NetworkManagementClients for every cloud. `credential_for(cloud)` gives the credential
+    """ARM pipeline clients for every cloud. `credential_for(cloud)` gives the credential
     (its authority must match the cloud); `endpoint` overrides ARM (the local stack)."""
-    from azure.mgmt.network import NetworkManagementClient
+    from worker.arm_client import arm_pipeline_client
 
     clients = {}
     for cloud, default in ARM_ENDPOINTS.items():
@@ -140,7 +142,6 @@ def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | No
         kwargs: dict[str, Any] = {"retry_total": retry_total, "retry_backoff_factor": retry_backoff}
         if ca_bundle:
             kwargs["connection_verify"] = ca_bundle
-        clients[cloud] = NetworkManagementClient(
-            credential_for(cloud), subscription_id, base_url=base,
-            credential_scopes=[f"{default}/.default"], **kwargs)
+        clients[cloud] = arm_pipeline_client(credential_for(cloud), base_url=base,
+                                             credential_scopes=[f"{default}/.default"], **kwargs)
     return clients
