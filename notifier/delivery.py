@@ -10,7 +10,7 @@ container:
 
 A fresh claim held by someone else means "retry later" (the event comes back and then finds
 "sent"); a claim older than `claim_timeout` was abandoned by a crashed notifier and is taken
-over. The one crash window left is between 2 and 3: the mail went out but is not marked, so
+over; a failed send releases its claim at once. The one crash window left is between 2 and 3: the mail went out but is not marked, so
 it is sent again. That side is chosen on purpose: a duplicate (with the same Message-ID, which
 mail clients recognise) rather than a lost notice. The change_report log record is guarded the
 same way (`<report>/_logged.json`, written after the record), so alerts count each report once.
@@ -122,7 +122,7 @@ class Notifier:
             if state["state"] == "sent":
                 return False
             claimed = datetime.fromisoformat(state["claimed_at"])
-            if self.clock() - claimed < self.claim_timeout:
+            if state["state"] == "sending" and self.clock() - claimed < self.claim_timeout:
                 raise TransientError(f"another notifier is sending {blob_name} to a recipient; "
                                      "checking again later")
             # Abandoned by a crashed notifier: take it over.
@@ -135,10 +135,12 @@ class Notifier:
                                blob_name=blob_name, blob_url=blob_url, date=self.clock())
         try:
             provider_id = self.sender.send(message)
-        except TransientMailError as exc:
-            raise TransientError(f"mail to {recipient.address} not sent: {exc}") from None
-        except PermanentMailError as exc:
-            raise PermanentError(f"mail to {recipient.address} refused: {exc}") from None
+        except (TransientMailError, PermanentMailError) as exc:
+            # Release the claim, so the retry (or an operator's requeue) need not wait it out.
+            failed = {**claim, "state": "failed", "error": str(exc)}
+            self.markers.replace(name, json.dumps(failed).encode(), etag=etag)
+            kind = TransientError if isinstance(exc, TransientMailError) else PermanentError
+            raise kind(f"mail to {recipient.address} not sent: {exc}") from None
         crash_point("after_send")
         done = {**claim, "state": "sent", "sent_at": self._iso(), "provider_id": provider_id}
         if self.markers.replace(name, json.dumps(done).encode(), etag=etag) is None:
