@@ -15,6 +15,7 @@ all services is simpler to own than three.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -199,17 +200,25 @@ def start_azurite(
 def stop_process_group(pid: int, timeout: float = 10.0) -> None:
     """SIGTERM the process group led by `pid`, SIGKILL it if still alive after `timeout`.
 
-    For processes started by another Python process (e.g. `servicetags local up`), which
-    therefore cannot be reaped here; an orphaned group is reaped by init.
+    Works for groups started by another process (an orphaned group is reaped by init) and
+    for this process's own children, which are reaped here: a dead child not yet reaped is a
+    zombie, and a zombie still answers `killpg(pgid, 0)`.
     """
     if not _signal_group(pid, signal.SIGTERM):
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _reap(pid)
         if not _group_alive(pid):
             return
         time.sleep(0.05)
     _signal_group(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # not our child: init reaps it
+        os.waitpid(pid, os.WNOHANG)
 
 
 def log_tail(path: Path, lines: int = 20) -> str:

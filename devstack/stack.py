@@ -79,7 +79,7 @@ def _wait_for_file(path: Path, process: subprocess.Popen[bytes], name: str, stat
 
 def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float = 0.0,
        event_schema: str = "eventgrid", recipients: str = DEFAULT_RECIPIENTS,
-       persistent: bool = True) -> dict[str, str]:
+       persistent: bool = True, outbox: Path | None = None) -> dict[str, str]:
     """Start everything and return the environment the components need.
 
     A stack already running from `state_dir` is reused (its environment is returned); one
@@ -108,7 +108,8 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         arm_info = _wait_for_file(state_dir / "arm" / "arm.json", arm, "arm", state_dir)
 
         smtp = _spawn("smtp", [sys.executable, "-m", "devstack.smtp_sink", "--outbox",
-                               str(state_dir / "outbox"), "--state-file", str(state_dir / "smtp.json")],
+                               str(outbox or state_dir / "outbox"),
+                               "--state-file", str(state_dir / "smtp.json")],
                       state_dir)
         pids["smtp"] = smtp.pid
         smtp_info = _wait_for_file(state_dir / "smtp.json", smtp, "smtp", state_dir)
@@ -116,7 +117,7 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         relay = _spawn("relay", [sys.executable, "-m", "devstack.relay", "--connection-string",
                                  azurite.connection_string, "--container", "reports",
                                  "--queue", "change-events", "--schema", event_schema,
-                                 "--state-dir", str(state_dir / "relay")], state_dir)
+                                 "--interval", "0.2", "--state-dir", str(state_dir / "relay")], state_dir)
         pids["relay"] = relay.pid
         time.sleep(0.3)
         if relay.poll() is not None:

@@ -172,7 +172,8 @@ def test_duplicate_replayed_and_out_of_order_events_send_no_second_email(bench):
     assert sorted(m["X-Servicetags-Report"].strip() for m in mails) == sorted([first, second])
 
 
-def _event(subject: str, url: str, event_type: str = "Microsoft.Storage.BlobCreated", **data: object) -> str:
+def _event(subject: str, url: str, event_type: str = "Microsoft.Storage.BlobCreated",
+           **data: object) -> str:
     return json.dumps({"id": str(uuid.uuid4()), "topic": "/subscriptions/x/resourceGroups/r/providers/"
                        "Microsoft.Storage/storageAccounts/devstoreaccount1", "subject": subject,
                        "eventType": event_type, "eventTime": "2026-11-24T10:00:00.0000000Z",
@@ -193,7 +194,8 @@ def test_bad_events_are_dropped_or_poisoned_and_good_ones_still_served(bench):
     bad = {
         "not json": ("{{{", "poison"),
         "array": (json.dumps([json.loads(_event(subject + good, url + good))]), "poison"),
-        "wrong type": (_event(subject + good, url + good, event_type="Microsoft.Storage.BlobDeleted"), "drop"),
+        "wrong type": (_event(subject + good, url + good, event_type="Microsoft.Storage.BlobDeleted"),
+                       "drop"),
         "other container": (_event("/blobServices/default/containers/other/blobs/a.json",
                                    "http://127.0.0.1/devstoreaccount1/other/a.json"), "drop"),
         "missing data": (json.dumps(no_data), "poison"),
@@ -210,7 +212,8 @@ def test_bad_events_are_dropped_or_poisoned_and_good_ones_still_served(bench):
         assert (encoded in poisoned) == (fate == "poison"), name
     reasons = " | ".join(poisoned.values())
     assert "is gone" in reasons and "not a valid change report" in reasons
-    assert [m["X-Servicetags-Report"].strip() for m in by_recipient(bench.emails())["network@example.com"]] == [good]
+    network = by_recipient(bench.emails())["network@example.com"]
+    assert [m["X-Servicetags-Report"].strip() for m in network] == [good]
     assert stats.poisoned >= 5
 
 

@@ -1,0 +1,239 @@
+"""`servicetags demo`: the whole pipeline, locally, on real Microsoft data.
+
+It starts the local stack, serves OLD from the local ARM endpoint, runs the producer and N
+worker processes until the regions queue drains (the baseline), switches the endpoint to NEW,
+runs them again, lets the relay and a notifier process turn every report into e-mail, and
+prints what changed. Everything it started is stopped on the way out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common.errors import ServiceTagsError
+from servicetags.argparsing import ArgumentParser, fail
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "data" / "snapshots"
+DEFAULT_OLD = BUNDLED / "ServiceTags_Public_2025-01-12_cn340.json.gz"
+DEFAULT_NEW = BUNDLED / "ServiceTags_Public_2025-01-14_cn341.json.gz"
+
+
+class Progress:
+    """One status line, rewritten in place on a terminal, printed at most every few seconds
+    elsewhere (CI logs)."""
+
+    def __init__(self, stream: Any = sys.stderr) -> None:
+        self.stream, self.tty = stream, stream.isatty()
+        self._last = 0.0
+
+    def show(self, text: str, *, final: bool = False) -> None:
+        if self.tty:
+            self.stream.write(f"\r\033[K{text}" + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or time.monotonic() - self._last > 3:
+            self.stream.write(text + "\n")
+            self._last = time.monotonic()
+
+
+def _wait(until: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            raise ServiceTagsError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+class Demo:
+    def __init__(self, *, env: dict[str, str], workers: int, regions: str, progress: Progress) -> None:
+        from common.adapters.storage import StorageClients, StorageSettings
+        from common.config import Env
+
+        self.env, self.workers, self.regions, self.progress = env, workers, regions, progress
+        self.clients = StorageClients(StorageSettings.from_env(Env(env)))
+        self.queue = self.clients.queue("regions")
+        self.events = self.clients.queue("change-events")
+        self.reports = self.clients.container("reports")
+        self.children: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env, "SERVICETAGS_LOG_LEVEL": "WARNING", "SERVICETAGS_IDLE_SLEEP": "0",
+               "SERVICETAGS_RETRY_DELAY": "1"}
+        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.children.append(process)
+        return process
+
+    def _finish(self, processes: list[subprocess.Popen[bytes]], what: str) -> None:
+        for process in processes:
+            _, err = process.communicate()
+            if process.returncode != 0:
+                raise ServiceTagsError(f"{what} exited with {process.returncode}: "
+                                       f"{err.decode(errors='replace').strip()[-500:]}")
+
+    def cycle(self, label: str) -> int:
+        """Produce, then drain the regions queue with N worker processes."""
+        from common.config import Env
+        from producer.main import ProducerSettings, produce
+
+        settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": self.regions}))
+        produce(settings, run_id=f"demo-{label}-{int(time.time())}")
+        workers = [self._spawn("worker", "--until-empty") for _ in range(self.workers)]
+        while any(w.poll() is None for w in workers):
+            self.progress.show(f"{label}: {self.workers} workers, {self.queue.depth()} region messages left")
+            time.sleep(0.3)
+        self._finish(workers, "a worker")
+        self.progress.show(f"{label}: done", final=True)
+        return sum(1 for _ in self._checked())
+
+    def _checked(self) -> list[str]:
+        return [n for n in self.clients.container("snapshots").names("Public/") if n.endswith("/latest.json")]
+
+    def notify(self, report_count: int, outbox: Path, recipients: int) -> None:
+        """Wait for the relay to raise every report's event, then drain them with a notifier."""
+        _wait(lambda: self.events.depth() >= report_count, 60, "the relay to deliver the report events")
+        notifier = self._spawn("notifier", "--until-empty")
+        while notifier.poll() is None:
+            self.progress.show(f"notifier: {len(list(outbox.glob('*.eml')))} e-mails sent")
+            time.sleep(0.3)
+        self._finish([notifier], "the notifier")
+        _wait(lambda: len(list(outbox.glob("*.eml"))) >= recipients, 30, "the SMTP sink to store the e-mails")
+        self.progress.show(f"notifier: {len(list(outbox.glob('*.eml')))} e-mails sent", final=True)
+
+    def stop_children(self) -> None:
+        for process in self.children:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _emails(outbox: Path) -> list[dict[str, str]]:
+    out = []
+    for path in sorted(outbox.glob("*.eml")):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        out.append({"recipient": message["To"].addresses[0].addr_spec,
+                    "region": str(message["X-Servicetags-Region"]).strip(),
+                    "report": str(message["X-Servicetags-Report"] or "").strip(),
+                    "subject": str(message["Subject"]), "file": str(path)})
+    return out
+
+
+def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
+             progress: Progress) -> dict[str, Any]:
+    from common.render import summary_line
+    from devstack import stack
+
+    started = time.monotonic()
+    outbox.mkdir(parents=True, exist_ok=True)
+    for stale in outbox.glob("*.eml"):
+        stale.unlink()
+    with tempfile.TemporaryDirectory(prefix="servicetags-demo-") as tmp:
+        state_dir = Path(tmp)
+        progress.show("starting the local stack (Azurite, ARM endpoint, relay, SMTP sink)", final=True)
+        env = stack.up(state_dir, snapshot=old, persistent=False, outbox=outbox)
+        demo = Demo(env=env, workers=workers, regions=regions, progress=progress)
+        try:
+            timings = {"stack": time.monotonic() - started}
+            mark = time.monotonic()
+            demo.cycle(f"baseline ({old.name})")
+            timings["baseline"] = time.monotonic() - mark
+            from devstack.arm_endpoint import ArmEndpointControl
+
+            ArmEndpointControl.from_state_dir(state_dir / "arm").set_snapshot(new)
+            mark = time.monotonic()
+            checked = demo.cycle(f"change ({new.name})")
+            timings["change"] = time.monotonic() - mark
+            reports = {}
+            for name in demo.reports.names():
+                blob = demo.reports.read(name)
+                assert blob is not None
+                reports[name] = json.loads(blob.data)
+            recipients = json.loads(env["SERVICETAGS_RECIPIENTS"])
+            mark = time.monotonic()
+            if reports:
+                demo.notify(len(reports), outbox, len(reports) * len(recipients))
+            timings["notify"] = time.monotonic() - mark
+        finally:
+            demo.stop_children()
+            stack.down(state_dir)
+    emails = _emails(outbox)
+    return {
+        "old": str(old), "new": str(new),
+        "regions_checked": checked,
+        "reports": [{"region": r["region"], "blob": name, "summary": summary_line(r),
+                     "counts": r["summary"]} for name, r in sorted(reports.items())],
+        "emails": [{k: e[k] for k in ("recipient", "region", "file", "subject")} for e in emails],
+        "seconds": round(time.monotonic() - started, 2),
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "workers": workers,
+    }
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    by_region = {e["region"]: e["file"] for e in result["emails"]}
+    print(f"\nservicetags-watch demo: {Path(result['old']).name} → {Path(result['new']).name}")
+    print(f"{result['regions_checked']} regions checked with {result['workers']} workers; "
+          f"{len(result['reports'])} changed; {len(result['emails'])} e-mails\n")
+    for report in result["reports"]:
+        print(f"  {report['summary']}")
+        print(f"      report: reports/{report['blob']}")
+        print(f"      e-mail: {by_region.get(report['region'], '(none)')}")
+    totals: dict[str, int] = {}
+    for report in result["reports"]:
+        for key, value in report["counts"].items():
+            totals[key] = totals.get(key, 0) + value
+    if totals:
+        print(f"\nTotals: {totals['tags_changed']} tags changed, {totals['tags_added']} added, "
+              f"{totals['tags_removed']} removed; {totals['prefixes_added']} prefixes added, "
+              f"{totals['prefixes_removed']} removed (summed over regions; `global` and regional "
+              "tags overlap)")
+    t = result["timings"]
+    print(f"Timings: stack {t['stack']}s, baseline {t['baseline']}s, change {t['change']}s, "
+          f"e-mail {t['notify']}s; total {result['seconds']}s")
+
+
+def main(argv: list[str], prog: str = "servicetags demo") -> int:
+    parser = ArgumentParser(prog=prog, description="Run the whole pipeline locally on two real snapshots.")
+    parser.add_argument("--old", type=Path, default=DEFAULT_OLD,
+                        help="the earlier snapshot (default: bundled cn340)")
+    parser.add_argument("--new", type=Path, default=DEFAULT_NEW,
+                        help="the later snapshot (default: bundled cn341)")
+    parser.add_argument("--regions", default="all", help="all (default) or R1,R2,... (ARM location names)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--outbox", type=Path, default=Path(".demo/outbox"), help="where e-mails land")
+    parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 16:
+        return fail(prog, f"--workers {args.workers} must be between 1 and 16")
+    from common.errors import SnapshotError
+    from common.prefixes import PrefixParser
+    from common.snapshot import load_snapshot
+
+    try:
+        for path in (args.old, args.new):
+            load_snapshot(path, PrefixParser())  # fail fast, with the loader's message
+    except SnapshotError as exc:
+        return fail(prog, str(exc))
+    try:
+        result = run_demo(old=args.old.resolve(), new=args.new.resolve(), regions=args.regions,
+                          workers=args.workers, outbox=args.outbox.resolve(), progress=Progress())
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    except ServiceTagsError as exc:
+        return fail(prog, str(exc))
+    print_summary(result)
+    if args.summary_json:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0

@@ -1,0 +1,97 @@
+"""The demo, end to end, on real snapshots: its reports agree with `servicetags diff`."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from common.compare import compare, index_of
+from common.prefixes import PrefixParser
+from common.snapshot import load_snapshot
+from tests.conftest import ROOT, snapshot_path
+
+pytestmark = pytest.mark.e2e
+
+
+def run_demo(tmp_path: Path, *args: str) -> dict:
+    summary = tmp_path / "summary.json"
+    argv = [sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "outbox"),
+            "--summary-json", str(summary), *args]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "regions checked" in result.stdout and "Timings:" in result.stdout
+    return json.loads(summary.read_text())
+
+
+def expected_summaries(old: Path, new: Path) -> dict[str, dict]:
+    parser = PrefixParser()
+    a, b = load_snapshot(old, parser), load_snapshot(new, parser)
+    index = index_of(a, b)
+    out = {}
+    for region in [*index.names, "global"]:
+        report = compare(a, b, region=region, parser=parser, index=index)
+        if report["tags"]:
+            out[region] = report["summary"]
+    return out
+
+
+def check_against_diff(summary: dict, old: Path, new: Path, outbox: Path) -> None:
+    expected = expected_summaries(old, new)
+    got = {r["region"]: r["counts"] for r in summary["reports"]}
+    assert len(got) == len(summary["reports"]), "one report per changed region"
+    assert got == expected
+    # One e-mail per report for the default recipient, each in the outbox.
+    assert sorted(e["region"] for e in summary["emails"]) == sorted(expected)
+    for entry in summary["emails"]:
+        message = email.message_from_bytes(Path(entry["file"]).read_bytes(), policy=email.policy.default)
+        assert str(message["X-Servicetags-Region"]).strip() == entry["region"]
+        assert entry["region"] in message["Subject"]
+    assert len(list(outbox.glob("*.eml"))) == len(expected)
+
+
+def test_default_demo_on_the_bundled_snapshots(tmp_path):
+    summary = run_demo(tmp_path)
+    assert summary["regions_checked"] == 63
+    assert len(summary["reports"]) == 31
+    bundled = ROOT / "data" / "snapshots"
+    check_against_diff(summary, bundled / "ServiceTags_Public_2025-01-12_cn340.json.gz",
+                       bundled / "ServiceTags_Public_2025-01-14_cn341.json.gz", tmp_path / "outbox")
+
+
+def test_demo_takes_an_api_shaped_file_and_a_download_file(tmp_path):
+    doc = json.loads(gzip.decompress(snapshot_path(344).read_bytes()))
+    doc["changeNumber"] = str(doc["changeNumber"])
+    for value in doc["values"]:  # the ARM wire shape: string change numbers, no file-only fields
+        props = value["properties"]
+        props["changeNumber"] = str(props["changeNumber"])
+        props.pop("regionId")
+        props.pop("platform")
+    old = tmp_path / "cn344-arm.json"
+    old.write_text(json.dumps({"name": "Public", "id": "/subscriptions/x/providers/Microsoft.Network/"
+                               "serviceTags/Public", "type": "Microsoft.Network/serviceTags", **doc}))
+    new = snapshot_path(345)
+    summary = run_demo(tmp_path, "--old", str(old), "--new", str(new), "--workers", "1",
+                       "--regions", "australiacentral,francecentral,japaneast")
+    assert summary["regions_checked"] == 4  # three regions and global
+    expected = {r: s for r, s in expected_summaries(old, new).items()
+                if r in {"australiacentral", "francecentral", "japaneast", "global"}}
+    assert {r["region"]: r["counts"] for r in summary["reports"]} == expected
+    assert expected["australiacentral"]["tags_added"] >= 1  # cn345 added PowerBI.AustraliaCentral
+    assert sorted(e["region"] for e in summary["emails"]) == sorted(expected)
+
+
+def test_demo_rejects_a_bad_snapshot_file_in_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"values": [')
+    result = subprocess.run([sys.executable, "-m", "servicetags", "demo", "--old", str(bad)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("servicetags demo: ") and "is not valid JSON" in result.stderr
+    assert result.stderr.strip().count("\n") == 0
