@@ -10,8 +10,10 @@ container:
 
 A fresh claim held by someone else means "retry later" (the event comes back and then finds
 "sent"); a claim older than `claim_timeout` was abandoned by a crashed notifier and is taken
-over; a failed send releases its claim at once. The one crash window left is between 2 and 3: the mail went out but is not marked, so
-it is sent again. That side is chosen on purpose: a duplicate (with the same Message-ID, which
+over; a failed send releases its claim at once.
+
+The one crash window left is between 2 and 3: the mail went out but is not marked, so it is
+sent again. That side is chosen on purpose: a duplicate (with the same Message-ID, which
 mail clients recognise) rather than a lost notice. The change_report log record is guarded the
 same way (`<report>/_logged.json`, written after the record), so alerts count each report once.
 """

@@ -177,8 +177,8 @@ def _event(subject: str, url: str, event_type: str = "Microsoft.Storage.BlobCrea
     return json.dumps({"id": str(uuid.uuid4()), "topic": "/subscriptions/x/resourceGroups/r/providers/"
                        "Microsoft.Storage/storageAccounts/devstoreaccount1", "subject": subject,
                        "eventType": event_type, "eventTime": "2026-11-24T10:00:00.0000000Z",
-                       "data": {"api": "PutBlob", "url": url, "eTag": "0x1", "contentType": "application/json",
-                                "contentLength": 10, "blobType": "BlockBlob",
+                       "data": {"api": "PutBlob", "url": url, "eTag": "0x1",
+                                "contentType": "application/json", "contentLength": 10, "blobType": "BlockBlob",
                                 "sequencer": "0" * 32, **data},
                        "dataVersion": "", "metadataVersion": "1"})
 
