@@ -178,7 +178,8 @@ def _event(subject: str, url: str, event_type: str = "Microsoft.Storage.BlobCrea
                        "Microsoft.Storage/storageAccounts/devstoreaccount1", "subject": subject,
                        "eventType": event_type, "eventTime": "2026-11-24T10:00:00.0000000Z",
                        "data": {"api": "PutBlob", "url": url, "eTag": "0x1",
-                                "contentType": "application/json", "contentLength": 10, "blobType": "BlockBlob",
+                                "contentType": "application/json", "contentLength": 10,
+                                "blobType": "BlockBlob",
                                 "sequencer": "0" * 32, **data},
                        "dataVersion": "", "metadataVersion": "1"})
 
