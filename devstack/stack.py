@@ -56,12 +56,19 @@ def running(state_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+# Handles of the services this process started: a dropped Popen of a running child warns, and
+# `down` in the same process (the demo, tests) reaps through them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _spawn(name: str, argv: list[str], state_dir: Path) -> subprocess.Popen[bytes]:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{name}.log").open("ab") as log:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=ROOT, start_new_session=True)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=ROOT, start_new_session=True)
+    _CHILDREN[process.pid] = process
+    return process
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen[bytes], name: str, state_dir: Path,
@@ -97,6 +104,7 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         azurite = start_azurite(location=state_dir / "azurite" if persistent else None,
                                 log_path=state_dir / "logs" / "azurite.log")
         pids["azurite"] = azurite.pid
+        _CHILDREN[azurite.pid] = azurite._process
         _ensure_resources(azurite.connection_string)
 
         for stale in ("arm/arm.json", "smtp.json"):
@@ -164,5 +172,8 @@ def down(state_dir: Path) -> list[str]:
         if _alive(pid):
             stop_process_group(pid, timeout=10)
             stopped.append(name)
+        child = _CHILDREN.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=5)
     (state_dir / "stack.json").unlink(missing_ok=True)
     return stopped
