@@ -11,7 +11,9 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from typing import Any, NamedTuple
+
+from common.config import Env
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -41,6 +43,16 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+class LogSettings(NamedTuple):
+    format: str = "json"
+    level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Env) -> LogSettings:
+        return cls(env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
+                   env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
 
 
 def configure(fmt: str = "json", level: str = "INFO", stream: Any = None) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from common.config import Env
 from common.errors import PermanentError, ServiceTagsError
 from common.faults import crash_point
 from common.logs import log_event
@@ -37,6 +38,15 @@ class LoopSettings(NamedTuple):
     visibility_timeout: int = 120   # seconds; the lease is extended while the handler runs
     retry_delay: int = 10           # seconds before the first retry; doubles per try
     idle_sleep: float = 2.0         # seconds between polls of an empty queue
+
+    @classmethod
+    def from_env(cls, env: Env) -> LoopSettings:
+        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=1, maximum=7 * 24 * 3600)
+        return cls(
+            max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
+            visibility_timeout=visibility,
+            retry_delay=env.int("SERVICETAGS_RETRY_DELAY", 10, minimum=0, maximum=visibility),
+            idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300))
 
 
 class Stats(NamedTuple):

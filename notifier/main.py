@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from common import logs
 from common.config import ConfigError, Env
 from common.errors import ServiceTagsError
-from common.logs import log_event
+from common.logs import LogSettings, log_event
 from common.ports import Message
 from common.queue_loop import LoopSettings, QueueConsumer
 from servicetags.argparsing import ArgumentParser, fail
@@ -37,8 +37,7 @@ class NotifierSettings(NamedTuple):
     acs_connection_string: str | None
     claim_timeout: int
     loop: LoopSettings
-    log_format: str
-    log_level: str
+    logging: LogSettings
 
     @classmethod
     def from_env(cls, env: Env) -> NotifierSettings:
@@ -53,7 +52,6 @@ class NotifierSettings(NamedTuple):
         if backend == "acs" and not (acs_endpoint or acs_connection):
             raise ConfigError("SERVICETAGS_MAIL_BACKEND=acs needs SERVICETAGS_ACS_ENDPOINT "
                               "(managed identity) or SERVICETAGS_ACS_CONNECTION_STRING")
-        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=1, maximum=7 * 24 * 3600)
         return cls(
             storage=StorageSettings.from_env(env), cloud=env.cloud(),
             notifications_container=env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications")
@@ -66,13 +64,8 @@ class NotifierSettings(NamedTuple):
                   "password": env.str("SERVICETAGS_SMTP_PASSWORD")},
             acs_endpoint=acs_endpoint, acs_connection_string=acs_connection,
             claim_timeout=env.int("SERVICETAGS_CLAIM_TIMEOUT", 600, minimum=1),
-            loop=LoopSettings(
-                max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
-                visibility_timeout=visibility,
-                retry_delay=env.int("SERVICETAGS_RETRY_DELAY", 10, minimum=0, maximum=visibility),
-                idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300)),
-            log_format=env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
-            log_level=env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+            loop=LoopSettings.from_env(env),
+            logging=LogSettings.from_env(env),
         )
 
 
@@ -145,7 +138,7 @@ def main(argv: list[str], prog: str = "servicetags notifier") -> int:
         settings = NotifierSettings.from_env(Env())
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(*settings.logging)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

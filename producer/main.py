@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 from common import logs
 from common.config import ConfigError, Env
 from common.errors import ServiceTagsError
-from common.logs import log_event
+from common.logs import LogSettings, log_event
 from common.messages import RegionMessage
 from servicetags.argparsing import ArgumentParser, fail
 
@@ -29,8 +29,7 @@ class ProducerSettings(NamedTuple):
     storage: Any
     cloud: str
     regions: tuple[str, ...] | None   # None: all
-    log_format: str
-    log_level: str
+    logging: LogSettings
 
     @classmethod
     def from_env(cls, env: Env) -> ProducerSettings:
@@ -46,8 +45,7 @@ class ProducerSettings(NamedTuple):
                                   "location name (use ARM names like francecentral, or 'all')")
             regions = tuple(dict.fromkeys([*names, "global"]))
         return cls(StorageSettings.from_env(env), env.cloud(), regions,
-                   env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
-                   env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
+                   LogSettings.from_env(env))
 
 
 def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime, *,
@@ -88,7 +86,7 @@ def main(argv: list[str], prog: str = "servicetags produce") -> int:
     args = parser.parse_args(argv)
     try:
         settings = ProducerSettings.from_env(Env())
-        logs.configure(settings.log_format, settings.log_level)
+        logs.configure(*settings.logging)
         produce(settings, run_id=args.run_id)
     except ServiceTagsError as exc:
         return fail(prog, str(exc))

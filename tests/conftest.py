@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+from functools import cache
 from pathlib import Path
 
 import pytest
+
+from common.compare import compare
+from common.model import Snapshot
+from common.prefixes import PrefixParser
+from common.snapshot import load_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SERVICETAGS_TEST_DATA", ROOT.parent / "shared/data/servicetags"))
@@ -23,3 +30,22 @@ def snapshot_path(cn: int) -> Path:
 def shared_data() -> Path:
     assert SHARED_DATA.is_dir(), f"real snapshots expected at {SHARED_DATA}"
     return SHARED_DATA
+
+
+_PARSER = PrefixParser()
+
+
+@cache
+def real_snapshot(cn: int) -> Snapshot:
+    """The real snapshot cn, parsed once per test session (a shared prefix table)."""
+    return load_snapshot(snapshot_path(cn), _PARSER)
+
+
+@cache
+def _real_report_json(old: int, new: int, region: str) -> str:
+    return json.dumps(compare(real_snapshot(old), real_snapshot(new), region=region, parser=_PARSER))
+
+
+def real_report(old: int, new: int, region: str = "all") -> dict:
+    """`servicetags diff` of two real snapshots for a region: a fresh copy, safe to modify."""
+    return json.loads(_real_report_json(old, new, region))

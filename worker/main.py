@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from common import logs
 from common.config import ConfigError, Env
 from common.errors import ServiceTagsError
-from common.logs import log_event
+from common.logs import LogSettings, log_event
 from common.messages import parse_region_message
 from common.ports import Message
 from common.queue_loop import LoopSettings, QueueConsumer
@@ -37,8 +37,7 @@ class WorkerSettings(NamedTuple):
     arm_retry_backoff: float
     loop: LoopSettings
     identity_wait: int
-    log_format: str
-    log_level: str
+    logging: LogSettings
 
     @classmethod
     def from_env(cls, env: Env) -> WorkerSettings:
@@ -52,21 +51,15 @@ class WorkerSettings(NamedTuple):
         if dev_credential and not arm_endpoint:
             raise ConfigError("SERVICETAGS_DEV_CREDENTIAL=1 is for the local ARM endpoint only; "
                               "set SERVICETAGS_ARM_ENDPOINT too, or unset it to use the managed identity")
-        visibility = env.int("SERVICETAGS_VISIBILITY_TIMEOUT", 120, minimum=1, maximum=7 * 24 * 3600)
         return cls(
             storage=StorageSettings.from_env(env), cloud=env.cloud(), source=source,
             source_file=source_file, subscription_id=subscription, arm_endpoint=arm_endpoint,
             arm_ca_bundle=env.str("SERVICETAGS_ARM_CA_BUNDLE"), dev_credential=dev_credential,
             arm_retries=env.int("SERVICETAGS_ARM_RETRIES", 3, minimum=0, maximum=10),
             arm_retry_backoff=env.int("SERVICETAGS_ARM_RETRY_BACKOFF_MS", 800, minimum=0) / 1000,
-            loop=LoopSettings(
-                max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
-                visibility_timeout=visibility,
-                retry_delay=env.int("SERVICETAGS_RETRY_DELAY", 10, minimum=0, maximum=visibility),
-                idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300)),
+            loop=LoopSettings.from_env(env),
             identity_wait=env.int("SERVICETAGS_IDENTITY_WAIT", 300, minimum=0),
-            log_format=env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
-            log_level=env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+            logging=LogSettings.from_env(env),
         )
 
 
@@ -132,7 +125,7 @@ def main(argv: list[str], prog: str = "servicetags worker") -> int:
         settings = WorkerSettings.from_env(Env())
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
-    logs.configure(settings.log_format, settings.log_level)
+    logs.configure(*settings.logging)
     stop = threading.Event()
     # SIGTERM (scale-in, job timeout): finish the current message, then stop.
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

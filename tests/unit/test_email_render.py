@@ -7,33 +7,15 @@ import json
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from functools import cache
 
-from common.compare import compare
-from common.model import Snapshot
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
 from notifier.email_render import render_email, to_acs_message
 from notifier.recipients import Recipient
-from tests.conftest import snapshot_path
+from tests.conftest import real_report as report
 
-PARSER = PrefixParser()
 SENDER = "Service tags <servicetags@example.org>"
 BLOB = "francecentral/347-dab81bdd4390-360-ff598e27cbc2.json"
 
 
-@cache
-def snap(cn: int) -> Snapshot:
-    return load_snapshot(snapshot_path(cn), PARSER)
-
-
-@cache
-def _report(old: int, new: int, region: str) -> str:
-    return json.dumps(compare(snap(old), snap(new), region=region, parser=PARSER))
-
-
-def report(old: int, new: int, region: str = "all") -> dict:
-    return json.loads(_report(old, new, region))
 
 
 def render(rep: dict, **kwargs) -> EmailMessage:

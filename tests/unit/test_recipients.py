@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import json
-from functools import cache
 
 import pytest
 
-from common.compare import compare
 from common.errors import ServiceTagsError
-from common.model import Snapshot
-from common.prefixes import PrefixParser
 from common.report_schema import validate_report
-from common.snapshot import load_snapshot
 from notifier.recipients import (
     Recipient,
     RecipientsError,
@@ -21,23 +16,7 @@ from notifier.recipients import (
     parse_recipients,
     summarise_tags,
 )
-from tests.conftest import snapshot_path
-
-PARSER = PrefixParser()
-
-
-@cache
-def snap(cn: int) -> Snapshot:
-    return load_snapshot(snapshot_path(cn), PARSER)
-
-
-@cache
-def _report(old: int, new: int, region: str) -> str:
-    return json.dumps(compare(snap(old), snap(new), region=region, parser=PARSER))
-
-
-def report(old: int, new: int, region: str = "all") -> dict:
-    return json.loads(_report(old, new, region))
+from tests.conftest import real_report as report
 
 
 def one(entry: dict) -> Recipient:

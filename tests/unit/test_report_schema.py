@@ -5,33 +5,12 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from functools import cache
 
 import pytest
 
-from common.compare import compare
 from common.errors import ServiceTagsError
-from common.model import Snapshot
-from common.prefixes import PrefixParser
 from common.report_schema import SCHEMA_PATH, ReportSchemaError, report_schema, validate_report
-from common.snapshot import load_snapshot
-from tests.conftest import snapshot_path
-
-PARSER = PrefixParser()
-
-
-@cache
-def snap(cn: int) -> Snapshot:
-    return load_snapshot(snapshot_path(cn), PARSER)
-
-
-@cache
-def _report(old: int, new: int, region: str) -> str:
-    return json.dumps(compare(snap(old), snap(new), region=region, parser=PARSER))
-
-
-def report(old: int, new: int, region: str = "all") -> dict:
-    return json.loads(_report(old, new, region))  # a fresh copy each time, safe to break
+from tests.conftest import real_report as report
 
 
 def index_of(rep: dict, status: str) -> int:
