@@ -168,7 +168,9 @@ def down(state_dir: Path) -> list[str]:
     if state is None:
         return []
     stopped = []
-    for name, pid in state["pids"].items():
+    # Reverse start order: the relay first, Azurite last (a relay polling a stopped Azurite sits
+    # in the storage SDK's retry backoff and answers SIGTERM only after it).
+    for name, pid in reversed(state["pids"].items()):
         if _alive(pid):
             stop_process_group(pid, timeout=10)
             stopped.append(name)

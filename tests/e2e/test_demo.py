@@ -95,3 +95,42 @@ def test_demo_rejects_a_bad_snapshot_file_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().startswith("servicetags demo: ") and "is not valid JSON" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def _processes(marker: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def _demo_processes() -> list[int]:
+    """PIDs of the services a demo started (they run from its temporary state directory)."""
+    return _processes(b"servicetags-demo-")
+
+
+def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
+    import signal
+    import time
+
+    assert _demo_processes() == []
+    azurites = len(_processes(b"node_modules/.bin/azurite"))
+    demo = subprocess.Popen([sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "out")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _demo_processes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # well into the baseline cycle
+    demo.send_signal(signal.SIGINT)
+    _, err = demo.communicate(timeout=60)
+    assert demo.returncode == 130, err[-2000:]
+    assert "interrupted; everything it started is stopped" in err
+    assert _demo_processes() == []
+    assert len(_processes(b"node_modules/.bin/azurite")) == azurites
+    assert _processes(b"-m\x00worker") == []
