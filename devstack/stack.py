@@ -104,7 +104,9 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         azurite = start_azurite(location=state_dir / "azurite" if persistent else None,
                                 log_path=state_dir / "logs" / "azurite.log")
         pids["azurite"] = azurite.pid
-        _CHILDREN[azurite.pid] = azurite._process
+        handle = getattr(azurite, "_process", None)  # the launcher's own Popen of Azurite
+        if handle is not None:
+            _CHILDREN[azurite.pid] = handle
         _ensure_resources(azurite.connection_string)
 
         for stale in ("arm/arm.json", "smtp.json"):
