@@ -44,14 +44,15 @@ locals {
   })
 
   notifier_env = merge(local.common_env, {
-    AZURE_CLIENT_ID               = azurerm_user_assigned_identity.notifier.client_id
-    SERVICETAGS_EVENTS_QUEUE      = azurerm_storage_queue.change_events.name
-    SERVICETAGS_REPORTS_CONTAINER = azurerm_storage_container.reports.name
-    SERVICETAGS_MAX_TRIES         = tostring(var.max_tries)
-    SERVICETAGS_MAIL_BACKEND      = "acs"
-    SERVICETAGS_ACS_ENDPOINT      = "https://${azurerm_communication_service.main.hostname}"
-    SERVICETAGS_MAIL_FROM         = "DoNotReply@${azurerm_email_communication_service_domain.azure_managed.from_sender_domain}"
-    SERVICETAGS_RECIPIENTS        = local.recipients_json
+    AZURE_CLIENT_ID                     = azurerm_user_assigned_identity.notifier.client_id
+    SERVICETAGS_EVENTS_QUEUE            = azurerm_storage_queue.change_events.name
+    SERVICETAGS_REPORTS_CONTAINER       = azurerm_storage_container.reports.name
+    SERVICETAGS_NOTIFICATIONS_CONTAINER = azurerm_storage_container.notifications.name
+    SERVICETAGS_MAX_TRIES               = tostring(var.max_tries)
+    SERVICETAGS_MAIL_BACKEND            = "acs"
+    SERVICETAGS_ACS_ENDPOINT            = "https://${azurerm_communication_service.main.hostname}"
+    SERVICETAGS_MAIL_FROM               = "DoNotReply@${azurerm_email_communication_service_domain.azure_managed.from_sender_domain}"
+    SERVICETAGS_RECIPIENTS              = local.recipients_json
   })
 }
 
