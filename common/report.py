@@ -70,7 +70,3 @@ def build_report(
         "summary": summarise(changes),
         "tags": [tag_entry(c) for c in changes],
     }
-
-
-def has_changes(report: dict[str, Any]) -> bool:
-    return bool(report["tags"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -49,3 +51,13 @@ def _real_report_json(old: int, new: int, region: str) -> str:
 def real_report(old: int, new: int, region: str = "all") -> dict:
     """`servicetags diff` of two real snapshots for a region: a fresh copy, safe to modify."""
     return json.loads(_real_report_json(old, new, region))
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

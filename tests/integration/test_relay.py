@@ -21,7 +21,6 @@ import pytest
 from azure.storage.blob import BlobClient, ContentSettings
 from azure.storage.queue import QueueClient
 
-from common.queue_loop import wait_until
 from devstack.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from devstack.relay import (
     BlobEventRelay,
@@ -31,7 +30,7 @@ from devstack.relay import (
     webhook_deliverer,
 )
 from notifier.events import parse_queue_message, parse_webhook_body
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 

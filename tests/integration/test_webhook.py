@@ -19,7 +19,6 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.queue_loop import wait_until
 from devstack.ports import free_port, port_is_open
 from notifier.events import ReportEvent
 from notifier.webhook import (
@@ -31,7 +30,7 @@ from notifier.webhook import (
     make_app,
     make_server,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_until
 
 pytestmark = pytest.mark.integration
 
