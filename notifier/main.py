@@ -8,19 +8,17 @@ webhook deliveries instead. The one wiring point of the notifier.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from common import logs
 from common.config import ConfigError, Env
-from common.errors import ServiceTagsError
 from common.logs import LogSettings, log_event
 from common.ports import Message
 from common.queue_loop import LoopSettings, QueueConsumer
-from servicetags.argparsing import ArgumentParser, fail
+from servicetags.argparsing import ArgumentParser
+from servicetags.entrypoint import run_component
 
 log = logging.getLogger("notifier")
 
@@ -134,26 +132,18 @@ def main(argv: list[str], prog: str = "servicetags notifier") -> int:
     parser.add_argument("--until-empty", action="store_true",
                         help="queue mode: return once the queue is drained")
     args = parser.parse_args(argv)
-    try:
-        settings = NotifierSettings.from_env(Env())
-    except ServiceTagsError as exc:
-        return fail(prog, str(exc))
-    logs.configure(*settings.logging)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+
+    def body(settings: NotifierSettings, stop: threading.Event) -> int:
         wiring = build(settings)
         if args.mode == "serve":
             from notifier.serve import serve_webhook
 
             return serve_webhook(wiring, Env(), stop)
         stats = queue_consumer(settings, wiring, stop).run(until_empty=args.until_empty)
-    except KeyboardInterrupt:
-        return 130
-    except ServiceTagsError as exc:
-        return fail(prog, str(exc))
-    log_event(log, "notifier_stopped", "notifier stopped", **stats._asdict())
-    return 0
+        log_event(log, "notifier_stopped", "notifier stopped", **stats._asdict())
+        return 0
+
+    return run_component(prog, lambda: NotifierSettings.from_env(Env()), body)
 
 
 if __name__ == "__main__":

@@ -7,19 +7,17 @@ plain functions. Nothing connects at import time.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import threading
 from typing import Any, NamedTuple
 
-from common import logs
 from common.config import ConfigError, Env
-from common.errors import ServiceTagsError
 from common.logs import LogSettings, log_event
 from common.messages import parse_region_message
 from common.ports import Message
 from common.queue_loop import LoopSettings, QueueConsumer
-from servicetags.argparsing import ArgumentParser, fail
+from servicetags.argparsing import ArgumentParser
+from servicetags.entrypoint import run_component
 
 log = logging.getLogger("worker")
 
@@ -121,23 +119,13 @@ def main(argv: list[str], prog: str = "servicetags worker") -> int:
     parser.add_argument("--until-empty", action="store_true",
                         help="return once the queue is drained (for jobs and tests)")
     args = parser.parse_args(argv)
-    try:
-        settings = WorkerSettings.from_env(Env())
-    except ServiceTagsError as exc:
-        return fail(prog, str(exc))
-    logs.configure(*settings.logging)
-    stop = threading.Event()
-    # SIGTERM (scale-in, job timeout): finish the current message, then stop.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        consumer = build_consumer(settings, stop)
-        stats = consumer.run(until_empty=args.until_empty)
-    except KeyboardInterrupt:
-        return 130
-    except ServiceTagsError as exc:
-        return fail(prog, str(exc))
-    log_event(log, "worker_stopped", "worker stopped", **stats._asdict())
-    return 0
+
+    def body(settings: WorkerSettings, stop: threading.Event) -> int:
+        stats = build_consumer(settings, stop).run(until_empty=args.until_empty)
+        log_event(log, "worker_stopped", "worker stopped", **stats._asdict())
+        return 0
+
+    return run_component(prog, lambda: WorkerSettings.from_env(Env()), body)
 
 
 if __name__ == "__main__":
