@@ -12,6 +12,7 @@ import email
 import email.policy
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -224,6 +225,13 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
             load_snapshot(path, PrefixParser())  # fail fast, with the loader's message
     except SnapshotError as exc:
         return fail(prog, str(exc))
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # `kill` stops everything too, like Ctrl-C
+    # A shell starts background jobs with SIGINT ignored and Python keeps that: the demo wants
+    # Ctrl-C (or SIGINT from a test harness) to stop it cleanly wherever it was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = run_demo(old=args.old.resolve(), new=args.new.resolve(), regions=args.regions,
                           workers=args.workers, outbox=args.outbox.resolve(), progress=Progress())

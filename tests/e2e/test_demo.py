@@ -129,6 +129,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     deadline = time.monotonic() + 60
     while not _demo_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
+    assert _demo_processes(), "the demo's services never appeared"
     time.sleep(2)  # well into the baseline cycle
     demo.send_signal(signal.SIGINT)
     _, err = demo.communicate(timeout=60)
