@@ -59,8 +59,9 @@ def _net(old: frozenset[str], new: frozenset[str], parser: PrefixParser) -> dict
     """Net coverage change. With A, R, C the added, removed and common prefixes,
     cov(new) - cov(old) = cov(A) - cov(R) - cov(C), so only the few prefixes of C that
     overlap the small set cov(A) - cov(R) need parsing and sorting, not the whole tag."""
-    added = list(map(parser.range, new - old))
-    removed = list(map(parser.range, old - new))
+    get = parser.getter()
+    added = list(map(get, new - old))
+    removed = list(map(get, old - new))
     gained: dict[int, list[coverage.Interval]] = {}
     lost: dict[int, list[coverage.Interval]] = {}
     for v in (4, 6):
@@ -69,7 +70,7 @@ def _net(old: frozenset[str], new: frozenset[str], parser: PrefixParser) -> dict
     targets = {v: coverage.merged(
         [(v, s, e) for s, e in gained[v] + lost[v]], v) for v in (4, 6)}
     if any(targets.values()):
-        common = coverage.overlapping(map(parser.range, old & new), targets)
+        common = coverage.overlapping(map(get, old & new), targets)
         for v in (4, 6):
             kept = coverage.merged(common, v)
             gained[v], lost[v] = coverage.subtract(gained[v], kept), coverage.subtract(lost[v], kept)

@@ -126,6 +126,11 @@ class PrefixParser:
             self._ranges[text] = found
             return found
 
+    def getter(self) -> Callable[[str], Range]:
+        """A fast `range` for strings this parser validated (the dict's own lookup, no Python
+        call per prefix), or `range` when only the set of valid strings was kept."""
+        return self._ranges.__getitem__ if self._keep_ranges and not self._checked else self.range
+
     def sort_key(self) -> Callable[[str], Range]:
         """Orders prefixes as people read them: IPv4 before IPv6, then by address."""
         return self.range
