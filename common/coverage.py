@@ -7,8 +7,8 @@ avoids building thousands of `ipaddress` objects for the large regional tags.
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Iterable
 
 from common.prefixes import Range, format_prefix
 
@@ -54,10 +54,10 @@ def size(intervals: Iterable[Interval]) -> int:
     return sum(end - start for start, end in intervals)
 
 
-def to_cidrs(intervals: Iterable[Interval], version: int) -> list[str]:
-    """The fewest CIDR blocks covering exactly the intervals, in address order."""
+def blocks(intervals: Iterable[Interval], version: int) -> list[tuple[int, int]]:
+    """The fewest CIDR blocks covering exactly the intervals, as (network, length), in order."""
     bits = 32 if version == 4 else 128
-    out: list[str] = []
+    out: list[tuple[int, int]] = []
     for first, end in intervals:
         start = first
         while start < end:
@@ -65,9 +65,64 @@ def to_cidrs(intervals: Iterable[Interval], version: int) -> list[str]:
             block = (start & -start) if start else 1 << bits
             while block > end - start:
                 block >>= 1
-            out.append(format_prefix(version, start, bits - block.bit_length() + 1))
+            out.append((start, bits - block.bit_length() + 1))
             start += block
     return out
+
+
+def to_cidrs(intervals: Iterable[Interval], version: int) -> list[str]:
+    return [format_prefix(version, network, length) for network, length in blocks(intervals, version)]
+
+
+def _stem(version: int, network: int, length: int) -> tuple[str, int]:
+    """The leading text every canonical prefix inside the block starts with, and how many
+    leading bits it fixes: whole octets (IPv4) or non-zero hextets (IPv6, whose zero runs
+    are written `::`)."""
+    if version == 4:
+        octets = network.to_bytes(4, "big")
+        for bits in (24, 16, 8):
+            if length >= bits:
+                return "".join(f"{o}." for o in octets[: bits // 8]), bits
+        return "", 0
+    h1, h2 = network >> 112, (network >> 96) & 0xFFFF
+    if length >= 32 and h1 and h2:
+        return f"{h1:x}:{h2:x}:", 32
+    if length >= 16 and h1:
+        return f"{h1:x}:", 16
+    return "", 0
+
+
+def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
+               direct: int = 32) -> Collection[str]:
+    """The prefixes of `texts` (canonical text) that may overlap a target interval: a small
+    superset of those that do, found without computing a range for every prefix.
+
+    Two CIDR blocks overlap only when one contains the other. So a prefix overlapping a
+    target block lies inside it, and then its text starts with the block's stem (found by
+    bisection in the sorted texts), or strictly contains it, and then it is one of the block's
+    supernets, looked up by name. A big regional tag holds 12,000 prefixes; a weekly change
+    touches a few dozen blocks. With fewer than `direct` texts per block, all are candidates.
+    """
+    wanted = [(v, network, length) for v, intervals in targets.items()
+              for network, length in blocks(intervals, v)]
+    if len(texts) <= direct * len(wanted):
+        return texts
+    ordered = sorted(texts)
+    found: set[str] = set()
+    for version, network, length in wanted:
+        stem, stem_bits = _stem(version, network, length)
+        if not stem:
+            return texts  # a block wider than a first octet or hextet: anything may overlap
+        # Stems end in "." or ":"; the next character bounds every text that starts with it.
+        lo = bisect_left(ordered, stem)
+        hi = bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)
+        found.update(ordered[lo:hi])
+        bits = 32 if version == 4 else 128
+        for k in range(stem_bits):  # supernets shorter than the stem; the longer ones start with it
+            name = format_prefix(version, network >> (bits - k) << (bits - k), k)
+            if name in texts:
+                found.add(name)
+    return found
 
 
 def overlapping(ranges: Iterable[Range], targets: dict[int, list[Interval]]) -> list[Range]:

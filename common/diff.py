@@ -58,8 +58,8 @@ def _metadata(old: ServiceTag, new: ServiceTag) -> dict[str, dict[str, Any]]:
 def _net(old: frozenset[str], new: frozenset[str], parser: PrefixParser) -> dict[str, Any]:
     """Net coverage change. With A, R, C the added, removed and common prefixes,
     cov(new) - cov(old) = cov(A) - cov(R) - cov(C), so only the few prefixes of C that
-    overlap the small set cov(A) - cov(R) need parsing and sorting, not the whole tag."""
-    get = parser.getter()
+    overlap the small set cov(A) - cov(R) need a range, not the whole tag."""
+    get = parser.range
     added = list(map(get, new - old))
     removed = list(map(get, old - new))
     gained: dict[int, list[coverage.Interval]] = {}
@@ -70,7 +70,8 @@ def _net(old: frozenset[str], new: frozenset[str], parser: PrefixParser) -> dict
     targets = {v: coverage.merged(
         [(v, s, e) for s, e in gained[v] + lost[v]], v) for v in (4, 6)}
     if any(targets.values()):
-        common = coverage.overlapping(map(get, old & new), targets)
+        nearby = coverage.candidates(old & new, targets)
+        common = coverage.overlapping(map(get, nearby), targets)
         for v in (4, 6):
             kept = coverage.merged(common, v)
             gained[v], lost[v] = coverage.subtract(gained[v], kept), coverage.subtract(lost[v], kept)
@@ -99,7 +100,7 @@ def _change(
     else:
         metadata = {}
         status = "added" if new else "removed"
-    key = parser.sort_key()
+    key = parser.range  # IPv4 before IPv6, then by address: as people read them
     net = _net(before, after, parser) if before != after else {"net_added": [], "net_removed": []}
     current = new or old
     assert current is not None

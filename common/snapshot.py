@@ -9,9 +9,9 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from common.errors import InvalidPrefixError, SnapshotError
 from common.model import FILE_ONLY_FIELDS, ServiceTag, Snapshot
@@ -71,11 +71,7 @@ def parse_snapshot(data: bytes | str, source: str, parser: PrefixParser | None =
     if not data.strip():
         raise SnapshotError(source, "is empty")
     with _gc_paused():
-        return _parse_json_snapshot(data, source, parser or PrefixParser())
-
-
-def _parse_json_snapshot(data: bytes | str, source: str, parser: PrefixParser) -> Snapshot:
-    return snapshot_from_document(parse_json(data, source), source, parser)
+        return snapshot_from_document(parse_json(data, source), source, parser or PrefixParser())
 
 
 def parse_json(data: bytes | str, source: str) -> Any:
@@ -98,6 +94,29 @@ def load_snapshot(path: str | os.PathLike[str], parser: PrefixParser | None = No
     return parse_snapshot(read_bytes(path), os.fspath(path), parser)
 
 
+def read_document(path: str | os.PathLike[str]) -> Any:
+    """The parsed JSON of a snapshot file, for `snapshot_from_document`."""
+    return parse_json(read_bytes(path), os.fspath(path))
+
+
+class Baseline(NamedTuple):
+    """An earlier snapshot and the document it was built from.
+
+    A later document's tag whose JSON is the same as before becomes the earlier tag object
+    itself: nothing to build, check or hash again, no second copy in memory, and comparisons
+    with the earlier snapshot stop at identity. A week changes a few percent of the tags."""
+
+    snapshot: Snapshot
+    raw: dict[str, tuple[Any, ServiceTag]]  # tag id -> (its JSON value, its model)
+
+
+def baseline_of(doc: Any, snapshot: Snapshot) -> Baseline:
+    """`snapshot` must have been built from all of `doc` (its tags are in document order)."""
+    tags = snapshot.tags.values()
+    assert len(tags) == len(doc["values"]), "a baseline is a whole document"
+    return Baseline(snapshot, {tag.id: (value, tag) for value, tag in zip(doc["values"], tags, strict=True)})
+
+
 def _change_number(value: Any, source: str, where: str) -> str:
     # The download file uses integers, the API strings; the model uses strings.
     kind = type(value)
@@ -109,9 +128,14 @@ def _change_number(value: Any, source: str, where: str) -> str:
 
 
 def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
-                           region_code: str | None = None) -> Snapshot:
+                           region_code: str | None = None, baseline: Baseline | None = None,
+                           *, check: bool = True) -> Snapshot:
     """The model of a parsed document; with `region_code`, of that region's tags only (the
-    others are not built, and their prefixes not checked)."""
+    others are not built, and their prefixes not checked).
+
+    With `baseline`, a tag equal to the baseline's is the baseline's object, and only the
+    prefixes the baseline does not hold are checked (its own were). With `check=False` no
+    prefix is checked: the caller owes a `check_document` before trusting the result."""
     if not isinstance(doc, dict):
         raise SnapshotError(source, f"expected a JSON object, found {type(doc).__name__}")
     values = doc.get("values")
@@ -124,14 +148,40 @@ def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
         raise SnapshotError(source, "'cloud' must be a string")
     change_number = _change_number(doc.get("changeNumber"), source, "top-level ")
     tags: dict[str, ServiceTag] = {}
+    raw = baseline.raw if baseline is not None else {}
+    known = baseline.snapshot.tags if baseline is not None else {}
+    unchecked: list[frozenset[str]] = []  # prefixes to check, per tag
     selected = [(i, v) for i, v in enumerate(values) if region_code is None or _region_of(v) == region_code]
     for index, value in selected:
-        tag = _tag(value, index, source)
+        key = value.get("id") if raw and type(value) is dict else None
+        prior = raw.get(key) if type(key) is str else None
+        # Deep equality of the JSON, in C: cheaper than building the tag to compare it.
+        tag = prior[1] if prior is not None and prior[0] == value else _tag(value, index, source)
         if tag.id in tags:
             raise SnapshotError(source, f"values[{index}]: duplicate tag id {tag.id!r}")
+        same = known.get(tag.id)
+        if same is not None and same == tag:
+            tag = same  # also when only the order of its lists changed
+        elif same is not None:
+            unchecked.append(tag.prefixes - same.prefixes)
+        else:
+            unchecked.append(tag.prefixes)
         tags[tag.id] = tag
-    _check_prefixes(selected, tags, source, parser)
+    if check:
+        _check_prefixes(selected, tags, unchecked, source, parser)
     return Snapshot(cloud, change_number, tags, source)
+
+
+def check_document(doc: Any, snapshot: Snapshot, parser: PrefixParser) -> Snapshot:
+    """Check every prefix of `snapshot`, built from all of `doc` with `check=False`.
+
+    Raises SnapshotError naming the first invalid prefix; returns the snapshot itself when
+    every prefix is in normalised form (as Microsoft publishes them), else a normalised copy."""
+    tags = dict(snapshot.tags)
+    values = list(enumerate(doc["values"]))
+    if _check_prefixes(values, tags, [t.prefixes for t in tags.values()], snapshot.source, parser):
+        return snapshot._replace(tags=tags)
+    return snapshot
 
 
 def _region_of(value: Any) -> object:
@@ -139,22 +189,25 @@ def _region_of(value: Any) -> object:
     return props.get("region", "") if type(props) is dict else None
 
 
-def _check_prefixes(
-    values: list[tuple[int, Any]], tags: dict[str, ServiceTag], source: str, parser: PrefixParser
-) -> None:
-    """Validate every distinct prefix once, then normalise the tags that need it."""
+def _check_prefixes(values: list[tuple[int, Any]], tags: dict[str, ServiceTag],
+                    unchecked: list[frozenset[str]], source: str, parser: PrefixParser) -> bool:
+    """Validate every distinct unchecked prefix once, then normalise the tags that need it
+    (in place). True when some tag needed it."""
     try:
-        parser.check_all(set().union(*(t.prefixes for t in tags.values())))
+        parser.check_all(set().union(*unchecked))
     except InvalidPrefixError:
         _raise_first_invalid(values, source)
     renamed = parser.renamed
     if not renamed:
-        return
+        return False
     raw = renamed.keys()
+    replaced = False
     for tag_id, tag in tags.items():
         if not tag.prefixes.isdisjoint(raw):
             normal = frozenset(renamed.get(p, p) for p in tag.prefixes)
             tags[tag_id] = tag._replace(prefixes=normal)
+            replaced = True
+    return replaced
 
 
 def _raise_first_invalid(values: list[tuple[int, Any]], source: str) -> NoReturn:
@@ -248,36 +301,38 @@ def _canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def tag_digests(
-    snapshot: Snapshot, known: tuple[Snapshot, dict[str, bytes]] | None = None
-) -> dict[str, bytes]:
-    """A digest per tag. Tags equal to one in `known` (an earlier snapshot and its digests)
-    reuse its digest: most tags do not change from one week to the next."""
-    earlier, earlier_digests = known or (None, {})
+# One encoder for every header: `json.dumps(..., sort_keys=True)` builds a new one per call.
+_encode_header = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
+def tag_digests(snapshot: Snapshot, skip: Snapshot | None = None) -> dict[str, bytes]:
+    """A digest per tag, except for tags equal to the same tag of `skip` (most tags do not
+    change from one week to the next, and their digests are known)."""
+    earlier = skip.tags if skip is not None else {}
     out: dict[str, bytes] = {}
     for tag_id, tag in snapshot.tags.items():
-        if earlier is not None and earlier.tags.get(tag_id) == tag:
-            out[tag_id] = earlier_digests[tag_id]
+        if earlier.get(tag_id) == tag:
             continue
         header = [tag.id, tag.name, tag.region, tag.system_service, tag.change_number,
                   tag.properties_extra, tag.extra]
-        digest = hashlib.sha256(json.dumps(header, sort_keys=True, ensure_ascii=False).encode())
+        digest = hashlib.sha256(_encode_header(header).encode())
         digest.update(b"\n")
         digest.update("\n".join(sorted(tag.prefixes)).encode())
         out[tag_id] = digest.digest()
     return out
 
 
-def content_sha256(snapshot: Snapshot, digests: dict[str, bytes] | None = None) -> str:
+def content_sha256(snapshot: Snapshot, digests: Mapping[str, bytes] | None = None) -> str:
     """Identifies the content: the tags only, so a new top-level changeNumber over the same
     tags (which Microsoft publishes) hashes the same.
 
     The hash of the tag digests in id order; a tag digest covers a one-line JSON header of
     every field but the prefixes, then the sorted prefixes one per line (unambiguous: prefixes
-    hold no newline), which is cheaper than JSON-encoding 90,000 prefix strings.
+    hold no newline), which is cheaper than JSON-encoding 90,000 prefix strings. `digests`
+    may hold more tags than the snapshot (those of a whole file, for one region of it).
     """
     digests = digests if digests is not None else tag_digests(snapshot)
-    return hashlib.sha256(b"".join(digests[k] for k in sorted(digests))).hexdigest()
+    return hashlib.sha256(b"".join(digests[k] for k in sorted(snapshot.tags))).hexdigest()
 
 
 def canonical_document(snapshot: Snapshot) -> dict[str, Any]:

@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"servicetags: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
+    prog = f"servicetags {name}"
+    if name == "diff":
+        # Run as the process itself (no argv given), diff may end it without teardown.
+        return int(module.main(rest, prog=prog, hard_exit=argv is None))
     # ops_command serves two subcommands, so it is told which one it runs.
-    return int(module.main([name, *rest] if name in {"requeue", "status"} else rest,
-                           prog=f"servicetags {name}"))
+    return int(module.main([name, *rest] if name in {"requeue", "status"} else rest, prog=prog))
 
 
 if __name__ == "__main__":

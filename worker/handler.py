@@ -68,7 +68,7 @@ class ParsedReplies:
     only the tags of the region at hand. The prefix table is shared for the same reason."""
 
     def __init__(self, size: int = 2) -> None:
-        self.parser = PrefixParser(keep_ranges=False)
+        self.parser = PrefixParser()
         self._size = size
         self._cache: OrderedDict[bytes, Reply] = OrderedDict()
 
