@@ -74,22 +74,38 @@ def to_cidrs(intervals: Iterable[Interval], version: int) -> list[str]:
     return [format_prefix(version, network, length) for network, length in blocks(intervals, version)]
 
 
-def _stem(version: int, network: int, length: int) -> tuple[str, int]:
-    """The leading text every canonical prefix inside the block starts with, and how many
-    leading bits it fixes: whole octets (IPv4) or non-zero hextets (IPv6, whose zero runs
-    are written `::`)."""
+_FINE = 16  # at most this many stems per block; past it, one stem an octet shorter
+
+
+def _probes(version: int, network: int, length: int) -> tuple[list[str], list[str]] | None:
+    """Where to look for the canonical prefixes overlapping a block: the text stems of those
+    inside it (whole leading octets, or non-zero hextets: IPv6 writes zero runs as `::`) and
+    the names of its supernets shorter than the stems. None: anything may overlap."""
     if version == 4:
-        octets = network.to_bytes(4, "big")
-        for bits in (24, 16, 8):
-            if length >= bits:
-                return "".join(f"{o}." for o in octets[: bits // 8]), bits
-        return "", 0
-    h1, h2 = network >> 112, (network >> 96) & 0xFFFF
+        octets = [network >> 24 & 255, network >> 16 & 255, network >> 8 & 255, network & 255]
+        fixed = min(length // 8, 3)  # leading octets every address of the block shares
+        head = "".join(f"{o}." for o in octets[:fixed])
+        span = 1 << (8 * (fixed + 1) - length) if fixed < 3 else 0  # values of the next octet
+        if 0 < span <= _FINE:
+            stems = [f"{head}{o}." for o in range(octets[fixed], octets[fixed] + span)]
+            stem_bits = 8 * (fixed + 1)
+        elif fixed:
+            stems, stem_bits = [head], 8 * fixed
+        else:
+            return None
+        return stems, [_name4(network >> (32 - k) << (32 - k), k) for k in range(min(length, stem_bits))]
+    h1, h2 = network >> 112, network >> 96 & 0xFFFF
     if length >= 32 and h1 and h2:
-        return f"{h1:x}:{h2:x}:", 32
-    if length >= 16 and h1:
-        return f"{h1:x}:", 16
-    return "", 0
+        stem, stem_bits = f"{h1:x}:{h2:x}:", 32
+    elif length >= 16 and h1:
+        stem, stem_bits = f"{h1:x}:", 16
+    else:
+        return None
+    return [stem], [format_prefix(6, network >> (128 - k) << (128 - k), k) for k in range(stem_bits)]
+
+
+def _name4(network: int, length: int) -> str:
+    return f"{network >> 24}.{network >> 16 & 255}.{network >> 8 & 255}.{network & 255}/{length}"
 
 
 def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
@@ -98,10 +114,11 @@ def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
     superset of those that do, found without computing a range for every prefix.
 
     Two CIDR blocks overlap only when one contains the other. So a prefix overlapping a
-    target block lies inside it, and then its text starts with the block's stem (found by
-    bisection in the sorted texts), or strictly contains it, and then it is one of the block's
-    supernets, looked up by name. A big regional tag holds 12,000 prefixes; a weekly change
-    touches a few dozen blocks. With fewer than `direct` texts per block, all are candidates.
+    target block lies inside it, and then its text starts with one of the block's stems
+    (found by bisection in the sorted texts), or strictly contains it, and then it is one of
+    the block's supernets, looked up by name. A big regional tag holds 12,000 prefixes; a
+    weekly change touches a few dozen blocks. With fewer than `direct` texts per block, all
+    are candidates.
     """
     wanted = [(v, network, length) for v, intervals in targets.items()
               for network, length in blocks(intervals, v)]
@@ -109,19 +126,20 @@ def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
         return texts
     ordered = sorted(texts)
     found: set[str] = set()
-    for version, network, length in wanted:
-        stem, stem_bits = _stem(version, network, length)
-        if not stem:
-            return texts  # a block wider than a first octet or hextet: anything may overlap
-        # Stems end in "." or ":"; the next character bounds every text that starts with it.
-        lo = bisect_left(ordered, stem)
-        hi = bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)
-        found.update(ordered[lo:hi])
-        bits = 32 if version == 4 else 128
-        for k in range(stem_bits):  # supernets shorter than the stem; the longer ones start with it
-            name = format_prefix(version, network >> (bits - k) << (bits - k), k)
-            if name in texts:
-                found.add(name)
+    seen: set[str] = set()
+    for block in wanted:
+        probes = _probes(*block)
+        if probes is None:
+            return texts
+        stems, names = probes
+        for stem in stems:
+            if stem in seen:
+                continue
+            seen.add(stem)
+            # Stems end in "." or ":"; the next character bounds every text that starts with it.
+            lo = bisect_left(ordered, stem)
+            found.update(ordered[lo:bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)])
+        found.update(name for name in names if name in texts)
     return found
 
 

@@ -11,8 +11,6 @@ about 4 us each, which alone would exceed the time budget of `servicetags diff`.
 
 from __future__ import annotations
 
-import ipaddress
-
 # The C module itself: `socket` builds enums at import, a tenth of `servicetags diff`'s start-up.
 from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from collections.abc import Iterable
@@ -58,6 +56,8 @@ def normalise(text: object) -> str:
         raise InvalidPrefixError(f"{text!r} is not a string")
     if canonical_range(text) is not None:
         return text
+    import ipaddress  # only for text not in canonical form: keeps start-up fast
+
     try:
         return str(ipaddress.ip_network(text.strip(), strict=True))
     except ValueError as exc:

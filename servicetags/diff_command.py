@@ -19,6 +19,7 @@ from common.prefixes import PrefixParser
 from common.render import RENDERERS
 from common.snapshot import (
     baseline_of,
+    check_document,
     read_document,
     snapshot_from_document,
     tag_digests,
@@ -84,17 +85,17 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all",
                   parallel: bool = False) -> tuple[Snapshot, Snapshot, dict[str, Any]]:
     """Both snapshot files, loaded, and the change report between them.
 
-    With `parallel`, a forked child checks the old file's prefixes and hashes its tags (a
-    third of the work, and independent of the new file) while this process diffs. The child
-    reads the old file itself: sharing this process's copy would cost more in copy-on-write
-    page faults (every object touched is copied) than parsing it again.
+    With `parallel`, a forked child checks the old snapshot's prefixes and hashes its tags
+    (a third of the work, and independent of the new file) while this process reads the new
+    file and diffs. The child sees the old snapshot as it is in memory: nothing to copy or
+    parse again.
     """
     parser = PrefixParser()
+    old_doc = read_document(old_path)
     if parallel:
-        checked = forked.Pending(partial(_check_and_hash, old_path))
+        old = snapshot_from_document(old_doc, old_path, parser, check=False)
+        checked = forked.Pending(partial(_check_and_hash, old_doc, old))
         try:
-            old_doc = read_document(old_path)
-            old = snapshot_from_document(old_doc, old_path, parser, check=False)
             new = snapshot_from_document(read_document(new_path), new_path, parser,
                                          baseline=baseline_of(old_doc, old))
             report = compare(old, new, region=region, parser=parser, old_digests=lambda: checked.result()[1])
@@ -108,16 +109,13 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all",
             return old, new, report
         # Some old prefix was not in normalised form, so the diff above compared raw text:
         # rare (Microsoft publishes normalised prefixes), and redone here the plain way.
-    old_doc = read_document(old_path)
     old = snapshot_from_document(old_doc, old_path, parser)
     new = snapshot_from_document(read_document(new_path), new_path, parser,
                                  baseline=baseline_of(old_doc, old))
     return old, new, compare(old, new, region=region, parser=parser)
 
 
-def _check_and_hash(path: str) -> tuple[bool, dict[str, bytes]]:
-    """Whether every prefix of the snapshot file is valid (else SnapshotError) and already
+def _check_and_hash(doc: Any, snapshot: Snapshot) -> tuple[bool, dict[str, bytes]]:
+    """Whether every prefix of the snapshot is valid (else SnapshotError) and already
     normalised, and its tag digests."""
-    parser = PrefixParser()
-    snapshot = snapshot_from_document(read_document(path), path, parser)
-    return not parser.renamed, tag_digests(snapshot)
+    return check_document(doc, snapshot, PrefixParser()) is snapshot, tag_digests(snapshot)
