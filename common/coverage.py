@@ -75,6 +75,7 @@ def to_cidrs(intervals: Iterable[Interval], version: int) -> list[str]:
 
 
 _FINE = 16  # at most this many stems per block; past it, one stem an octet shorter
+_SCAN = 4   # up to this many stems, one pass over the texts beats sorting them
 
 
 def _probes(version: int, network: int, length: int) -> tuple[list[str], list[str]] | None:
@@ -118,28 +119,25 @@ def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
     (found by bisection in the sorted texts), or strictly contains it, and then it is one of
     the block's supernets, looked up by name. A big regional tag holds 12,000 prefixes; a
     weekly change touches a few dozen blocks. With fewer than `direct` texts per block, all
-    are candidates.
+    are candidates; with few stems, a pass over the texts replaces the sort.
     """
     wanted = [(v, network, length) for v, intervals in targets.items()
               for network, length in blocks(intervals, v)]
     if len(texts) <= direct * len(wanted):
         return texts
+    probes = [_probes(*block) for block in wanted]
+    if None in probes:
+        return texts
+    stems = {stem for stems, _ in probes for stem in stems}  # type: ignore[misc]
+    found = {name for _, names in probes for name in names if name in texts}  # type: ignore[misc]
+    if len(stems) <= _SCAN:
+        found.update(t for t in texts if t.startswith(tuple(stems)))
+        return found
     ordered = sorted(texts)
-    found: set[str] = set()
-    seen: set[str] = set()
-    for block in wanted:
-        probes = _probes(*block)
-        if probes is None:
-            return texts
-        stems, names = probes
-        for stem in stems:
-            if stem in seen:
-                continue
-            seen.add(stem)
-            # Stems end in "." or ":"; the next character bounds every text that starts with it.
-            lo = bisect_left(ordered, stem)
-            found.update(ordered[lo:bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)])
-        found.update(name for name in names if name in texts)
+    for stem in stems:
+        # Stems end in "." or ":"; the next character bounds every text that starts with it.
+        lo = bisect_left(ordered, stem)
+        found.update(ordered[lo:bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)])
     return found
 
 

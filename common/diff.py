@@ -55,13 +55,14 @@ def _metadata(old: ServiceTag, new: ServiceTag) -> dict[str, dict[str, Any]]:
     return changes
 
 
-def _net(old: frozenset[str], new: frozenset[str], parser: PrefixParser) -> dict[str, Any]:
+def _net(old: frozenset[str], new: frozenset[str], added_prefixes: frozenset[str],
+         removed_prefixes: frozenset[str], parser: PrefixParser) -> dict[str, Any]:
     """Net coverage change. With A, R, C the added, removed and common prefixes,
     cov(new) - cov(old) = cov(A) - cov(R) - cov(C), so only the few prefixes of C that
     overlap the small set cov(A) - cov(R) need a range, not the whole tag."""
     get = parser.range
-    added = list(map(get, new - old))
-    removed = list(map(get, old - new))
+    added = list(map(get, added_prefixes))
+    removed = list(map(get, removed_prefixes))
     gained: dict[int, list[coverage.Interval]] = {}
     lost: dict[int, list[coverage.Interval]] = {}
     for v in (4, 6):
@@ -84,6 +85,9 @@ def _net(old: frozenset[str], new: frozenset[str], parser: PrefixParser) -> dict
     return out
 
 
+_NO_NET: dict[str, Any] = {"net_added": [], "net_removed": []}
+
+
 def _change(
     old: ServiceTag | None, new: ServiceTag | None, parser: PrefixParser
 ) -> TagChange | None:
@@ -101,7 +105,8 @@ def _change(
         metadata = {}
         status = "added" if new else "removed"
     key = parser.range  # IPv4 before IPv6, then by address: as people read them
-    net = _net(before, after, parser) if before != after else {"net_added": [], "net_removed": []}
+    added, removed = after - before, before - after
+    net = _net(before, after, added, removed, parser) if added or removed else _NO_NET
     current = new or old
     assert current is not None
     return TagChange(
@@ -111,8 +116,8 @@ def _change(
         status=status,
         change_number_from=old.change_number if old else None,
         change_number_to=new.change_number if new else None,
-        added_prefixes=sorted(after - before, key=key),
-        removed_prefixes=sorted(before - after, key=key),
+        added_prefixes=sorted(added, key=key),
+        removed_prefixes=sorted(removed, key=key),
         metadata_changes=metadata,
         **net,
     )
@@ -122,12 +127,12 @@ def diff_tags(
     old: Mapping[str, ServiceTag], new: Mapping[str, ServiceTag], parser: PrefixParser
 ) -> list[TagChange]:
     """Every tag that differs, in tag-id order."""
+    # Most tags are equal, often the very same object: tuple equality stops at identity.
+    differing = [tag_id for tag_id, tag in new.items() if old.get(tag_id) != tag]
+    differing += old.keys() - new.keys()
     changes = []
-    for tag_id in sorted(old.keys() | new.keys()):
-        before, after = old.get(tag_id), new.get(tag_id)
-        if before is not None and after is not None and before == after:
-            continue  # the common case: tuple equality compares the sets in C
-        change = _change(before, after, parser)
+    for tag_id in sorted(differing):
+        change = _change(old.get(tag_id), new.get(tag_id), parser)
         if change is not None:
             changes.append(change)
     return changes

@@ -264,8 +264,11 @@ def _properties_extra(props: dict[str, Any]) -> dict[str, Any]:
     extra = {k: v for k, v in props.items() if k not in _SKIPPED_PROPERTIES}
     features = extra.get("networkFeatures")
     # A set in meaning, published in varying order: sorted, a reordering is no change.
-    if type(features) is list and all(type(f) is str for f in features):
-        extra["networkFeatures"] = sorted(features)
+    if type(features) is list:
+        try:  # noqa: SIM105 - contextlib.suppress would cost a context manager per tag
+            extra["networkFeatures"] = sorted(features)
+        except TypeError:  # values of mixed or unorderable types: kept as published
+            pass
     return extra
 
 
