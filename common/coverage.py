@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Iterable
+from functools import lru_cache
+from operator import methodcaller
 
 from common.prefixes import Range, format_prefix
 
@@ -78,7 +80,7 @@ _FINE = 16  # at most this many stems per block; past it, one stem an octet shor
 _SCAN = 4   # up to this many stems, one pass over the texts beats sorting them
 
 
-def _probes(version: int, network: int, length: int) -> tuple[list[str], list[str]] | None:
+def _probes(version: int, network: int, length: int) -> tuple[list[str], tuple[str, ...]] | None:
     """Where to look for the canonical prefixes overlapping a block: the text stems of those
     inside it (whole leading octets, or non-zero hextets: IPv6 writes zero runs as `::`) and
     the names of its supernets shorter than the stems. None: anything may overlap."""
@@ -94,7 +96,7 @@ def _probes(version: int, network: int, length: int) -> tuple[list[str], list[st
             stems, stem_bits = [head], 8 * fixed
         else:
             return None
-        return stems, [_name4(network >> (32 - k) << (32 - k), k) for k in range(min(length, stem_bits))]
+        return stems, _supernets(4, network >> (32 - stem_bits), stem_bits, min(length, stem_bits))
     h1, h2 = network >> 112, network >> 96 & 0xFFFF
     if length >= 32 and h1 and h2:
         stem, stem_bits = f"{h1:x}:{h2:x}:", 32
@@ -102,11 +104,29 @@ def _probes(version: int, network: int, length: int) -> tuple[list[str], list[st
         stem, stem_bits = f"{h1:x}:", 16
     else:
         return None
-    return [stem], [format_prefix(6, network >> (128 - k) << (128 - k), k) for k in range(stem_bits)]
+    return [stem], _supernets(6, network >> (128 - stem_bits), stem_bits, stem_bits)
+
+
+@lru_cache(maxsize=4096)
+def _supernets(version: int, top: int, top_bits: int, count: int) -> tuple[str, ...]:
+    """The names of the prefixes of lengths 0 to count-1 containing the addresses whose first
+    `top_bits` bits are `top`: blocks close together share them, so they are made once."""
+    bits = 32 if version == 4 else 128
+    network = top << (bits - top_bits)
+    name = _name4 if version == 4 else _name6
+    return tuple(name(network >> (bits - k) << (bits - k), k) for k in range(count))
 
 
 def _name4(network: int, length: int) -> str:
     return f"{network >> 24}.{network >> 16 & 255}.{network >> 8 & 255}.{network & 255}/{length}"
+
+
+def _name6(network: int, length: int) -> str:
+    """Canonical text of an IPv6 prefix of at most 32 bits: the rest is one zero run, `::`."""
+    h1, h2 = network >> 112, network >> 96 & 0xFFFF
+    if h2:
+        return f"{h1:x}:{h2:x}::/{length}"
+    return f"{h1:x}::/{length}" if h1 else f"::/{length}"
 
 
 def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
@@ -131,7 +151,7 @@ def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
     stems = {stem for stems, _ in probes for stem in stems}  # type: ignore[misc]
     found = {name for _, names in probes for name in names if name in texts}  # type: ignore[misc]
     if len(stems) <= _SCAN:
-        found.update(t for t in texts if t.startswith(tuple(stems)))
+        found.update(filter(methodcaller("startswith", tuple(stems)), texts))
         return found
     ordered = sorted(texts)
     for stem in stems:

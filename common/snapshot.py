@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple, NoReturn
 
@@ -168,7 +168,9 @@ def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
             unchecked.append(tag.prefixes)
         tags[tag.id] = tag
     if check:
-        _check_prefixes(selected, tags, unchecked, source, parser)
+        _check(lambda: selected, unchecked, source, parser)
+        if parser.renamed:
+            _normalise(tags, parser.renamed)
     return Snapshot(cloud, change_number, tags, source)
 
 
@@ -176,12 +178,14 @@ def check_document(doc: Any, snapshot: Snapshot, parser: PrefixParser) -> Snapsh
     """Check every prefix of `snapshot`, built from all of `doc` with `check=False`.
 
     Raises SnapshotError naming the first invalid prefix; returns the snapshot itself when
-    every prefix is in normalised form (as Microsoft publishes them), else a normalised copy."""
+    every prefix is in normalised form (as Microsoft publishes them), else a normalised copy.
+    Touches little else: in a forked child, each page written to is a page copied."""
+    _check(lambda: list(enumerate(doc["values"])), [t.prefixes for t in snapshot.tags.values()],
+           snapshot.source, parser)
+    if not parser.renamed:
+        return snapshot
     tags = dict(snapshot.tags)
-    values = list(enumerate(doc["values"]))
-    if _check_prefixes(values, tags, [t.prefixes for t in tags.values()], snapshot.source, parser):
-        return snapshot._replace(tags=tags)
-    return snapshot
+    return snapshot._replace(tags=tags) if _normalise(tags, parser.renamed) else snapshot
 
 
 def _region_of(value: Any) -> object:
@@ -189,23 +193,23 @@ def _region_of(value: Any) -> object:
     return props.get("region", "") if type(props) is dict else None
 
 
-def _check_prefixes(values: list[tuple[int, Any]], tags: dict[str, ServiceTag],
-                    unchecked: list[frozenset[str]], source: str, parser: PrefixParser) -> bool:
-    """Validate every distinct unchecked prefix once, then normalise the tags that need it
-    (in place). True when some tag needed it."""
+def _check(located: Callable[[], list[tuple[int, Any]]], unchecked: list[frozenset[str]],
+           source: str, parser: PrefixParser) -> None:
+    """Validate every distinct unchecked prefix once. `located` gives the tags' JSON values
+    with their indexes, to name an invalid prefix's place."""
     try:
         parser.check_all(set().union(*unchecked))
     except InvalidPrefixError:
-        _raise_first_invalid(values, source)
-    renamed = parser.renamed
-    if not renamed:
-        return False
+        _raise_first_invalid(located(), source)
+
+
+def _normalise(tags: dict[str, ServiceTag], renamed: Mapping[str, str]) -> bool:
+    """Replace, in place, the tags holding prefixes not in normalised form. True if any."""
     raw = renamed.keys()
     replaced = False
     for tag_id, tag in tags.items():
         if not tag.prefixes.isdisjoint(raw):
-            normal = frozenset(renamed.get(p, p) for p in tag.prefixes)
-            tags[tag_id] = tag._replace(prefixes=normal)
+            tags[tag_id] = tag._replace(prefixes=frozenset(renamed.get(p, p) for p in tag.prefixes))
             replaced = True
     return replaced
 

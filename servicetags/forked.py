@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import marshal
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -63,6 +62,8 @@ class Pending(Generic[T]):
             return
         self._closed = True
         if self._outcome is None:
+            import signal  # only when cancelling
+
             os.kill(self._pid, signal.SIGKILL)
             os.close(self._read_fd)
             self._outcome = (_ERROR, "cancelled")
