@@ -12,7 +12,28 @@ Report = dict[str, Any]
 
 
 def to_json(report: Report) -> str:
-    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+    """Exactly `json.dumps(report, indent=2, ensure_ascii=False)`, a few times faster: with
+    an indent, `json` encodes every one of the report's thousands of prefixes in Python."""
+    return _indented(report, "\n") + "\n"
+
+
+_string = json.encoder.encode_basestring  # in C, as json.dumps(..., ensure_ascii=False) has it
+
+
+def _indented(value: Any, newline: str) -> str:
+    kind = type(value)
+    if kind is str:
+        return _string(value)  # type: ignore[no-any-return]
+    inner = newline + "  "
+    if kind is dict and value:
+        items = [f"{_string(k if type(k) is str else json.dumps(k))}: {_indented(v, inner)}"
+                 for k, v in value.items()]
+        return "{" + inner + ("," + inner).join(items) + newline + "}"
+    if (kind is list or kind is tuple) and value:
+        if all(type(v) is str for v in value):
+            return "[" + inner + ("," + inner).join(map(_string, value)) + newline + "]"
+        return "[" + inner + ("," + inner).join([_indented(v, inner) for v in value]) + newline + "]"
+    return json.dumps(value)  # numbers, true, false, null, {} and []
 
 
 def _n(value: int) -> str:
