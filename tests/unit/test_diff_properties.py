@@ -103,3 +103,69 @@ def test_splitting_a_prefix_into_halves_changes_prefixes_but_not_coverage(prefix
     assert entry["removed_prefixes"] == [prefix]
     assert sorted(entry["added_prefixes"]) == sorted(halves)
     assert entry["net_added"] == [] and entry["net_removed"] == []
+
+
+# Candidates for coverage: the big tags' prefixes that may overlap a change are found by
+# text stems and supernet names, not by computing every range. Never miss one.
+@st.composite
+def spread_prefixes(draw: st.DrawFn) -> str:
+    """Prefixes of every length, around octet and hextet boundaries (where stems change)."""
+    if draw(st.booleans()):
+        length = draw(st.integers(0, 32))
+        base = draw(st.sampled_from([0x0A000000, 0x0AFF0000, 0x14240100, 0xC0A8FF00, 0xFFFFFF00]))
+        network = (base + draw(st.integers(-4096, 4096))) % (1 << 32)
+        return str(ipaddress.IPv4Network((network >> (32 - length) << (32 - length), length)))
+    length = draw(st.integers(0, 128))
+    base = draw(st.sampled_from([0x2603_1000 << 96, 0x2603_0000 << 96, 0x0000_0001 << 96, 0x2A01_0111 << 96]))
+    network = (base + (draw(st.integers(-(1 << 100), 1 << 100)))) % (1 << 128)
+    return str(ipaddress.IPv6Network((network >> (128 - length) << (128 - length), length)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.frozensets(spread_prefixes(), min_size=1, max_size=40),
+       st.lists(spread_prefixes(), min_size=1, max_size=6), st.sampled_from([0, 100]))
+def test_coverage_candidates_include_every_overlapping_prefix(texts, changed, scan):
+    from common import coverage
+
+    parser = PrefixParser()
+    ranges = [parser.range(p) for p in changed]
+    targets = {v: coverage.merged(ranges, v) for v in (4, 6)}
+    old_scan = coverage._SCAN
+    coverage._SCAN = scan  # both ways of searching: one pass over the texts, and sort and bisect
+    try:
+        found = coverage.candidates(texts, targets, direct=0)
+    finally:
+        coverage._SCAN = old_scan
+    overlapping = {p for p in texts if coverage.overlapping([parser.range(p)], targets)}
+    assert overlapping <= set(found)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spread_prefixes())
+def test_supernet_names_are_the_canonical_text(prefix):
+    from common import coverage
+    from common.prefixes import format_prefix
+
+    net = ipaddress.ip_network(prefix)
+    version, network, length = net.version, int(net.network_address), net.prefixlen
+    if version == 6 and length > 32:
+        network, length = network >> 96 << 96, 32
+    name = coverage._name4 if version == 4 else coverage._name6
+    assert name(network, length) == format_prefix(version, network, length)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(st.text(max_size=5), children, max_size=4)),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_the_json_rendering_is_json_dumps_with_an_indent_of_two(value):
+    import json
+
+    from common.render import to_json
+
+    assert to_json(value) == json.dumps(value, indent=2, ensure_ascii=False) + "\n"
