@@ -25,7 +25,11 @@ _CHILD_FAILED = 70
 def available() -> bool:
     """Whether forking helps and is safe: a POSIX fork, a second CPU, and no other thread
     (a child of a threaded process may inherit a lock held forever)."""
-    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+    if not hasattr(os, "fork"):
+        return False
+    # The CPUs this process may run on (a container's cpuset), not the machine's.
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cpus < 2:
         return False
     threading = sys.modules.get("threading")  # never imported: no threads
     return threading is None or threading.active_count() == 1

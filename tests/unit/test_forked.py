@@ -72,3 +72,14 @@ def test_fork_is_not_used_while_another_thread_runs():
     finally:
         stop.set()
         thread.join()
+
+
+def test_fork_is_not_used_on_a_single_cpu():
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        assert not forked.available()
+    finally:
+        os.sched_setaffinity(0, allowed)
