@@ -68,6 +68,12 @@ def ensure_node_tools() -> None:
     stamp.write_text(want)
 
 
+def lint(env: dict[str, str]) -> int:
+    """ruff, then mypy (its settings and file list are in pyproject.toml)."""
+    return (subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
+            or subprocess.call([BIN / "mypy"], cwd=ROOT, env=env))
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test", "lint", "setup", "diff"}:
         print(__doc__, file=sys.stderr)
@@ -79,12 +85,9 @@ def main(argv: list[str]) -> int:
     if command == "setup":
         return 0
     if command == "lint":
-        return subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
+        return lint(env)
     if command == "test":
-        lint = subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
-        if lint != 0:
-            return lint
-        return subprocess.call([BIN / "python", "-m", "pytest", *rest], cwd=ROOT, env=env)
+        return lint(env) or subprocess.call([BIN / "python", "-m", "pytest", *rest], cwd=ROOT, env=env)
     if command == "diff":
         return subprocess.call([BIN / "servicetags", "diff", *rest], cwd=ROOT, env=env)
     return subprocess.call([BIN / "servicetags", "demo", *rest], cwd=ROOT, env=env)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 
@@ -19,14 +20,6 @@ class Env:
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
-
-    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str | None:
-        value = self._env.get(name, "").strip()
-        if value:
-            return value
-        if required:
-            raise ConfigError(f"{name} is not set")
-        return default
 
     def int(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         text = self.str(name)
@@ -62,3 +55,13 @@ class Env:
 
     def cloud(self, name: str = "SERVICETAGS_CLOUD") -> str:
         return self.choice(name, CLOUDS, "Public")
+
+    # Last in the class: methods named like types shadow them in later annotations.
+    def str(self, name: str, default: str | None = None, *,
+            required: builtins.bool = False) -> str | None:
+        value = self._env.get(name, "").strip()
+        if value:
+            return value
+        if required:
+            raise ConfigError(f"{name} is not set")
+        return default

@@ -29,7 +29,7 @@ class RegionMessage(NamedTuple):
     discover: bool = False
 
     def to_json(self) -> str:
-        doc = {"schema": SCHEMA, "cloud": self.cloud, "region": self.region,
+        doc: dict[str, Any] = {"schema": SCHEMA, "cloud": self.cloud, "region": self.region,
                "run_id": self.run_id, "enqueued_at": self.enqueued_at}
         if self.discover:
             doc["discover"] = True

@@ -23,7 +23,7 @@ _string = json.encoder.encode_basestring  # in C, as json.dumps(..., ensure_asci
 def _indented(value: Any, newline: str) -> str:
     kind = type(value)
     if kind is str:
-        return _string(value)  # type: ignore[no-any-return]
+        return _string(value)
     inner = newline + "  "
     if kind is dict and value:
         items = [f"{_string(k if type(k) is str else json.dumps(k))}: {_indented(v, inner)}"

@@ -121,7 +121,7 @@ def _change_number(value: Any, source: str, where: str) -> str:
     # The download file uses integers, the API strings; the model uses strings.
     kind = type(value)
     if kind is str and value:
-        return value  # type: ignore[no-any-return]
+        return value
     if kind is int:
         return str(value)
     raise SnapshotError(source, f"{where}changeNumber must be an integer or a string")
@@ -233,7 +233,7 @@ _SKIPPED_PROPERTIES = _KNOWN_PROPERTIES | FILE_ONLY_FIELDS
 
 def _tag(value: Any, index: int, source: str) -> ServiceTag:
     # Called 3,000 times per snapshot: messages are built only when something is wrong.
-    props = value.get("properties") if type(value) is dict else None
+    props: Any = value.get("properties") if type(value) is dict else None
     tag_id = value.get("id", value.get("name")) if type(value) is dict else None
     prefixes = props.get("addressPrefixes") if type(props) is dict else None
     if type(tag_id) is not str or not tag_id or type(prefixes) is not list:

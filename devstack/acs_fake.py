@@ -230,7 +230,7 @@ class _Server(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients drop idle keep-alive connections when they close; that is not an error.

@@ -175,11 +175,11 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _container_client(blobs: Any) -> _ContainerListing:
     if hasattr(blobs, "list_blobs"):
-        return blobs  # type: ignore[no-any-return]
+        return blobs
     # An AzureBlobStore: the port has no listing with properties, its client has.
     inner = getattr(blobs, "_client", None)
     if inner is not None and hasattr(inner, "list_blobs"):
-        return inner  # type: ignore[no-any-return]
+        return inner
     raise TypeError(f"expected a ContainerClient or AzureBlobStore, not {type(blobs).__name__}")
 
 

@@ -105,7 +105,7 @@ class SmtpSink:
         self.outbox.mkdir(parents=True, exist_ok=True)
         fixed = self._port is not None
         for attempt in range(_PORT_ATTEMPTS):
-            port = self._port if fixed else free_port(self.host)
+            port = self._port if self._port is not None else free_port(self.host)
             # A new Controller and loop per start; aiosmtpd never closes the loop it creates
             # itself (a ResourceWarning per start), so we own the loop and close it in stop().
             loop = asyncio.new_event_loop()

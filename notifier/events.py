@@ -147,7 +147,7 @@ def _envelope(doc: Any) -> _Envelope:
             raise BadMessage(f"event has no {key!r} string ({schema} schema)")
     try:
         if schema == "cloudevents":
-            cloud = CloudEvent.from_dict(doc)
+            cloud: CloudEvent[Any] = CloudEvent.from_dict(doc)
             event_type, subject, data, time = cloud.type, cloud.subject, cloud.data, cloud.time
         else:
             grid = EventGridEvent.from_dict(doc)

@@ -19,7 +19,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import parse_qs
 
 import jwt
@@ -220,9 +220,11 @@ class WebhookServer:
         self._map: dict[int, Any] = {}
         # Waitress buffers the body before calling the app; its own cap sits above ours so
         # the app answers an oversized body with its JSON 413, and waitress stops worse ones.
-        self._server: Any = create_server(app, map=self._map, host=host, port=port, threads=threads,
-                                          max_request_body_size=MAX_BODY + 64 * 1024,
-                                          ident="servicetags-notifier", clear_untrusted_proxy_headers=True)
+        # Any: waitress types the result as a union of server kinds; ours is a single socket.
+        self._server: Any = cast(Any, create_server(
+            app, map=self._map, host=host, port=port, threads=threads,
+            max_request_body_size=MAX_BODY + 64 * 1024, ident="servicetags-notifier",
+            clear_untrusted_proxy_headers=True))
         self.host, self.port = host, int(self._server.effective_port)
 
     def run(self) -> None:

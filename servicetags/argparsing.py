@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 EXIT_ERROR = 2
@@ -18,7 +19,8 @@ class ArgumentParser(argparse.ArgumentParser):
     def _get_formatter(self) -> argparse.HelpFormatter:
         # argparse imports shutil, and bz2 and lzma with it, for the terminal width alone, at
         # every add_argument: 5 ms of `servicetags diff`'s start-up. The same width, read here.
-        return self.formatter_class(prog=self.prog, width=terminal_width() - 2)
+        formatter_class: Callable[..., argparse.HelpFormatter] = self.formatter_class
+        return formatter_class(prog=self.prog, width=terminal_width() - 2)
 
 
 def terminal_width() -> int:

@@ -58,7 +58,7 @@ class Pending(Generic[T]):
         kind, value = self._outcome
         if kind == _ERROR:
             raise ServiceTagsError(value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def close(self) -> None:
         """Stop the child if its result was never asked for, and reap it."""
@@ -81,7 +81,7 @@ class Pending(Generic[T]):
         size = int.from_bytes(data[:_SIZE], "big")
         if len(data) == _SIZE + size > _SIZE:
             try:
-                return marshal.loads(data[_SIZE:])  # type: ignore[no-any-return]
+                return marshal.loads(data[_SIZE:])
             except (EOFError, ValueError, TypeError):  # pragma: no cover - cannot happen
                 pass
         try:  # the child died: do the work here

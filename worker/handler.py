@@ -56,7 +56,7 @@ class Outcome(NamedTuple):
 
 class Reply(NamedTuple):
     doc: Any                # the parsed JSON document
-    index: RegionIndex
+    regions: RegionIndex   # the reply's region names and codes
     cloud: str
     change_number: str
     origin: str
@@ -105,7 +105,7 @@ def handle_region(message: RegionMessage, *, source: TagSource, snapshots: BlobS
     location = DEFAULT_LOCATIONS[message.cloud] if message.region == GLOBAL else message.region
     fetched = source.fetch(message.cloud, location)
     reply = replies.get(fetched.body, fetched.origin)
-    index = reply.index
+    index = reply.regions
     if reply.cloud != message.cloud:
         raise PermanentError(f"{fetched.origin} answered for cloud {reply.cloud!r}, not {message.cloud!r}")
     try:

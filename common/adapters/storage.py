@@ -145,6 +145,7 @@ class AzureQueue:
     def extend(self, message: Message, visibility_timeout: int) -> Message:
         updated = self._client.update_message(message.id, message.pop_receipt,
                                               visibility_timeout=visibility_timeout)
+        assert updated.pop_receipt is not None  # the service always hands out a new one
         return message._replace(pop_receipt=updated.pop_receipt)
 
     def delete(self, message: Message) -> None:
