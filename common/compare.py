@@ -8,7 +8,7 @@ from typing import Any
 from common.diff import diff_tags
 from common.model import Snapshot
 from common.prefixes import PrefixParser
-from common.regions import ALL, RegionIndex, region_index
+from common.regions import ALL, RegionIndex, region_index, selects_all
 from common.report import build_report
 from common.snapshot import content_sha256, tag_digests
 
@@ -33,7 +33,7 @@ def compare(
     done, so it may wait for work that ran meanwhile. Raises UnknownRegionError for a name
     neither snapshot knows.
     """
-    if index is None and region.strip().lower() == ALL:
+    if index is None and selects_all(region):
         code, name = None, ALL  # no region names to look up
     else:
         index = index or index_of(old, new)

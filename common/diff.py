@@ -85,9 +85,6 @@ def _net(old: frozenset[str], new: frozenset[str], added_prefixes: frozenset[str
     return out
 
 
-_NO_NET: dict[str, Any] = {"net_added": [], "net_removed": []}
-
-
 def _change(
     old: ServiceTag | None, new: ServiceTag | None, parser: PrefixParser
 ) -> TagChange | None:
@@ -106,7 +103,9 @@ def _change(
         status = "added" if new else "removed"
     key = parser.range  # IPv4 before IPv6, then by address: as people read them
     added, removed = after - before, before - after
-    net = _net(before, after, added, removed, parser) if added or removed else _NO_NET
+    # Fresh lists per tag: the report hands them out, and no two entries may share one.
+    net = (_net(before, after, added, removed, parser) if added or removed
+           else {"net_added": [], "net_removed": []})
     current = new or old
     assert current is not None
     return TagChange(

@@ -33,9 +33,9 @@ class RegionIndex(NamedTuple):
 
         Accepts ARM names, the data's own codes, `global` and `all`, in any case.
         """
-        key = region.strip().lower()
-        if key == ALL:
+        if selects_all(region):
             return None
+        key = region.strip().lower()
         if key == GLOBAL:
             return ""
         if key in self.code_by_name:
@@ -51,6 +51,11 @@ class RegionIndex(NamedTuple):
 
     def name_for(self, code: str) -> str:
         return GLOBAL if code == "" else self.name_by_code.get(code, code)
+
+
+def selects_all(region: str) -> bool:
+    """Whether a region name asks for every tag (`all`, in any case): no index needed."""
+    return region.strip().lower() == ALL
 
 
 def region_index(tags: Iterable[ServiceTag]) -> RegionIndex:

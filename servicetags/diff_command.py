@@ -96,8 +96,7 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all",
         old = snapshot_from_document(old_doc, old_path, parser, check=False)
         checked = forked.Pending(partial(_check_and_hash, old_doc, old))
         try:
-            new = snapshot_from_document(read_document(new_path), new_path, parser,
-                                         baseline=baseline_of(old_doc, old))
+            new = _load_against(new_path, old_doc, old, parser)
             report = compare(old, new, region=region, parser=parser, old_digests=lambda: checked.result()[1])
             normalised = checked.result()[0]
         except ServiceTagsError:
@@ -110,9 +109,13 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all",
         # Some old prefix was not in normalised form, so the diff above compared raw text:
         # rare (Microsoft publishes normalised prefixes), and redone here the plain way.
     old = snapshot_from_document(old_doc, old_path, parser)
-    new = snapshot_from_document(read_document(new_path), new_path, parser,
-                                 baseline=baseline_of(old_doc, old))
+    new = _load_against(new_path, old_doc, old, parser)
     return old, new, compare(old, new, region=region, parser=parser)
+
+
+def _load_against(path: str, old_doc: Any, old: Snapshot, parser: PrefixParser) -> Snapshot:
+    """The new snapshot, its unchanged tags being the old ones (see `Baseline`)."""
+    return snapshot_from_document(read_document(path), path, parser, baseline=baseline_of(old_doc, old))
 
 
 def _check_and_hash(doc: Any, snapshot: Snapshot) -> tuple[bool, dict[str, bytes]]:
