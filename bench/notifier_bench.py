@@ -48,7 +48,7 @@ from common.config import Env  # noqa: E402
 from common.layout import report_name, to_json_bytes  # noqa: E402
 from devstack.azurite import start_azurite  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "servicetags"
+DATA = ROOT / "data" / "snapshots"
 PAIRS = ((340, 341), (344, 345), (346, 347), (360, 361))
 POLL = 0.01          # seconds between looks at the outbox
 TIMEOUT = 60.0       # seconds to wait for any one e-mail before giving up

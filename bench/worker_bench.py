@@ -27,7 +27,7 @@ from devstack.arm_endpoint import ArmEndpoint  # noqa: E402
 from devstack.azurite import start_azurite  # noqa: E402
 from tests.integration.pipeline import Pipeline  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "servicetags"
+DATA = ROOT / "data" / "snapshots"
 OLD = DATA / "ServiceTags_Public_2025-01-12_cn340.json.gz"
 NEW = DATA / "ServiceTags_Public_2025-01-14_cn341.json.gz"
 

@@ -17,7 +17,7 @@ from common.prefixes import PrefixParser
 from common.snapshot import load_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SERVICETAGS_TEST_DATA", ROOT.parent / "shared/data/servicetags"))
+SHARED_DATA = Path(os.environ.get("SERVICETAGS_TEST_DATA", ROOT / "data/snapshots"))
 
 
 def snapshot_path(cn: int) -> Path:
