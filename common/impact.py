@@ -39,9 +39,9 @@ Block = tuple[int, int, int]  # (version, network, length)
 
 
 class _Change(NamedTuple):
-    tag: str          # the tag's id as the report writes it
-    direction: str    # "added" | "removed"
-    block: str        # the changed block, CIDR text
+    tag: str  # the tag's id as the report writes it
+    direction: str  # "added" | "removed"
+    block: str  # the changed block, CIDR text
 
 
 def _block_of(r: Range) -> Block:
@@ -60,7 +60,7 @@ class ChangeIndex:
     """The report's net changes, indexed for overlap queries by CIDR block."""
 
     def __init__(self, report: Mapping[str, Any]) -> None:
-        self.tags: dict[str, dict[str, Any]] = {}          # lower-case id -> report entry
+        self.tags: dict[str, dict[str, Any]] = {}  # lower-case id -> report entry
         self._by_block: dict[Block, list[_Change]] = defaultdict(list)
         self._lengths: dict[int, list[int]] = {4: [], 6: []}
         starts: dict[int, list[tuple[int, int, Block]]] = {4: [], 6: []}
@@ -115,8 +115,13 @@ def _literal_finding(field: Field, text: str, changes: Iterable[_Change]) -> dic
         if change.block not in target[change.tag]:
             target[change.tag].append(change.block)
     return {
-        "type": "literal", "field": field.name, "prefix": text, "stale": bool(removed_from),
-        "removed_from": [{"tag": tag, "ranges": sorted(ranges)} for tag, ranges in sorted(removed_from.items())],
+        "type": "literal",
+        "field": field.name,
+        "prefix": text,
+        "stale": bool(removed_from),
+        "removed_from": [
+            {"tag": tag, "ranges": sorted(ranges)} for tag, ranges in sorted(removed_from.items())
+        ],
         "added_to": [{"tag": tag, "ranges": sorted(ranges)} for tag, ranges in sorted(added_to.items())],
     }
 
@@ -135,17 +140,25 @@ def _tag_findings(field: Field, index: ChangeIndex) -> list[dict[str, Any]]:
     for written in field.tags:
         entry = index.tags.get(written.lower())
         if entry is not None:
-            out.append({"type": "tag", "field": field.name, "tag": entry["id"], "written": written,
-                        "status": entry["status"], "gained": list(entry["net_added"]),
-                        "lost": list(entry["net_removed"])})
+            out.append(
+                {
+                    "type": "tag",
+                    "field": field.name,
+                    "tag": entry["id"],
+                    "written": written,
+                    "status": entry["status"],
+                    "gained": list(entry["net_added"]),
+                    "lost": list(entry["net_removed"]),
+                }
+            )
     return out
 
 
 class _Coverage(NamedTuple):
     """A changed tag's address space after the change (its prefixes) and before it."""
 
-    names: frozenset[Block]             # its prefixes and removed blocks, for containment lookups
-    sizes: dict[int, int]               # how many prefixes it lists, per IP version
+    names: frozenset[Block]  # its prefixes and removed blocks, for containment lookups
+    sizes: dict[int, int]  # how many prefixes it lists, per IP version
     after: dict[int, list[coverage.Interval]]
     added: dict[int, list[coverage.Interval]]
     removed: dict[int, list[coverage.Interval]]
@@ -179,8 +192,13 @@ class _Mirrors:
                 self._holders[block].append(key)
                 lengths[block[0]].add(block[2])
             sizes = {4: sum(1 for r in after if r[0] == 4), 6: sum(1 for r in after if r[0] == 6)}
-            self.tags[key] = _Coverage(names, sizes, _intervals(after), _intervals(map(_range_of, entry["net_added"])),
-                                       _intervals(removed))
+            self.tags[key] = _Coverage(
+                names,
+                sizes,
+                _intervals(after),
+                _intervals(map(_range_of, entry["net_added"])),
+                _intervals(removed),
+            )
         self._lengths = {v: sorted(ls) for v, ls in lengths.items()}
 
     def holders(self, r: Range) -> set[str]:
@@ -196,7 +214,9 @@ class _Mirrors:
             found.update(self._holders.get((version, start >> shift << shift, length), ()))
         return found
 
-    def finding(self, field: Field, rule: Rule, report_tags: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    def finding(
+        self, field: Field, rule: Rule, report_tags: Mapping[str, dict[str, Any]]
+    ) -> dict[str, Any] | None:
         ranges = [r for literal in field.literals for r in literal.ranges]
         if len(field.literals) < MIRROR_MIN:
             return None
@@ -208,9 +228,12 @@ class _Mirrors:
         # the IP versions it holds). Without the second test every list of Azure ranges would
         # "copy" AzureCloud. The smallest such tag is the one copied (a regional tag, not its
         # global union).
-        fitting = [(count, -size, key) for key, count in votes.items()
-                   if count * 2 > len(field.literals)
-                   and len(field.literals) * 2 >= (size := self.tags[key].count(versions))]
+        fitting = [
+            (count, -size, key)
+            for key, count in votes.items()
+            if count * 2 > len(field.literals)
+            and len(field.literals) * 2 >= (size := self.tags[key].count(versions))
+        ]
         if not fitting:
             return None
         inside_count, _, key = max(fitting)
@@ -230,15 +253,26 @@ class _Mirrors:
         if field.tags_allowed:
             hint = f"reference the service tag {name} here instead of a copy of its ranges"
         elif rule.resource_type in (FIREWALL, RULE_COLLECTION_GROUP):
-            hint = (f"Azure accepts service tags only as firewall network rule destinations; "
-                    f"there, {name} could replace this list")
+            hint = (
+                f"Azure accepts service tags only as firewall network rule destinations; "
+                f"there, {name} could replace this list"
+            )
         else:
-            hint = (f"Azure accepts no service tag here ({rule.kind}); keep this list in step with {name}, "
-                    "or filter with an NSG or firewall rule that references the tag")
-        return {"type": "mirror", "field": field.name, "tag": name, "inside": inside_count,
-                "of": len(field.literals), "add": coverage.to_cidrs(add[4], 4) + coverage.to_cidrs(add[6], 6),
-                "remove": coverage.to_cidrs(remove[4], 4) + coverage.to_cidrs(remove[6], 6),
-                "tag_allowed_here": field.tags_allowed, "hint": hint}
+            hint = (
+                f"Azure accepts no service tag here ({rule.kind}); keep this list in step with {name}, "
+                "or filter with an NSG or firewall rule that references the tag"
+            )
+        return {
+            "type": "mirror",
+            "field": field.name,
+            "tag": name,
+            "inside": inside_count,
+            "of": len(field.literals),
+            "add": coverage.to_cidrs(add[4], 4) + coverage.to_cidrs(add[6], 6),
+            "remove": coverage.to_cidrs(remove[4], 4) + coverage.to_cidrs(remove[6], 6),
+            "tag_allowed_here": field.tags_allowed,
+            "hint": hint,
+        }
 
 
 def _meets(a: list[coverage.Interval], b: list[coverage.Interval]) -> bool:
@@ -254,9 +288,33 @@ def _meets(a: list[coverage.Interval], b: list[coverage.Interval]) -> bool:
     return False
 
 
-def impact(report: Mapping[str, Any], rules: Sequence[Rule], *, resources: int | None = None,
-           tag_prefixes: Mapping[str, Collection[str]] | None = None,
-           report_name: str | None = None) -> dict[str, Any]:
+def _route_tables(rules: Sequence[Rule], mirrors: _Mirrors, index: ChangeIndex) -> list[
+        tuple[Rule, list[dict[str, Any]]]]:
+    """A route table copies a tag one route per prefix: its routes are looked at together."""
+    tables: dict[str, list[int]] = defaultdict(list)
+    for position, rule in enumerate(rules):
+        if rule.resource_type in (ROUTE_TABLE, ROUTE):
+            tables[rule.resource_id.lower().split("/routes/")[0]].append(position)
+    out = []
+    for positions in tables.values():
+        first = rules[positions[0]]
+        literals = tuple(lit for p in positions for f in rules[p].fields for lit in f.literals)
+        table = first._replace(resource_id=first.resource_id.split("/routes/")[0], rule="routes",
+                               fields=(Field("routes", (), literals, (), True),))
+        found = mirrors.finding(table.fields[0], table, index.tags)
+        if found is not None:
+            out.append((table, [found]))
+    return out
+
+
+def impact(
+    report: Mapping[str, Any],
+    rules: Sequence[Rule],
+    *,
+    resources: int | None = None,
+    tag_prefixes: Mapping[str, Collection[str]] | None = None,
+    report_name: str | None = None,
+) -> dict[str, Any]:
     """The impact document of `report` on `rules`.
 
     `tag_prefixes`: the current prefixes of (at least) the report's changed tags, by tag id,
@@ -266,7 +324,7 @@ def impact(report: Mapping[str, Any], rules: Sequence[Rule], *, resources: int |
     mirrors = _Mirrors(index, tag_prefixes) if tag_prefixes is not None and index.tags else None
     by_rule: dict[int, list[dict[str, Any]]] = {}
     groups: dict[str, tuple[Rule, list[dict[str, Any]]]] = {}  # touched IP Groups by lower-case id
-    extra: list[tuple[Rule, list[dict[str, Any]]]] = []           # whole route tables
+    extra: list[tuple[Rule, list[dict[str, Any]]]] = []  # whole route tables
     if index.tags:
         for position, rule in enumerate(rules):
             findings: list[dict[str, Any]] = []
@@ -282,23 +340,15 @@ def impact(report: Mapping[str, Any], rules: Sequence[Rule], *, resources: int |
                 if rule.resource_type.endswith("ipGroups"):
                     groups[rule.resource_id.lower()] = (rule, findings)
         if mirrors is not None:
-            # A route table copies a tag one route per prefix: look at its routes together.
-            tables: dict[str, list[int]] = defaultdict(list)
-            for position, rule in enumerate(rules):
-                if rule.resource_type in (ROUTE_TABLE, ROUTE):
-                    tables[rule.resource_id.lower().split("/routes/")[0]].append(position)
-            for positions in tables.values():
-                first = rules[positions[0]]
-                literals = tuple(lit for p in positions for f in rules[p].fields for lit in f.literals)
-                table = first._replace(resource_id=first.resource_id.split("/routes/")[0],
-                                       rule="routes", fields=(Field("routes", (), literals, (), True),))
-                found = mirrors.finding(table.fields[0], table, index.tags)
-                if found is not None:
-                    extra.append((table, [found]))
+            extra = _route_tables(rules, mirrors, index)
         if groups:
             for position, rule in enumerate(rules):
-                via = [_via_group(field, *groups[group]) for field in rule.fields
-                       for group in field.ip_groups if group in groups]
+                via = [
+                    _via_group(field, *groups[group])
+                    for field in rule.fields
+                    for group in field.ip_groups
+                    if group in groups
+                ]
                 if via:
                     by_rule.setdefault(position, []).extend(via)
     affected = [_record(rules[position], findings) for position, findings in by_rule.items()]
@@ -307,11 +357,18 @@ def impact(report: Mapping[str, Any], rules: Sequence[Rule], *, resources: int |
     kinds = Counter(r["kind"] for r in affected)
     return {
         "schema": SCHEMA,
-        "report": {"name": report_name, "cloud": report["cloud"], "region": report["region"],
-                   "from": report["from"]["changeNumber"], "to": report["to"]["changeNumber"]},
+        "report": {
+            "name": report_name,
+            "cloud": report["cloud"],
+            "region": report["region"],
+            "from": report["from"]["changeNumber"],
+            "to": report["to"]["changeNumber"],
+        },
         "summary": {
             "rules_checked": len(rules),
-            "resources_checked": len({r.resource_id.lower() for r in rules}) if resources is None else resources,
+            "resources_checked": len({r.resource_id.lower() for r in rules})
+            if resources is None
+            else resources,
             "rules_affected": len(affected),
             "stale": sum(1 for r in affected if r["stale"]),
             "by_kind": dict(sorted(kinds.items())),
@@ -323,8 +380,14 @@ def impact(report: Mapping[str, Any], rules: Sequence[Rule], *, resources: int |
 
 
 def _via_group(field: Field, group: Rule, findings: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"type": "ip_group", "field": field.name, "group": group.resource_id, "group_name": group.resource_name,
-            "stale": any(_is_stale(f) for f in findings), "findings": findings}
+    return {
+        "type": "ip_group",
+        "field": field.name,
+        "group": group.resource_id,
+        "group_name": group.resource_name,
+        "stale": any(_is_stale(f) for f in findings),
+        "findings": findings,
+    }
 
 
 def _is_stale(finding: dict[str, Any]) -> bool:
@@ -343,8 +406,12 @@ def _tags_of(findings: Iterable[dict[str, Any]]) -> set[str]:
 
 def _record(rule: Rule, findings: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "resource_id": rule.resource_id, "resource_type": rule.resource_type,
-        "resource_name": rule.resource_name, "kind": rule.kind, "rule": rule.rule, "source": rule.source,
+        "resource_id": rule.resource_id,
+        "resource_type": rule.resource_type,
+        "resource_name": rule.resource_name,
+        "kind": rule.kind,
+        "rule": rule.rule,
+        "source": rule.source,
         "stale": any(_is_stale(f) for f in findings),
         "tags": sorted(_tags_of(findings)),
         "findings": findings,

@@ -24,7 +24,8 @@ def summary_line(doc: Doc) -> str:
         return f"{r['region']}: none of {s['rules_checked']:,} rules touched ({span})"
     kinds = ", ".join(f"{n} {kind}{'s' if n != 1 else ''}" for kind, n in s["by_kind"].items())
     stale = f", {s['stale']} stale" if s["stale"] else ""
-    return f"{r['region']}: {s['rules_affected']} of {s['rules_checked']:,} rules touched ({kinds}){stale} ({span})"
+    touched = f"{s['rules_affected']} of {s['rules_checked']:,} rules touched"
+    return f"{r['region']}: {touched} ({kinds}){stale} ({span})"
 
 
 def _short(items: list[str], limit: int = 6) -> str:
@@ -48,7 +49,9 @@ def finding_lines(finding: dict[str, Any]) -> list[str]:
         for item in finding["removed_from"]:
             lines.append(f"{field} {finding['prefix']} is stale: {_short(item['ranges'])} left {item['tag']}")
         for item in finding["added_to"]:
-            lines.append(f"{field} {finding['prefix']} overlaps {_short(item['ranges'])}, new in {item['tag']}")
+            lines.append(
+                f"{field} {finding['prefix']} overlaps {_short(item['ranges'])}, new in {item['tag']}"
+            )
         return lines
     if kind == "mirror":
         lines = [f"{field} copies {finding['tag']} ({finding['inside']} of {finding['of']} ranges inside it)"]
@@ -60,28 +63,44 @@ def finding_lines(finding: dict[str, Any]) -> list[str]:
         return lines
     if kind == "ip_group":
         inner = [line for f in finding["findings"] for line in finding_lines(f)]
-        return [f"{field} references IP Group {finding['group_name']}" + (" (stale)" if finding["stale"] else "")
-                ] + [f"  {line}" for line in inner]
+        return [
+            f"{field} references IP Group {finding['group_name']}" + (" (stale)" if finding["stale"] else "")
+        ] + [f"  {line}" for line in inner]
     return [json.dumps(finding)]
 
 
 def section(doc: Doc, *, limit: int | None = None) -> dict[str, Any]:
     """The impact as plain data: {"title", "summary", "items": [{"resource", "resource_id",
     "kind", "rule", "stale", "tags", "lines"}], "more"}; `limit` caps the items (stale first)."""
-    items = [{"resource": a["resource_name"], "resource_id": a["resource_id"], "kind": a["kind"],
-              "rule": a["rule"], "stale": a["stale"], "tags": a["tags"],
-              "lines": [line for f in a["findings"] for line in finding_lines(f)]} for a in doc["affected"]]
+    items = [
+        {
+            "resource": a["resource_name"],
+            "resource_id": a["resource_id"],
+            "kind": a["kind"],
+            "rule": a["rule"],
+            "stale": a["stale"],
+            "tags": a["tags"],
+            "lines": [line for f in a["findings"] for line in finding_lines(f)],
+        }
+        for a in doc["affected"]
+    ]
     items.sort(key=lambda item: not item["stale"])  # stable: stale first, else in document order
     shown = items if limit is None else items[:limit]
-    return {"title": "Impact on your rules", "summary": summary_line(doc), "items": shown,
-            "more": len(items) - len(shown)}
+    return {
+        "title": "Impact on your rules",
+        "summary": summary_line(doc),
+        "items": shown,
+        "more": len(items) - len(shown),
+    }
 
 
 def to_text(doc: Doc) -> str:
     s = section(doc)
     lines = [s["title"], summary_line(doc), ""]
     for item in s["items"]:
-        lines.append(f"{item['kind']} {item['resource']} {item['rule']}" + (" [stale]" if item["stale"] else ""))
+        lines.append(
+            f"{item['kind']} {item['resource']} {item['rule']}" + (" [stale]" if item["stale"] else "")
+        )
         lines.append(f"  {item['resource_id']}")
         lines += [f"  {line}" for line in item["lines"]]
         lines.append("")
@@ -93,8 +112,13 @@ def to_markdown(doc: Doc) -> str:
     lines = [f"## {s['title']}", "", s["summary"]]
     for item in s["items"]:
         stale = " **stale**" if item["stale"] else ""
-        lines += ["", f"### {item['kind']} `{item['resource']}` `{item['rule']}`{stale}", "",
-                  f"`{item['resource_id']}`", ""]
+        lines += [
+            "",
+            f"### {item['kind']} `{item['resource']}` `{item['rule']}`{stale}",
+            "",
+            f"`{item['resource_id']}`",
+            "",
+        ]
         lines += [f"{'  ' if line.startswith('  ') else ''}- {line.strip()}" for line in item["lines"]]
     return "\n".join(lines) + "\n"
 
@@ -107,8 +131,10 @@ def to_html_fragment(doc: Doc) -> str:
         out.append("<ul>")
         for item in s["items"]:
             stale = ' <strong class="stale">stale</strong>' if item["stale"] else ""
-            out.append(f"<li><code>{escape(item['resource'])}</code> {escape(item['kind'])} "
-                       f"<code>{escape(item['rule'])}</code>{stale}<ul>")
+            out.append(
+                f"<li><code>{escape(item['resource'])}</code> {escape(item['kind'])} "
+                f"<code>{escape(item['rule'])}</code>{stale}<ul>"
+            )
             out += [f"<li>{escape(line.strip())}</li>" for line in item["lines"]]
             out.append("</ul></li>")
         out.append("</ul>")

@@ -33,15 +33,31 @@ ROUTE = "Microsoft.Network/routeTables/routes"
 STORAGE_ACCOUNT = "Microsoft.Storage/storageAccounts"
 KEY_VAULT = "Microsoft.KeyVault/vaults"
 
-RESOURCE_TYPES = (NSG, NSG_RULE, FIREWALL_POLICY, RULE_COLLECTION_GROUP, FIREWALL, IP_GROUP,
-                  ROUTE_TABLE, ROUTE, STORAGE_ACCOUNT, KEY_VAULT)
+RESOURCE_TYPES = (
+    NSG,
+    NSG_RULE,
+    FIREWALL_POLICY,
+    RULE_COLLECTION_GROUP,
+    FIREWALL,
+    IP_GROUP,
+    ROUTE_TABLE,
+    ROUTE,
+    STORAGE_ACCOUNT,
+    KEY_VAULT,
+)
 _TYPES = {t.lower(): t for t in RESOURCE_TYPES}
 
 # Kinds of rule, as shown to users.
 KINDS = {
-    NSG: "NSG rule", NSG_RULE: "NSG rule", RULE_COLLECTION_GROUP: "firewall policy rule",
-    FIREWALL: "firewall rule", IP_GROUP: "IP Group", ROUTE_TABLE: "route", ROUTE: "route",
-    STORAGE_ACCOUNT: "storage network rule", KEY_VAULT: "key vault network rule",
+    NSG: "NSG rule",
+    NSG_RULE: "NSG rule",
+    RULE_COLLECTION_GROUP: "firewall policy rule",
+    FIREWALL: "firewall rule",
+    IP_GROUP: "IP Group",
+    ROUTE_TABLE: "route",
+    ROUTE: "route",
+    STORAGE_ACCOUNT: "storage network rule",
+    KEY_VAULT: "key vault network rule",
 }
 
 # Words Azure accepts in address fields that are neither service tags nor addresses.
@@ -61,25 +77,25 @@ class RulesError(ServiceTagsError):
 
 
 class Literal(NamedTuple):
-    text: str                 # as written
-    ranges: tuple[Range, ...] # one per CIDR block; an `a-b` range may need several
+    text: str  # as written
+    ranges: tuple[Range, ...]  # one per CIDR block; an `a-b` range may need several
 
 
 class Field(NamedTuple):
-    name: str                 # e.g. "destinationAddressPrefixes", "ipAddresses"
-    tags: tuple[str, ...]     # service tag names as written
+    name: str  # e.g. "destinationAddressPrefixes", "ipAddresses"
+    tags: tuple[str, ...]  # service tag names as written
     literals: tuple[Literal, ...]
-    ip_groups: tuple[str, ...] = ()   # IP Group resource ids, lower case
-    tags_allowed: bool = False        # whether Azure accepts a service tag in this field
+    ip_groups: tuple[str, ...] = ()  # IP Group resource ids, lower case
+    tags_allowed: bool = False  # whether Azure accepts a service tag in this field
 
 
 class Rule(NamedTuple):
     resource_id: str
-    resource_type: str        # canonical casing, one of RESOURCE_TYPES
+    resource_type: str  # canonical casing, one of RESOURCE_TYPES
     resource_name: str
-    rule: str                 # where inside the resource: "securityRules/AllowStorage", "ipAddresses"
+    rule: str  # where inside the resource: "securityRules/AllowStorage", "ipAddresses"
     fields: tuple[Field, ...]
-    source: str               # file name, or "Azure Resource Graph"
+    source: str  # file name, or "Azure Resource Graph"
 
     @property
     def kind(self) -> str:
@@ -88,7 +104,7 @@ class Rule(NamedTuple):
 
 class RuleSet(NamedTuple):
     rules: tuple[Rule, ...]
-    resources: int            # resources read (firewall policies themselves hold no rules)
+    resources: int  # resources read (firewall policies themselves hold no rules)
     firewall_policies: tuple[str, ...] = ()  # ids of policies read, whose groups may be fetched
 
 
@@ -103,8 +119,12 @@ def resources_of(doc: Any, source: str) -> list[Any]:
                 return list(doc[key])
         if "type" in doc:
             return [doc]
-    raise RulesError(source, None, "not a list of ARM resources (expected a JSON array, "
-                     '{"value": [...]}, {"data": [...]} or one resource with a "type")')
+    raise RulesError(
+        source,
+        None,
+        "not a list of ARM resources (expected a JSON array, "
+        '{"value": [...]}, {"data": [...]} or one resource with a "type")',
+    )
 
 
 def parse_rules(docs: Iterable[tuple[str, Any]]) -> RuleSet:
@@ -116,7 +136,10 @@ def parse_rules(docs: Iterable[tuple[str, Any]]) -> RuleSet:
         for index, resource in enumerate(resources_of(doc, source)):
             count += 1
             rules.extend(parse_resource(resource, source, index))
-            if isinstance(resource, dict) and str(resource.get("type", "")).lower() == FIREWALL_POLICY.lower():
+            if (
+                isinstance(resource, dict)
+                and str(resource.get("type", "")).lower() == FIREWALL_POLICY.lower()
+            ):
                 policies.append(str(resource.get("id", "")))
     return RuleSet(tuple(rules), count, tuple(policies))
 
@@ -138,7 +161,9 @@ def parse_resource(resource: Any, source: str, index: int = 0) -> list[Rule]:
         raise RulesError(source, label, 'has no "type"')
     kind = _TYPES.get(raw_type.lower())
     if kind is None:
-        raise RulesError(source, label, f"unknown resource type {raw_type!r} (known: {', '.join(RESOURCE_TYPES)})")
+        raise RulesError(
+            source, label, f"unknown resource type {raw_type!r} (known: {', '.join(RESOURCE_TYPES)})"
+        )
     reader = _Reader(source, label, resource, kind)
     try:
         return list(_READERS[kind](reader, _props(reader, resource, "properties")))
@@ -156,8 +181,14 @@ class _Reader:
         return RulesError(self.source, self.label, problem)
 
     def rule(self, where: str, fields: list[Field]) -> Rule:
-        return Rule(self.id, self.kind, self.name, where, tuple(f for f in fields if f.tags or f.literals
-                                                               or f.ip_groups), self.source)
+        return Rule(
+            self.id,
+            self.kind,
+            self.name,
+            where,
+            tuple(f for f in fields if f.tags or f.literals or f.ip_groups),
+            self.source,
+        )
 
 
 def _props(reader: _Reader, obj: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
@@ -178,7 +209,9 @@ def _list(reader: _Reader, obj: dict[str, Any], key: str, where: str) -> list[An
     return value
 
 
-def _objects(reader: _Reader, obj: dict[str, Any], key: str, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+def _objects(
+    reader: _Reader, obj: dict[str, Any], key: str, where: str = ""
+) -> Iterator[tuple[str, dict[str, Any]]]:
     for i, item in enumerate(_list(reader, obj, key, where)):
         if not isinstance(item, dict):
             raise reader.fail(f"{where}{key}[{i}] is not an object")
@@ -219,8 +252,15 @@ def _block_range(version: int, network: int, length: int) -> Range:
     return found
 
 
-def _field(reader: _Reader, name: str, values: list[Any], *, tags_allowed: bool,
-           ip_groups: list[Any] | None = None, where: str = "") -> Field:
+def _field(
+    reader: _Reader,
+    name: str,
+    values: list[Any],
+    *,
+    tags_allowed: bool,
+    ip_groups: list[Any] | None = None,
+    where: str = "",
+) -> Field:
     tags: list[str] = []
     literals: list[Literal] = []
     for value in values:
@@ -231,8 +271,10 @@ def _field(reader: _Reader, name: str, values: list[Any], *, tags_allowed: bool,
             continue
         if _TAG_NAME.match(text):
             if not tags_allowed:
-                raise reader.fail(f"{where}{name}: {text!r} is not an address, range or CIDR prefix "
-                                  "(Azure accepts no service tag here)")
+                raise reader.fail(
+                    f"{where}{name}: {text!r} is not an address, range or CIDR prefix "
+                    "(Azure accepts no service tag here)"
+                )
             tags.append(text)
             continue
         try:
@@ -291,10 +333,22 @@ def _firewall_rule(reader: _Reader, where: str, rule: dict[str, Any]) -> Rule:
     network = str(rule.get("ruleType", "NetworkRule")) == "NetworkRule"
     prefix = f"{where}: "
     fields = [
-        _field(reader, "sourceAddresses", _list(reader, rule, "sourceAddresses", prefix), tags_allowed=False,
-               ip_groups=_list(reader, rule, "sourceIpGroups", prefix), where=prefix),
-        _field(reader, "destinationAddresses", _list(reader, rule, "destinationAddresses", prefix),
-               tags_allowed=network, ip_groups=_list(reader, rule, "destinationIpGroups", prefix), where=prefix),
+        _field(
+            reader,
+            "sourceAddresses",
+            _list(reader, rule, "sourceAddresses", prefix),
+            tags_allowed=False,
+            ip_groups=_list(reader, rule, "sourceIpGroups", prefix),
+            where=prefix,
+        ),
+        _field(
+            reader,
+            "destinationAddresses",
+            _list(reader, rule, "destinationAddresses", prefix),
+            tags_allowed=network,
+            ip_groups=_list(reader, rule, "destinationIpGroups", prefix),
+            where=prefix,
+        ),
     ]
     return reader.rule(where, fields)
 
@@ -307,9 +361,11 @@ def _rule_collection_group(reader: _Reader, props: dict[str, Any]) -> Iterator[R
 
 
 def _firewall(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
-    for key, rule_type in (("networkRuleCollections", "NetworkRule"),
-                           ("applicationRuleCollections", "ApplicationRule"),
-                           ("natRuleCollections", "NatRule")):
+    for key, rule_type in (
+        ("networkRuleCollections", "NetworkRule"),
+        ("applicationRuleCollections", "ApplicationRule"),
+        ("natRuleCollections", "NatRule"),
+    ):
         for collection_name, collection in _objects(reader, props, key):
             where = f"{key}/{collection_name}"
             inner = _props(reader, collection, "properties", f"{where}: ")
@@ -326,14 +382,26 @@ def _firewall_policy(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
 
 
 def _ip_group(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
-    yield reader.rule("ipAddresses", [_field(reader, "ipAddresses", _list(reader, props, "ipAddresses", ""),
-                                             tags_allowed=False)])
+    yield reader.rule(
+        "ipAddresses",
+        [_field(reader, "ipAddresses", _list(reader, props, "ipAddresses", ""), tags_allowed=False)],
+    )
 
 
 def _route(reader: _Reader, where: str, props: dict[str, Any]) -> Rule:
     value = props.get("addressPrefix")
-    return reader.rule(where, [_field(reader, "addressPrefix", [] if value is None else [value],
-                                      tags_allowed=True, where=f"{where}: ")])
+    return reader.rule(
+        where,
+        [
+            _field(
+                reader,
+                "addressPrefix",
+                [] if value is None else [value],
+                tags_allowed=True,
+                where=f"{where}: ",
+            )
+        ],
+    )
 
 
 def _route_table(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
@@ -353,12 +421,20 @@ def _network_acls(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
         if not isinstance(item, dict) or "value" not in item:
             raise reader.fail(f"networkAcls.ipRules[{i}] has no value")
         values.append(item["value"])
-    yield reader.rule("networkAcls.ipRules", [_field(reader, "ipRules", values, tags_allowed=False,
-                                                     where="networkAcls.")])
+    yield reader.rule(
+        "networkAcls.ipRules", [_field(reader, "ipRules", values, tags_allowed=False, where="networkAcls.")]
+    )
 
 
 _READERS = {
-    NSG: _nsg, NSG_RULE: _nsg_security_rule, FIREWALL_POLICY: _firewall_policy,
-    RULE_COLLECTION_GROUP: _rule_collection_group, FIREWALL: _firewall, IP_GROUP: _ip_group,
-    ROUTE_TABLE: _route_table, ROUTE: _single_route, STORAGE_ACCOUNT: _network_acls, KEY_VAULT: _network_acls,
+    NSG: _nsg,
+    NSG_RULE: _nsg_security_rule,
+    FIREWALL_POLICY: _firewall_policy,
+    RULE_COLLECTION_GROUP: _rule_collection_group,
+    FIREWALL: _firewall,
+    IP_GROUP: _ip_group,
+    ROUTE_TABLE: _route_table,
+    ROUTE: _single_route,
+    STORAGE_ACCOUNT: _network_acls,
+    KEY_VAULT: _network_acls,
 }

@@ -42,7 +42,9 @@ def read_json(path: Path) -> Any:
     except UnicodeDecodeError:
         raise RulesError(str(path), None, "not UTF-8 text") from None
     except json.JSONDecodeError as exc:
-        raise RulesError(str(path), None, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise RulesError(
+            str(path), None, f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
 
 
 def _documents(paths: Iterable[Path]) -> Iterator[tuple[str, Any]]:

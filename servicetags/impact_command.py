@@ -42,7 +42,7 @@ def load_report(path: str) -> dict[str, Any]:
 
 def check_report(doc: Any, source: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA:
-        raise ReportFileError(f"{source}: not a change report (no \"schema\": \"{REPORT_SCHEMA}\")")
+        raise ReportFileError(f'{source}: not a change report (no "schema": "{REPORT_SCHEMA}")')
     try:
         for key in ("cloud", "region"):
             if not isinstance(doc[key], str):
@@ -62,15 +62,28 @@ def check_report(doc: Any, source: str) -> dict[str, Any]:
 
 
 def main(argv: list[str], prog: str = "servicetags impact") -> int:
-    parser = ArgumentParser(prog=prog, description="Show which of your NSG, firewall, IP Group, route and "
-                            "network ACL rules a change report touches.")
+    parser = ArgumentParser(
+        prog=prog,
+        description="Show which of your NSG, firewall, IP Group, route and "
+        "network ACL rules a change report touches.",
+    )
     parser.add_argument("report", metavar="REPORT", help="a change report (JSON, as servicetags diff writes)")
-    parser.add_argument("--rules", action="append", required=True, metavar="FILE|DIR",
-                        help="ARM JSON of your resources (az … list, az graph query, an export); "
-                        "a folder means every *.json under it; repeatable")
-    parser.add_argument("--snapshot", metavar="FILE",
-                        help="the report's new snapshot file: also find lists that copy a changed tag")
-    parser.add_argument("--format", choices=sorted(RENDERERS), default="text", help="output format (default: text)")
+    parser.add_argument(
+        "--rules",
+        action="append",
+        required=True,
+        metavar="FILE|DIR",
+        help="ARM JSON of your resources (az … list, az graph query, an export); "
+        "a folder means every *.json under it; repeatable",
+    )
+    parser.add_argument(
+        "--snapshot",
+        metavar="FILE",
+        help="the report's new snapshot file: also find lists that copy a changed tag",
+    )
+    parser.add_argument(
+        "--format", choices=sorted(RENDERERS), default="text", help="output format (default: text)"
+    )
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when a rule is touched")
     args = parser.parse_args(argv)
     try:
@@ -96,7 +109,8 @@ def run(report_path: str, rule_paths: list[str], *, snapshot: str | None = None)
 
         prefixes = {tag.id: tag.prefixes for tag in load_snapshot(snapshot).tags.values()}
     try:
-        return impact(report, rules.rules, resources=rules.resources, tag_prefixes=prefixes,
-                      report_name=report_path)
+        return impact(
+            report, rules.rules, resources=rules.resources, tag_prefixes=prefixes, report_name=report_path
+        )
     except InvalidPrefixError as exc:
         raise ReportFileError(f"{report_path}: not a change report ({exc})") from None
