@@ -29,13 +29,41 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from common import coverage
+from common.errors import ServiceTagsError
 from common.prefixes import Range, canonical_range, normalise
 from common.rules import FIREWALL, ROUTE, ROUTE_TABLE, RULE_COLLECTION_GROUP, Field, Rule
 
 SCHEMA = "servicetags.impact/v1"
+REPORT_SCHEMA = "servicetags.change-report/v1"
 MIRROR_MIN = 3  # a list of fewer literal ranges is not taken for a copy of a tag
 
 Block = tuple[int, int, int]  # (version, network, length)
+
+
+class ReportError(ServiceTagsError, ValueError):
+    """A document that is not a change report; the message names its source."""
+
+
+def check_report(doc: Any, source: str) -> dict[str, Any]:
+    if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA:
+        raise ReportError(f'{source}: not a change report (no "schema": "{REPORT_SCHEMA}")')
+    try:
+        for key in ("cloud", "region"):
+            if not isinstance(doc[key], str):
+                raise TypeError(f"{key} is not a string")
+        for side in ("from", "to"):
+            str(doc[side]["changeNumber"])
+        for i, tag in enumerate(doc["tags"]):
+            for key in ("id", "status"):
+                if not isinstance(tag[key], str):
+                    raise TypeError(f"tags[{i}].{key} is not a string")
+            for key in ("net_added", "net_removed"):
+                if not isinstance(tag[key], list) or not all(isinstance(p, str) for p in tag[key]):
+                    raise TypeError(f"tags[{i}].{key} is not a list of prefixes")
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ReportError(f"{source}: not a change report ({type(exc).__name__}: {exc})") from None
+    return doc
+
 
 
 class _Change(NamedTuple):

@@ -239,8 +239,8 @@ def address_literal(text: str) -> Literal:
         return Literal(text, tuple(_block_range(low.version, n, length) for n, length in cidrs))
     try:
         network = ipaddress.ip_network(text, strict=False)
-    except ValueError as exc:
-        raise InvalidPrefixError(f"{text!r} is not a valid address, range or CIDR prefix ({exc})") from None
+    except ValueError:
+        raise InvalidPrefixError(f"{text!r} is not a valid address, range or CIDR prefix") from None
     found = canonical_range(normalise(str(network)))
     assert found is not None
     return Literal(text, (found,))

@@ -15,12 +15,11 @@ import sys
 from typing import Any
 
 from common.errors import InvalidPrefixError, ServiceTagsError
-from common.impact import impact
+from common.impact import check_report, impact
 from common.impact_render import RENDERERS
 from servicetags.argparsing import ArgumentParser, fail
 
 EXIT_AFFECTED = 1
-REPORT_SCHEMA = "servicetags.change-report/v1"
 
 
 class ReportFileError(ServiceTagsError):
@@ -38,28 +37,7 @@ def load_report(path: str) -> dict[str, Any]:
         raise ReportFileError(f"{path}: cannot read ({exc.strerror})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReportFileError(f"{path}: not JSON ({exc})") from None
-    return check_report(doc, path)
-
-
-def check_report(doc: Any, source: str) -> dict[str, Any]:
-    if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA:
-        raise ReportFileError(f'{source}: not a change report (no "schema": "{REPORT_SCHEMA}")')
-    try:
-        for key in ("cloud", "region"):
-            if not isinstance(doc[key], str):
-                raise TypeError(f"{key} is not a string")
-        for side in ("from", "to"):
-            str(doc[side]["changeNumber"])
-        for i, tag in enumerate(doc["tags"]):
-            for key in ("id", "status"):
-                if not isinstance(tag[key], str):
-                    raise TypeError(f"tags[{i}].{key} is not a string")
-            for key in ("net_added", "net_removed"):
-                if not isinstance(tag[key], list) or not all(isinstance(p, str) for p in tag[key]):
-                    raise TypeError(f"tags[{i}].{key} is not a list of prefixes")
-    except (KeyError, TypeError, IndexError) as exc:
-        raise ReportFileError(f"{source}: not a change report ({type(exc).__name__}: {exc})") from None
-    return doc
+    return check_report(doc, path)  # ReportError names the file
 
 
 def main(argv: list[str], prog: str = "servicetags impact") -> int:
