@@ -280,3 +280,46 @@ def test_the_impact_worker_as_a_process_reports_a_bad_setting_in_one_line(step: 
         "AZURE_SUBSCRIPTION_ID) or SERVICETAGS_IMPACT_MANAGEMENT_GROUPS: the scopes whose "
         "rules are read\n"
     )
+
+
+def test_killed_between_the_records_and_the_blob_the_redelivery_finishes_it(
+    step: Step,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    name = step.publish(341, 342, "westeurope", with_snapshot=False)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **step.env,
+        "SERVICETAGS_CRASH_AT": "after_impact_records",
+        "SERVICETAGS_VISIBILITY_TIMEOUT": "1",
+    }
+    victim = subprocess.run(
+        [sys.executable, "-m", "impact", "--until-empty"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert victim.returncode == -9, victim.stderr
+    logged = [json.loads(line) for line in victim.stdout.splitlines() if '"rule_impact"' in line]
+    assert logged and step.impact_doc(name) is None  # the records went out, the blob did not
+    caplog.set_level(logging.INFO)
+    wait = step.run_impact(SERVICETAGS_VISIBILITY_TIMEOUT="1")
+    assert wait == Stats(processed=1)
+    doc = step.impact_doc(name)
+    assert doc is not None and len(doc["affected"]) == len(logged)
+    # At least once: the records are logged again rather than lost.
+    assert len(records(caplog, "rule_impact")) == len(logged)
+    # `servicetags requeue` knows the impact step's poison queue too.
+    from servicetags.ops_command import requeue_main
+
+    for key, value in step.env.items():
+        monkeypatch.setenv(key, value)
+    step.impact_poison.send(json.dumps({"content": "{}", "reason": "x"}))
+    assert requeue_main(["--queue", "impact"], "servicetags requeue") == 0
+    queue = step.env["SERVICETAGS_IMPACT_QUEUE"]
+    assert capsys.readouterr().out == f"requeued 1 message from {queue}-poison to {queue}\n"
