@@ -166,7 +166,7 @@ def parse_resource(resource: Any, source: str, index: int = 0) -> list[Rule]:
         )
     reader = _Reader(source, label, resource, kind)
     try:
-        return list(_READERS[kind](reader, _props(reader, resource, "properties")))
+        return list(_READERS[kind](reader, _inner(reader, resource)))
     except InvalidPrefixError as exc:
         raise RulesError(source, label, str(exc)) from None
 
@@ -189,6 +189,14 @@ class _Reader:
             tuple(f for f in fields if f.tags or f.literals or f.ip_groups),
             self.source,
         )
+
+
+def _inner(reader: _Reader, obj: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """An object's `properties` (ARM, Resource Graph, exports), or the object itself: the
+    Azure CLI flattens `properties` into the object."""
+    if "properties" in obj:
+        return _props(reader, obj, "properties", where)
+    return obj
 
 
 def _props(reader: _Reader, obj: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
@@ -318,7 +326,7 @@ def _nsg_rule(reader: _Reader, where: str, props: dict[str, Any]) -> Rule:
 def _nsg(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
     # defaultSecurityRules name only VirtualNetwork, AzureLoadBalancer and *: never a copy.
     for name, rule in _objects(reader, props, "securityRules"):
-        yield _nsg_rule(reader, f"securityRules/{name}", _props(reader, rule, "properties"))
+        yield _nsg_rule(reader, f"securityRules/{name}", _inner(reader, rule))
 
 
 def _nsg_security_rule(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
@@ -368,7 +376,7 @@ def _firewall(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
     ):
         for collection_name, collection in _objects(reader, props, key):
             where = f"{key}/{collection_name}"
-            inner = _props(reader, collection, "properties", f"{where}: ")
+            inner = _inner(reader, collection, f"{where}: ")
             for name, rule in _objects(reader, inner, "rules", f"{where}: "):
                 yield _firewall_rule(reader, f"{where}/rules/{name}", {"ruleType": rule_type, **rule})
 
@@ -406,7 +414,7 @@ def _route(reader: _Reader, where: str, props: dict[str, Any]) -> Rule:
 
 def _route_table(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
     for name, route in _objects(reader, props, "routes"):
-        yield _route(reader, f"routes/{name}", _props(reader, route, "properties"))
+        yield _route(reader, f"routes/{name}", _inner(reader, route))
 
 
 def _single_route(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
@@ -414,13 +422,15 @@ def _single_route(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
 
 
 def _network_acls(reader: _Reader, props: dict[str, Any]) -> Iterator[Rule]:
-    acls = _props(reader, props, "networkAcls")
+    # `az storage account list` names it networkRuleSet, its rules' values ipAddressOrRange.
+    acls = _props(reader, props, "networkAcls" if "networkRuleSet" not in props else "networkRuleSet")
     values = []
     for i, item in enumerate(_list(reader, acls, "ipRules", "networkAcls.")):
         # Storage: {"value", "action"}; Key Vault: {"value"}.
-        if not isinstance(item, dict) or "value" not in item:
+        value = item.get("value", item.get("ipAddressOrRange")) if isinstance(item, dict) else None
+        if value is None:
             raise reader.fail(f"networkAcls.ipRules[{i}] has no value")
-        values.append(item["value"])
+        values.append(value)
     yield reader.rule(
         "networkAcls.ipRules", [_field(reader, "ipRules", values, tags_allowed=False, where="networkAcls.")]
     )

@@ -411,3 +411,34 @@ def test_rules_documents_in_every_listing_shape() -> None:
         assert [len(lit.ranges) for lit in rule.fields[0].literals] == [1, 4]  # .1/32 .2/31 .4/31 .6/32
     with pytest.raises(RulesError, match=r"^x.json: not a list of ARM resources"):
         parse_rules([("x.json", {"hello": 1})])
+
+
+def test_the_azure_cli_flattened_shapes_read_the_same() -> None:
+    """`az network nsg list`, `az network route-table list`, `az storage account list` and
+    `az network firewall list` put the properties in the object itself."""
+
+    def flatten(value: object) -> object:
+        if isinstance(value, list):
+            return [flatten(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        out = {k: flatten(v) for k, v in value.items() if k != "properties"}
+        out.update({k: flatten(v) for k, v in (value.get("properties") or {}).items()})
+        return out
+
+    docs = []
+    for path in sorted(RULES.glob("*.json")):
+        doc = json.loads(path.read_text())
+        flat = flatten(doc)
+        if path.name == "storage-accounts.json":
+            for account in flat:  # type: ignore[union-attr]
+                acls = account.pop("networkAcls")
+                acls["ipRules"] = [
+                    {"ipAddressOrRange": r["value"], "action": r["action"]} for r in acls["ipRules"]
+                ]
+                account["networkRuleSet"] = acls
+        docs.append((str(path), flat))
+    flat_rules = parse_rules(docs)
+    assert [(r.resource_id, r.rule, r.fields) for r in flat_rules.rules] == [
+        (r.resource_id, r.rule, r.fields) for r in fixture_rules().rules
+    ]
