@@ -159,3 +159,66 @@ def test_permanent_and_exhausted_failures_say_why(graph: ResourceGraphEndpoint) 
     with pytest.raises(TransientError, match=r"Azure Resource Graph \(subscriptions .*\): HTTP 503"):
         source(graph).fetch()
     assert len(graph.state.requests) == 1 + 4  # one refused; one tried, then three retries
+
+
+def test_the_stand_in_runs_as_its_own_process(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, wait_until
+
+    state = tmp_path / "graph"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.resource_graph",
+            "--rules",
+            str(RULES),
+            "--state-dir",
+            str(state),
+            "--fault",
+            "429:1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until((state / "resource-graph.json").exists, timeout=30), process.stderr
+        info = json.loads((state / "resource-graph.json").read_text())
+        client = resource_graph_client(
+            credential=StaticTokenCredential(),
+            endpoint=info["url"],
+            ca_bundle=info["ca_path"],
+            retries=2,
+            backoff=0.01,
+        )
+        rules = ResourceGraphSource(client, subscriptions=[SUB_A, SUB_B]).fetch()
+        assert comparable(rules) == comparable(read_rules([RULES]))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        process.stderr.close()  # type: ignore[union-attr]
+    assert not (state / "resource-graph.json").exists()
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "devstack.resource_graph",
+            "--rules",
+            str(tmp_path / "none"),
+            "--state-dir",
+            str(state),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (bad.returncode, bad.stderr) == (
+        1,
+        f"resource_graph: cannot start: {tmp_path / 'none'}: no such file or folder\n",
+    )
