@@ -65,7 +65,6 @@ def check_report(doc: Any, source: str) -> dict[str, Any]:
     return doc
 
 
-
 class _Change(NamedTuple):
     tag: str  # the tag's id as the report writes it
     direction: str  # "added" | "removed"
