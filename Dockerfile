@@ -44,6 +44,7 @@ COPY worker/ worker/
 COPY notifier/ notifier/
 COPY devstack/ devstack/
 COPY servicetags/ servicetags/
+COPY impact/ impact/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip --python /opt/venv/bin/python install --no-deps /wheels/*.whl \
     && pip --python /opt/venv/bin/python check

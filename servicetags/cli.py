@@ -12,6 +12,8 @@ import sys
 # name -> (module with `main(argv, prog) -> int`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("servicetags.diff_command", "compare two service-tag snapshots and print a change report"),
+    "impact": ("servicetags.impact_command", "show which of your own network rules a change report touches"),
+    "impact-worker": ("impact.main", "match new reports from the impact queue against your rules"),
     "produce": ("producer.main", "enqueue one message per region (plus global)"),
     "worker": ("worker.main", "check regions from the queue and write snapshots and reports"),
     "notifier": ("notifier.main", "turn report BlobCreated events into log records and e-mail"),

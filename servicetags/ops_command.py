@@ -23,7 +23,7 @@ def requeue_main(argv: list[str], prog: str) -> int:
     from common.operations import message_region, requeue
 
     parser = ArgumentParser(prog=prog, description="Move poisoned messages back to their queue.")
-    parser.add_argument("--queue", default="regions", choices=["regions", "change-events"],
+    parser.add_argument("--queue", default="regions", choices=["regions", "change-events", "impact"],
                         help="which queue's poison queue to empty (default: regions)")
     parser.add_argument("--region", action="append", default=[], metavar="R",
                         help="only messages for this region (repeatable; regions queue only)")
@@ -33,8 +33,9 @@ def requeue_main(argv: list[str], prog: str) -> int:
     try:
         env = Env()
         clients = _clients(env)
-        queue_name = (clients.settings.regions_queue if args.queue == "regions"
-                      else clients.settings.events_queue)
+        names = clients.settings
+        queue_name = {"regions": names.regions_queue, "change-events": names.events_queue,
+                      "impact": env.str("SERVICETAGS_IMPACT_QUEUE") or "impact"}[args.queue]
         wanted = {r.lower() for r in args.region}
         moved = requeue(clients.queue(f"{queue_name}-poison"), clients.queue(queue_name),
                         keep=lambda content: not wanted or message_region(content) in wanted)

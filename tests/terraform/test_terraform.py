@@ -273,8 +273,9 @@ def test_storage_account_accepts_only_entra_id_over_tls12(resources: dict) -> No
 def test_containers_and_queues_have_the_documented_names(resources: dict) -> None:
     containers = {_attr(b, "name") for b in resources["azurerm_storage_container"].values()}
     queues = {_attr(b, "name") for b in resources["azurerm_storage_queue"].values()}
-    assert containers == {"snapshots", "reports", "notifications", "event-deadletter"}
-    assert queues == {"regions", "regions-poison", "change-events", "change-events-poison"}
+    assert containers == {"snapshots", "reports", "notifications", "event-deadletter", "impact"}
+    assert queues == {"regions", "regions-poison", "change-events", "change-events-poison", "impact",
+                      "impact-poison"}
     for body in resources["azurerm_storage_container"].values():
         assert _attr(body, "container_access_type") == "private"
         # Through ARM, which works with shared keys off; storage_account_name would not.
@@ -307,6 +308,8 @@ def test_every_role_assignment_is_scoped_to_a_single_resource(resources: dict) -
             assert _attr(body, "role_definition_id") == (
                 "${azurerm_role_definition.service_tag_reader.role_definition_resource_id}"
             )
+            continue
+        if name == "impact_reader":  # Reader on the configured scopes: test_impact_terraform.py
             continue
         assert SINGLE_RESOURCE_SCOPE.fullmatch(scope), f"{name}: scope {scope} is too wide"
         # Identities created here get service-principal assignments without an AAD lookup race.
@@ -375,6 +378,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
             "events",
             {
                 ("Storage Queue Data Message Sender", "queue.change_events"),
+                ("Storage Queue Data Message Sender", "queue.impact"),
                 ("Storage Blob Data Contributor", "container.event_deadletter"),
             },
         ),
@@ -428,7 +432,8 @@ def _scope_label(scope: str) -> str:
 
 
 def test_event_grid_sends_only_report_blob_creations_to_change_events(resources: dict) -> None:
-    (sub,) = resources["azurerm_eventgrid_system_topic_event_subscription"].values()
+    # (the impact step's own subscription is checked in test_impact_terraform.py)
+    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["reports_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"
