@@ -281,17 +281,42 @@ def test_containers_and_queues_have_the_documented_names(resources: dict) -> Non
         assert "storage_account_name" not in body
 
 
+def test_plan_needs_no_data_plane_role_on_the_account(module: list, resources: dict) -> None:
+    """With shared keys off the provider would read queue and static-website properties over
+    the data plane at plan time (a 403 fails the plan); `data_plane_available = false` skips
+    those calls. The provider then refuses `queue_properties` and `static_website` on an
+    account, so none may appear (docs/deploy.md, "Plan-safe storage")."""
+    (provider,) = [p["azurerm"] for doc in module for p in doc.get("provider", []) if "azurerm" in p]
+    storage = _attr(provider, "features", "storage")
+    assert _attr(storage, "data_plane_available") is False
+    assert _attr(provider, "storage_use_azuread") is True
+    for name, account in resources["azurerm_storage_account"].items():
+        assert "queue_properties" not in account and "static_website" not in account, name
+    # Containers and queues go through ARM (storage_account_id), never the data plane.
+    for kind in ("azurerm_storage_container", "azurerm_storage_queue"):
+        for name, body in resources.get(kind, {}).items():
+            assert "storage_account_id" in body and "storage_account_name" not in body, name
+
+
+def test_no_deprecated_queue_resource_manager_id() -> None:
+    # `resource_manager_id` prints a deprecation warning in 4.x and is gone in 5.0; `id` is
+    # the same ARM id.
+    text = _without_comments("\n".join(p.read_text() for p in TF.rglob("*.tf")))
+    assert "resource_manager_id" not in text
+
+
 # ---------------------------------------------------------------------------------------
 # Identities and roles
 # ---------------------------------------------------------------------------------------
 
 SINGLE_RESOURCE_SCOPE = re.compile(
     r"\$\{("
-    r"azurerm_storage_queue\.[a-z0-9_]+\.resource_manager_id"
+    r"azurerm_storage_queue\.[a-z0-9_]+\.id"
     r"|azurerm_storage_container\.[a-z0-9_]+\.id"
     r"|azurerm_container_registry\.[a-z0-9_]+\.id"
     r"|azurerm_communication_service\.[a-z0-9_]+\.id"
     r"|azurerm_container_app_job\.[a-z0-9_]+\.id"
+    r"|azurerm_eventgrid_system_topic\.[a-z0-9_]+\.id"
     r")\}"
 )
 SUBSCRIPTION_SCOPE = "${data.azurerm_subscription.current.id}"
@@ -368,6 +393,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("Storage Blob Data Reader", "container.reports"),
                 ("Storage Blob Data Contributor", "container.notifications"),
                 ("Communication and Email Service Owner", "communication_service"),
+                ("EventGrid EventSubscription Reader", "event_topic"),
                 ("AcrPull", "registry"),
             },
         ),
@@ -383,6 +409,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
             {
                 ("AcrPush", "registry"),
                 ("job_starter", "job.producer"),
+                ("job_starter", "job.doctor"),
             },
         ),
         ("github_ci", set()),
@@ -418,6 +445,7 @@ def _scope_label(scope: str) -> str:
         "azurerm_container_registry": "registry",
         "azurerm_communication_service": "communication_service",
         "azurerm_container_app_job": f"job.{name}",
+        "azurerm_eventgrid_system_topic": "event_topic",
     }
     return short[kind]
 
@@ -521,6 +549,25 @@ def test_jobs_run_the_image_with_the_documented_environment(
     assert not body.get("secret"), f"{job} must not hold secrets"
     image = _locals(module)["image"]
     assert image.endswith("/servicetags-watch:${var.image_tag}")
+
+
+def test_doctor_job_runs_each_check_with_the_components_own_identity(
+    module: list[dict[str, Any]], resources: dict
+) -> None:
+    body = resources["azurerm_container_app_job"]["doctor"]
+    assert "manual_trigger_config" in body, "the doctor is started by hand or by run-now"
+    assert _attr(body, "template", "container", "command") == ["servicetags", "doctor"]
+    identities = set(_attr(body, "identity", "identity_ids"))
+    components = ("producer", "worker", "notifier")
+    assert identities == {f"${{azurerm_user_assigned_identity.{c}.id}}" for c in components}
+    env = _job_env(module, "doctor")
+    for component in ("producer", "worker", "notifier"):
+        assert f"azurerm_user_assigned_identity.{component}.client_id" in env[
+            f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
+    assert "AZURE_CLIENT_ID" not in env, "no default identity: every check names its own"
+    assert env.keys() <= _contract_env_names(), env.keys() - _contract_env_names()
+    assert "reports_to_queue.id" in env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"]
+    assert not body.get("secret")
 
 
 def test_notifier_sends_through_acs_and_logs_json(module: list[dict[str, Any]]) -> None:
