@@ -20,6 +20,7 @@ from azure.storage.queue import QueueServiceClient
 
 from devstack.arm_endpoint import ArmEndpointControl
 from tests.conftest import ROOT
+from tests.integration.image_env import build_image_env
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +38,17 @@ class Stack:
         self.queues = QueueServiceClient.from_connection_string(conn)
         self.arm = ArmEndpointControl.from_state_dir(state / "arm")
 
-    def doctor(self) -> tuple[int, list[str]]:
+    def doctor(self, executable: Path | None = None) -> tuple[int, list[str]]:
         # Only what the user's shell would hold: the stack's own values come from --state-dir.
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICETAGS_", "AZURE_"))}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SERVICETAGS_", "AZURE_")) and k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
         env["SERVICETAGS_REGIONS"] = "westeurope"
-        result = servicetags("doctor", "--local", "--state-dir", str(self.state), env=env)
+        args = ["doctor", "--local", "--state-dir", str(self.state)]
+        if executable is None:
+            result = servicetags(*args, env=env)
+        else:  # the image's environment, run from outside the source tree
+            result = subprocess.run([str(executable), *args], cwd=self.state, capture_output=True, text=True,
+                                    timeout=120, check=False, env=env)
         assert not result.stderr.strip(), result.stderr
         return result.returncode, result.stdout.splitlines()
 
@@ -83,6 +90,15 @@ def test_doctor_passes_against_a_stack_that_has_run(stack: Stack) -> None:
     for name in ("snapshots", "reports", "notifications"):
         container = stack.blobs.get_container_client(name)
         assert [b.name for b in container.list_blobs(name_starts_with="doctor/")] == [], name
+
+
+def test_doctor_passes_from_the_image_environment(stack: Stack,
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The image's contents (tests/integration/image_env.py) hold everything doctor needs."""
+    image = build_image_env(tmp_path_factory.getbasetemp() / "image-env")
+    code, lines = stack.doctor(image.servicetags)
+    assert code == 0, "\n".join(lines)
+    assert lines[-1] == "25 checks, all OK"
 
 
 def test_a_deleted_queue_is_named_with_the_fix(stack: Stack) -> None:
