@@ -298,6 +298,23 @@ def test_plan_needs_no_data_plane_role_on_the_account(module: list, resources: d
             assert "storage_account_id" in body and "storage_account_name" not in body, name
 
 
+def test_the_state_container_is_granted_only_to_the_two_ci_identities(module: list, resources: dict) -> None:
+    """The state holds the Communication Service's keys (docs/deploy.md, "What the state holds")."""
+    # (hcl2 renders the reference inside the call as a quoted interpolation)
+    assert _locals(module)["tfstate_containers"] == "${toset(compact(['${var.tfstate_container_id}']))}"
+    granted = {(n, _attr(b, "role_definition_name"), _attr(b, "principal_id"))
+               for n, b in resources["azurerm_role_assignment"].items() if n in STATE_ASSIGNMENTS}
+    assert granted == {
+        ("github_ci_state", "Storage Blob Data Reader",
+         "${azurerm_user_assigned_identity.github_ci.principal_id}"),
+        ("github_deploy_state", "Storage Blob Data Contributor",
+         "${azurerm_user_assigned_identity.github_deploy.principal_id}"),
+    }
+    for name, body in resources["azurerm_role_assignment"].items():
+        if name not in STATE_ASSIGNMENTS:
+            assert "tfstate" not in str(body), name
+
+
 def test_no_deprecated_queue_resource_manager_id() -> None:
     # `resource_manager_id` prints a deprecation warning in 4.x and is gone in 5.0; `id` is
     # the same ARM id.
@@ -320,6 +337,7 @@ SINGLE_RESOURCE_SCOPE = re.compile(
     r")\}"
 )
 SUBSCRIPTION_SCOPE = "${data.azurerm_subscription.current.id}"
+STATE_ASSIGNMENTS = {"github_ci_state", "github_deploy_state"}
 
 
 def test_every_role_assignment_is_scoped_to_a_single_resource(resources: dict) -> None:
@@ -327,6 +345,9 @@ def test_every_role_assignment_is_scoped_to_a_single_resource(resources: dict) -
     account, a resource group or the subscription, except the service-tag reader role."""
     for name, body in resources["azurerm_role_assignment"].items():
         scope = _attr(body, "scope")
+        if name in STATE_ASSIGNMENTS:  # the one state container, given by its id
+            assert scope == "${each.value}" and _attr(body, "for_each") == "${local.tfstate_containers}"
+            continue
         if name == "worker_service_tag_reader":
             assert scope == SUBSCRIPTION_SCOPE
             assert _attr(body, "role_definition_id") == (
@@ -410,9 +431,10 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("AcrPush", "registry"),
                 ("job_starter", "job.producer"),
                 ("job_starter", "job.doctor"),
+                ("Storage Blob Data Contributor", "tfstate"),
             },
         ),
-        ("github_ci", set()),
+        ("github_ci", {("Storage Blob Data Reader", "tfstate")}),
     ],
 )
 def test_each_identity_holds_exactly_the_roles_it_uses(
@@ -438,6 +460,8 @@ def test_each_identity_holds_exactly_the_roles_it_uses(
 def _scope_label(scope: str) -> str:
     if scope == SUBSCRIPTION_SCOPE:
         return "subscription"
+    if scope == "${each.value}":
+        return "tfstate"
     kind, name = scope.removeprefix("${").split(".")[:2]
     short = {
         "azurerm_storage_queue": f"queue.{name}",
@@ -705,7 +729,7 @@ def test_jobs_that_use_azure_request_an_oidc_token() -> None:
             using_azure += 1
             permissions = job.get("permissions", workflow.get("permissions", {}))
             assert permissions.get("id-token") == "write", f"{name}:{job_name}"
-    assert using_azure == 4  # build-push, terraform plan and apply, run-now
+    assert using_azure == 5  # build-push, terraform plan and apply, run-now (run, doctor)
 
 
 def test_no_long_lived_azure_credentials_in_workflows() -> None:
@@ -764,6 +788,22 @@ def test_run_now_starts_the_producer_job_on_demand() -> None:
     assert set(_triggers(workflow)) == {"workflow_dispatch"}
     runs = "\n".join(s.get("run", "") for j in workflow["jobs"].values() for s in _steps(j))
     assert "az containerapp job start" in runs and "PRODUCER_JOB_NAME" in str(workflow)
+
+
+def test_run_now_can_start_the_doctor_and_fails_with_it() -> None:
+    workflow = _workflows()["run-now.yml"]
+    what = _triggers(workflow)["workflow_dispatch"]["inputs"]["what"]
+    assert what["options"] == ["run", "doctor"] and what["default"] == "run"
+    doctor = workflow["jobs"]["doctor"]
+    assert doctor["if"] == "inputs.what == 'doctor'"
+    assert workflow["jobs"]["start-producer"]["if"] == "inputs.what != 'doctor'"
+    (step,) = [s for s in _steps(doctor) if "run" in s]
+    assert step["env"]["JOB"] == "${{ vars.DOCTOR_JOB_NAME }}"
+    assert "az containerapp job start" in step["run"] and step["run"].rstrip().endswith(
+        'test "$status" = Succeeded')
+    # The deploy identity may start exactly this job (and the producer).
+    gh = _resources(_module(TF_GITHUB))
+    assert "DOCTOR_JOB_NAME" in _attr(gh["github_actions_variable"]["settings"], "for_each")
 
 
 def test_workflow_environments_match_the_federated_credential_subject() -> None:
