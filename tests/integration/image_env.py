@@ -29,6 +29,8 @@ from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "docker" / "requirements.lock"
+# What the Dockerfile's builder stage copies in before `pip wheel .` (held to it by a test).
+PACKAGES = ("common", "producer", "worker", "notifier", "devstack", "servicetags")
 # What [build-system].requires allows, fetched into the cache so the isolated build is offline.
 BUILD_REQUIREMENT = "setuptools>=77,<85"
 
@@ -106,7 +108,7 @@ def build_image_env(base: Path) -> ImageEnv:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for package in ("common", "producer", "worker", "notifier", "devstack", "servicetags"):
+    for package in PACKAGES:
         shutil.copytree(ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     wheels = base / "wheels"
     done = pip("wheel", "--no-deps", *offline, "--wheel-dir", str(wheels), str(source))

@@ -5,12 +5,22 @@ that environment alone. `doctor --local` from it is in test_doctor.py (it needs 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.image_env import LOCK, ImageEnv, build_image_env, lock_pins, metadata_env, pip
+from tests.integration.image_env import (
+    LOCK,
+    PACKAGES,
+    ROOT,
+    ImageEnv,
+    build_image_env,
+    lock_pins,
+    metadata_env,
+    pip,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +75,15 @@ def test_a_lock_missing_a_runtime_dependency_fails_pip_check(image_env: ImageEnv
     check = pip("--python", str(python), "check")
     assert check.returncode == 1
     assert f"requires {removed}, which is not installed." in check.stdout, check.stdout
+
+
+def test_these_steps_are_the_dockerfiles() -> None:
+    """The builder stage as image_env.py repeats it: same lock, flags and copied packages."""
+    builder = (ROOT / "Dockerfile").read_text().split("FROM ${PYTHON_IMAGE} AS runtime")[0]
+    assert "python -m venv --without-pip /opt/venv" in builder
+    assert re.search(r"install --no-deps --only-binary=:all: \\\n\s+--requirement docker/requirements.lock",
+                     builder)
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in builder
+    assert "pip --python /opt/venv/bin/python check" in builder
+    copied = re.findall(r"^COPY (\w+)/ \1/$", builder, re.M)
+    assert tuple(copied) == PACKAGES
