@@ -23,6 +23,7 @@ producer, worker and notifier identities and names them in SERVICETAGS_<COMPONEN
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import smtplib
@@ -161,6 +162,10 @@ def freshness_checks(states: Mapping[str, str | None], wanted: Iterable[str] | N
 # ---------------------------------------------------------------------------------------
 
 
+def _first_line(message: object) -> str:
+    return str(message or "").strip().splitlines()[0] if str(message or "").strip() else "no detail"
+
+
 def _error(exc: Exception) -> tuple[int | None, str | None]:
     return getattr(exc, "status_code", None), (str(getattr(exc, "error_code", "") or "") or None)
 
@@ -172,8 +177,8 @@ def _storage_probe(target: Target, action: str, probe: Callable[[], str | None])
     try:
         note = probe()
     except ClientAuthenticationError as exc:
-        return Check("FAIL", name, f"no token for the {target.component} identity ({exc.message}); fix: "
-                     "attach the identity to this job and set "
+        return Check("FAIL", name, f"no token for the {target.component} identity "
+                     f"({_first_line(exc.message)}); fix: attach the identity to this job and set "
                      f"SERVICETAGS_{target.component.upper()}_CLIENT_ID")
     except HttpResponseError as exc:
         status, code = _error(exc)
@@ -282,8 +287,8 @@ def arm_check(credential: Any, *, subscription: str, cloud: str, location: str, 
     except ClientAuthenticationError as exc:
         if exc.status_code:
             return Check("FAIL", name, arm_failure(exc.status_code, _arm_code(exc), subscription))
-        return Check("FAIL", name, f"no token for the worker identity ({exc.message}); fix: attach it and "
-                     "set SERVICETAGS_WORKER_CLIENT_ID")
+        return Check("FAIL", name, f"no token for the worker identity ({_first_line(exc.message)}); fix: "
+                     "attach it and set SERVICETAGS_WORKER_CLIENT_ID")
     except HttpResponseError as exc:
         return Check("FAIL", name, arm_failure(exc.status_code or 0, _arm_code(exc), subscription))
     except ServiceRequestError as exc:
@@ -342,7 +347,7 @@ def acs_check(credential: Any, endpoint: str) -> Check:
     try:
         response = client.send_request(HttpRequest("GET", url, params={"api-version": ACS_API_VERSION}))
     except ClientAuthenticationError as exc:
-        return Check("FAIL", name, f"no token for the notifier identity ({exc.message})")
+        return Check("FAIL", name, f"no token for the notifier identity ({_first_line(exc.message)})")
     except ServiceRequestError as exc:
         return Check("FAIL", name, f"cannot reach ACS ({type(exc).__name__}); fix: SERVICETAGS_ACS_ENDPOINT")
     if response.status_code == 404:
@@ -374,8 +379,10 @@ def event_grid_check(credential: Any, subscription_id: str, **expected: Any) -> 
         elif exc.status_code == 403:
             detail = ("the notifier identity lacks 'EventGrid EventSubscription Reader' on the system "
                       "topic; fix: terraform apply (terraform/doctor.tf)")
+        elif exc.status_code:
+            detail = f"HTTP {exc.status_code} {_arm_code(exc) or ''}".rstrip()
         else:
-            detail = f"HTTP {exc.status_code}"
+            detail = f"no answer ({_first_line(exc.message)})"
         return [Check("FAIL", "events: Event Grid subscription", detail)]
     except ServiceRequestError as exc:
         return [Check("FAIL", "events: Event Grid subscription", f"cannot reach ARM ({type(exc).__name__})")]
@@ -464,22 +471,37 @@ def _storage(settings: Settings, credential: Any) -> Storage:
                    QueueServiceClient(s.queue_endpoint, credential=credential, **options))  # type: ignore[arg-type]
 
 
-def run_checks(settings: Settings) -> list[Check]:
-    from common.identity import AUTHORITIES
+def _identities(settings: Settings) -> tuple[dict[str, Any], list[Check]]:
+    """Each component's managed identity, with one token fetched first: without it every probe
+    would fail the same way, slowly. The managed identity itself, not DefaultAzureCredential's
+    chain: a check must never pass with someone else's login."""
+    from azure.identity import ManagedIdentityCredential
 
-    env, s = settings.env, settings.storage
     credentials: dict[str, Any] = {}
-    if not settings.local:
-        from azure.identity import DefaultAzureCredential
+    checks: list[Check] = []
+    for component, client_id in settings.client_ids.items():
+        variable = f"SERVICETAGS_{component.upper()}_CLIENT_ID"
+        if not client_id:
+            checks.append(Check("SKIP", f"{component}: all checks", f"{variable} is not set"))
+            continue
+        credential = ManagedIdentityCredential(client_id=client_id)
+        try:
+            credential.get_token("https://storage.azure.com/.default")
+        except Exception as exc:
+            checks.append(Check("FAIL", f"{component}: identity", f"no token for client id {client_id} "
+                                f"({_first_line(exc)}); fix: attach the {component} identity to this "
+                                f"job (terraform/doctor.tf) and check {variable}"))
+            continue
+        checks.append(Check("OK", f"{component}: identity", f"token for client id {client_id}"))
+        credentials[component] = credential
+    return credentials, checks
 
-        for component, client_id in settings.client_ids.items():
-            if client_id:
-                credentials[component] = DefaultAzureCredential(
-                    managed_identity_client_id=client_id, authority=AUTHORITIES[settings.cloud])
+
+def run_checks(settings: Settings) -> list[Check]:
+    env, s = settings.env, settings.storage
+    credentials, checks = ({}, []) if settings.local else _identities(settings)
     storages = {c: _storage(settings, credentials.get(c)) for c in COMPONENTS
                 if settings.local or c in credentials}
-    checks = [Check("SKIP", f"{c}: all checks", f"SERVICETAGS_{c.upper()}_CLIENT_ID is not set")
-              for c in COMPONENTS if c not in storages]
     if "producer" in storages:
         checks += _producer_checks(settings, storages["producer"], storages.get("worker"))
     if "worker" in storages:
@@ -593,6 +615,8 @@ def main(argv: list[str], prog: str = "servicetags doctor") -> int:
                         help="with --local: the stack's directory (default: $SERVICETAGS_LOCAL_STATE_DIR "
                         "or ./.local)")
     args = parser.parse_args(argv)
+    # The SDKs log every failed attempt; the check lines already say what failed and why.
+    logging.getLogger("azure").setLevel(logging.CRITICAL)
     try:
         environ: Mapping[str, str] = os.environ
         if args.local:
