@@ -46,6 +46,8 @@ DATA_META = frozenset({"count", "for_each", "depends_on", "provider", "lifecycle
 PROVIDER_META = frozenset({"alias", "version"})
 # hcl2 bookkeeping keys.
 HCL2_KEYS = {"__start_line__", "__end_line__"}
+# SDKv2 "attributes as blocks": such a block may also be written `name = [{...}]`.
+ATTRIBUTE_MODES = {"Auto", "Attr", "SchemaConfigModeAuto", "SchemaConfigModeAttr"}
 BUILTIN_TYPES = {"terraform_remote_state", "terraform_data"}
 AZURERM_SOURCE = "hashicorp/azurerm"
 
@@ -222,12 +224,20 @@ def _check_dynamic_blocks(body: dict[str, Any], schema: dict[str, Any], where: s
 
 
 def _check_blocks(key: str, items: list[Any], spec: dict[str, Any], where: str, problems: list[str]) -> bool:
-    if spec.get("configMode") != "SchemaConfigModeAttr" and _written_as_attribute(items):
+    attribute_mode = spec.get("configMode") in ATTRIBUTE_MODES
+    if len(items) == 1 and isinstance(items[0], list):  # `key = [{...}, ...]`
+        if not attribute_mode:
+            problems.append(f"{where}: {key!r} is a block; write `{key} {{ ... }}`, not `{key} = [...]`")
+            return False
+        items = items[0]
+    if not attribute_mode and _written_as_attribute(items):
         problems.append(f"{where}: {key!r} is a block; write `{key} {{ ... }}`, not `{key} = {{...}}`")
         return False
     for index, item in enumerate(items):
         label = f"{where}.{key}" + (f"[{index}]" if len(items) > 1 else "")
         if isinstance(item, dict):
+            if _written_as_attribute([item]):  # `key = [{...}]`, allowed for attribute-mode blocks
+                item = {k: v if k in HCL2_KEYS else [v] for k, v in item.items()}  # noqa: PLW2901
             _check_body(item, spec["elem"]["schema"], label, problems)
         elif not _is_expression(item):
             problems.append(f"{label}: expected a block, got {item!r}")

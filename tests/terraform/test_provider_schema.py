@@ -114,3 +114,35 @@ def test_the_broken_copies_report_nothing_but_the_breakages(broken_report: list[
     for problem in broken_report:
         assert any(matches(problem, b) for b in [*BREAKAGES, NO_FEATURES]), problem
     assert len(broken_report) == 2 * (len(BREAKAGES) + 1) - 1
+
+
+def test_attribute_mode_blocks_are_checked_in_either_syntax(tmp_path: Path) -> None:
+    """`access_policy` is an SDKv2 attribute-as-block: `= [{...}]` is valid Terraform, and
+    its contents are still held to the schema (what a Key Vault file would use)."""
+    module = tmp_path / "terraform"
+    module.mkdir()
+    vault = '''resource "azurerm_key_vault" "main" {
+  name                = "kv"
+  location            = "westeurope"
+  resource_group_name = "rg"
+  tenant_id           = "t"
+  sku_name            = "standard"
+  access_policy = [{
+    tenant_id          = "t"
+    object_id          = "o"
+    secret_permissions = ["Get", "List"]
+  }]
+  network_acls = [{ default_action = "Deny", bypass = "AzureServices" }]
+}
+'''
+    (module / "kv.tf").write_text(vault)
+    assert check_tree(module).problems == [
+        "terraform/kv.tf:1 azurerm_key_vault.main (azurerm 4.73.0): 'network_acls' is a block; write "
+        "`network_acls { ... }`, not `network_acls = [...]`",
+        "terraform/kv.tf:1 azurerm_key_vault.main (azurerm 4.81.0): 'network_acls' is a block; write "
+        "`network_acls { ... }`, not `network_acls = [...]`",
+    ]
+    (module / "kv.tf").write_text(vault.replace('    object_id          = "o"\n', '    object_idd = "o"\n'))
+    problems = check_tree(module).problems
+    assert "access_policy: unknown argument or block 'object_idd'" in problems[0]
+    assert "access_policy: missing required argument 'object_id'" in problems[1]
