@@ -14,9 +14,9 @@ REQUESTS_CA_BUNDLE.
 It serves real snapshot files (download-file or ARM shape, gzipped or not), can switch
 snapshot while running, can serve another snapshot to chosen locations (in Azure, locations
 lag each other), and injects faults: 429 with Retry-After, 500, 503, connection reset,
-truncated body, slow answer. Faults come from a script (`add_faults`, `fail_always`) or at a
-random rate. The same controls are reachable over HTTP under `/_admin/` (loopback only, no
-token), for when the endpoint runs as its own process:
+truncated body, slow answer, and a refused token (401 or 403, scripted only). Faults come
+from a script (`add_faults`, `fail_always`) or at a random rate. The same controls are
+reachable over HTTP under `/_admin/` (loopback only, no token), for when the endpoint runs as its own process:
 
     python -m devstack.arm_endpoint --snapshot FILE --state-dir DIR [--port P] [--fault-rate F]
 
@@ -84,10 +84,19 @@ _INVALID_HEADER_CHALLENGE = (
     "error_description=\"The authentication failed because of invalid 'Authorization' header.\""
 )
 
+_INVALID_TOKEN_CHALLENGE = (
+    'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
+    'error_description="The access token is invalid."'
+)
+_LOCAL_PRINCIPAL = "00000000-0000-0000-0000-0000000d0c70"
+
 # Download-file fields the ARM API does not return.
 _DOWNLOAD_ONLY_PROPERTIES = frozenset({"regionId", "platform"})
 
 FAULT_KINDS = ("429", "500", "503", "reset", "truncate", "slow")
+# The token refused: 401 (not accepted at all) or 403 (valid, but no role for the action).
+# Scripted only, never drawn at random: no retry makes them pass.
+AUTH_FAULT_KINDS = ("401", "403")
 DEFAULT_RETRY_AFTER = 1  # seconds; small so retries in tests stay fast
 DEFAULT_SLOW_SECONDS = 2.0
 _MAX_ADMIN_BODY = 1 << 20
@@ -190,8 +199,9 @@ class Fault:
     def parse(cls, text: str) -> Fault:
         """'429', '429:5', 'slow:0.5', 'reset', ... -> Fault; ValueError when unknown."""
         kind, _, arg = str(text).partition(":")
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {text!r}; known kinds: {', '.join(FAULT_KINDS)}")
+        if kind not in FAULT_KINDS + AUTH_FAULT_KINDS:
+            known = ", ".join(FAULT_KINDS + AUTH_FAULT_KINDS)
+            raise ValueError(f"unknown fault {text!r}; known kinds: {known}")
         if arg and kind not in {"429", "slow"}:
             raise ValueError(f"fault {kind!r} takes no argument (got {text!r})")
         try:
@@ -458,6 +468,9 @@ class _Handler(BaseHTTPRequestHandler):
         fault = state.next_fault(location)
         if fault is not None:
             log.info("arm_endpoint.fault kind=%s location=%s", fault, location)
+        if fault is not None and fault.kind in AUTH_FAULT_KINDS:
+            self._refuse_token(fault.kind, subscription)
+            return
         self._answer(snapshot.body_parts(subscription), fault)
 
     def _answer(self, body: list[bytes], fault: Fault | None) -> None:
@@ -501,6 +514,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_head(200, total, {})
         self.wfile.write(b"".join(body)[: total // 2])
         self.close_connection = True
+
+    def _refuse_token(self, kind: str, subscription: str) -> None:
+        # ARM's answers (as quoted in public issues): an unacceptable token, or a valid one
+        # whose principal holds no role with the action at the scope.
+        if kind == "401":
+            self._unauthorized("InvalidAuthenticationToken", "The access token is invalid.",
+                               _INVALID_TOKEN_CHALLENGE)
+            return
+        message = (f"The client '{_LOCAL_PRINCIPAL}' with object id '{_LOCAL_PRINCIPAL}' does not have "
+                   "authorization to perform action 'Microsoft.Network/locations/serviceTags/read' "
+                   f"over scope '/subscriptions/{subscription}' or the scope is invalid. If access was "
+                   "recently granted, please refresh your credentials.")
+        self._send_json(403, arm_error("AuthorizationFailed", message))
 
     def _unauthorized(self, code: str, message: str, challenge: str) -> None:
         self._send_json(401, arm_error(code, message), {"WWW-Authenticate": challenge})

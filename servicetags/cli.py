@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "status": ("servicetags.ops_command", "show queue depths, poisoned messages and region checks"),
     "local": ("devstack.cli", "start or stop the local stack (Azurite, ARM endpoint, relay, SMTP)"),
     "demo": ("devstack.demo", "run the whole pipeline locally on real snapshots"),
+    "doctor": ("servicetags.doctor", "check that each component can do its job, with its own identity"),
 }
 
 

@@ -33,8 +33,9 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "reports_to_queue" 
   storage_queue_endpoint {
     storage_account_id = azurerm_storage_account.main.id
     queue_name         = azurerm_storage_queue.change_events.name
-    # Seven days (the queue's own maximum default): far longer than the notifier needs, and
-    # the poison/failed-run alert fires long before an event could expire unread.
+    # Seven days, the queue service's default for a message sent without a TTL: a default,
+    # not a limit (-1 would mean never expire). Far longer than the notifier needs, and the
+    # poison/failed-run alert fires long before an event could expire unread.
     queue_message_time_to_live_in_seconds = 604800
   }
 

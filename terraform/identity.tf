@@ -60,7 +60,7 @@ resource "azurerm_role_assignment" "worker_service_tag_reader" {
 # Contributor, not Message Processor: extending a message's visibility while a region is
 # being checked is update_message, which needs queues/messages/write.
 resource "azurerm_role_assignment" "worker_regions" {
-  scope                = azurerm_storage_queue.regions.resource_manager_id
+  scope                = azurerm_storage_queue.regions.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.worker.principal_id
   principal_type       = "ServicePrincipal"
@@ -68,7 +68,7 @@ resource "azurerm_role_assignment" "worker_regions" {
 
 # The worker adds failed messages here (with the reason); the requeue command reads them back.
 resource "azurerm_role_assignment" "worker_regions_poison" {
-  scope                = azurerm_storage_queue.regions_poison.resource_manager_id
+  scope                = azurerm_storage_queue.regions_poison.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.worker.principal_id
   principal_type       = "ServicePrincipal"
@@ -93,7 +93,7 @@ resource "azurerm_role_assignment" "worker_reports" {
 # ---------------------------------------------------------------------------------------
 
 resource "azurerm_role_assignment" "producer_regions" {
-  scope                = azurerm_storage_queue.regions.resource_manager_id
+  scope                = azurerm_storage_queue.regions.id
   role_definition_name = "Storage Queue Data Message Sender"
   principal_id         = azurerm_user_assigned_identity.producer.principal_id
   principal_type       = "ServicePrincipal"
@@ -111,14 +111,14 @@ resource "azurerm_role_assignment" "producer_snapshots" {
 # ---------------------------------------------------------------------------------------
 
 resource "azurerm_role_assignment" "notifier_change_events" {
-  scope                = azurerm_storage_queue.change_events.resource_manager_id
+  scope                = azurerm_storage_queue.change_events.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.notifier.principal_id
   principal_type       = "ServicePrincipal"
 }
 
 resource "azurerm_role_assignment" "notifier_change_events_poison" {
-  scope                = azurerm_storage_queue.change_events_poison.resource_manager_id
+  scope                = azurerm_storage_queue.change_events_poison.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.notifier.principal_id
   principal_type       = "ServicePrincipal"
@@ -152,7 +152,7 @@ resource "azurerm_role_assignment" "notifier_email" {
 # ---------------------------------------------------------------------------------------
 
 resource "azurerm_role_assignment" "events_change_events" {
-  scope                = azurerm_storage_queue.change_events.resource_manager_id
+  scope                = azurerm_storage_queue.change_events.id
   role_definition_name = "Storage Queue Data Message Sender"
   principal_id         = azurerm_user_assigned_identity.events.principal_id
   principal_type       = "ServicePrincipal"

@@ -22,7 +22,16 @@ terraform {
 }
 
 provider "azurerm" {
-  features {}
+  features {
+    # With shared keys off, reading (and creating) a storage account in 4.x also calls the
+    # queue and static-website service properties over the data plane; a 403 there fails
+    # plan and apply (provider issues #29984, #33454). This configuration sets neither
+    # (containers and queues are created through ARM with storage_account_id), so those calls
+    # are skipped instead of giving the plan identity a data-plane role (docs/deploy.md).
+    storage {
+      data_plane_available = false
+    }
+  }
 
   subscription_id = var.subscription_id
   # Shared keys are off on the account, so the provider must talk to storage with Entra ID.

@@ -34,6 +34,7 @@ resource "github_actions_variable" "settings" {
     ACR_NAME                = local.azure.registry_name
     ACR_LOGIN_SERVER        = local.azure.registry_login_server
     PRODUCER_JOB_NAME       = local.azure.producer_job_name
+    DOCTOR_JOB_NAME         = local.azure.doctor_job_name
     TFSTATE_RESOURCE_GROUP  = var.state_backend.resource_group_name
     TFSTATE_STORAGE_ACCOUNT = var.state_backend.storage_account_name
     TFSTATE_CONTAINER       = var.state_backend.container_name

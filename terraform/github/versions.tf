@@ -11,7 +11,8 @@ terraform {
   required_providers {
     github = {
       source = "integrations/github"
-      # 6.6 and later accept tag_pattern on environment deployment policies.
+      # tag_pattern on environment deployment policies exists from 6.4.0, so that is the
+      # oldest release this module can use; the constraint keeps to 6.6 or a later 6.x.
       version = "~> 6.6"
     }
   }

@@ -282,20 +282,63 @@ def test_containers_and_queues_have_the_documented_names(resources: dict) -> Non
         assert "storage_account_name" not in body
 
 
+def test_plan_needs_no_data_plane_role_on_the_account(module: list, resources: dict) -> None:
+    """With shared keys off the provider would read queue and static-website properties over
+    the data plane at plan time (a 403 fails the plan); `data_plane_available = false` skips
+    those calls. The provider then refuses `queue_properties` and `static_website` on an
+    account, so none may appear (docs/deploy.md, "Plan-safe storage")."""
+    (provider,) = [p["azurerm"] for doc in module for p in doc.get("provider", []) if "azurerm" in p]
+    storage = _attr(provider, "features", "storage")
+    assert _attr(storage, "data_plane_available") is False
+    assert _attr(provider, "storage_use_azuread") is True
+    for name, account in resources["azurerm_storage_account"].items():
+        assert "queue_properties" not in account and "static_website" not in account, name
+    # Containers and queues go through ARM (storage_account_id), never the data plane.
+    for kind in ("azurerm_storage_container", "azurerm_storage_queue"):
+        for name, body in resources.get(kind, {}).items():
+            assert "storage_account_id" in body and "storage_account_name" not in body, name
+
+
+def test_the_state_container_is_granted_only_to_the_two_ci_identities(module: list, resources: dict) -> None:
+    """The state holds the Communication Service's keys (docs/deploy.md, "What the state holds")."""
+    # (hcl2 renders the reference inside the call as a quoted interpolation)
+    assert _locals(module)["tfstate_containers"] == "${toset(compact(['${var.tfstate_container_id}']))}"
+    granted = {(n, _attr(b, "role_definition_name"), _attr(b, "principal_id"))
+               for n, b in resources["azurerm_role_assignment"].items() if n in STATE_ASSIGNMENTS}
+    assert granted == {
+        ("github_ci_state", "Storage Blob Data Reader",
+         "${azurerm_user_assigned_identity.github_ci.principal_id}"),
+        ("github_deploy_state", "Storage Blob Data Contributor",
+         "${azurerm_user_assigned_identity.github_deploy.principal_id}"),
+    }
+    for name, body in resources["azurerm_role_assignment"].items():
+        if name not in STATE_ASSIGNMENTS:
+            assert "tfstate" not in str(body), name
+
+
+def test_no_deprecated_queue_resource_manager_id() -> None:
+    # `resource_manager_id` prints a deprecation warning in 4.x and is gone in 5.0; `id` is
+    # the same ARM id.
+    text = _without_comments("\n".join(p.read_text() for p in TF.rglob("*.tf")))
+    assert "resource_manager_id" not in text
+
+
 # ---------------------------------------------------------------------------------------
 # Identities and roles
 # ---------------------------------------------------------------------------------------
 
 SINGLE_RESOURCE_SCOPE = re.compile(
     r"\$\{("
-    r"azurerm_storage_queue\.[a-z0-9_]+\.resource_manager_id"
+    r"azurerm_storage_queue\.[a-z0-9_]+\.id"
     r"|azurerm_storage_container\.[a-z0-9_]+\.id"
     r"|azurerm_container_registry\.[a-z0-9_]+\.id"
     r"|azurerm_communication_service\.[a-z0-9_]+\.id"
     r"|azurerm_container_app_job\.[a-z0-9_]+\.id"
+    r"|azurerm_eventgrid_system_topic\.[a-z0-9_]+\.id"
     r")\}"
 )
 SUBSCRIPTION_SCOPE = "${data.azurerm_subscription.current.id}"
+STATE_ASSIGNMENTS = {"github_ci_state", "github_deploy_state"}
 
 
 def test_every_role_assignment_is_scoped_to_a_single_resource(resources: dict) -> None:
@@ -303,6 +346,9 @@ def test_every_role_assignment_is_scoped_to_a_single_resource(resources: dict) -
     account, a resource group or the subscription, except the service-tag reader role."""
     for name, body in resources["azurerm_role_assignment"].items():
         scope = _attr(body, "scope")
+        if name in STATE_ASSIGNMENTS:  # the one state container, given by its id
+            assert scope == "${each.value}" and _attr(body, "for_each") == "${local.tfstate_containers}"
+            continue
         if name == "worker_service_tag_reader":
             assert scope == SUBSCRIPTION_SCOPE
             assert _attr(body, "role_definition_id") == (
@@ -371,6 +417,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("Storage Blob Data Reader", "container.reports"),
                 ("Storage Blob Data Contributor", "container.notifications"),
                 ("Communication and Email Service Owner", "communication_service"),
+                ("EventGrid EventSubscription Reader", "event_topic"),
                 ("AcrPull", "registry"),
             },
         ),
@@ -387,9 +434,11 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
             {
                 ("AcrPush", "registry"),
                 ("job_starter", "job.producer"),
+                ("job_starter", "job.doctor"),
+                ("Storage Blob Data Contributor", "tfstate"),
             },
         ),
-        ("github_ci", set()),
+        ("github_ci", {("Storage Blob Data Reader", "tfstate")}),
     ],
 )
 def test_each_identity_holds_exactly_the_roles_it_uses(
@@ -415,6 +464,8 @@ def test_each_identity_holds_exactly_the_roles_it_uses(
 def _scope_label(scope: str) -> str:
     if scope == SUBSCRIPTION_SCOPE:
         return "subscription"
+    if scope == "${each.value}":
+        return "tfstate"
     kind, name = scope.removeprefix("${").split(".")[:2]
     short = {
         "azurerm_storage_queue": f"queue.{name}",
@@ -422,6 +473,7 @@ def _scope_label(scope: str) -> str:
         "azurerm_container_registry": "registry",
         "azurerm_communication_service": "communication_service",
         "azurerm_container_app_job": f"job.{name}",
+        "azurerm_eventgrid_system_topic": "event_topic",
     }
     return short[kind]
 
@@ -526,6 +578,25 @@ def test_jobs_run_the_image_with_the_documented_environment(
     assert not body.get("secret"), f"{job} must not hold secrets"
     image = _locals(module)["image"]
     assert image.endswith("/servicetags-watch:${var.image_tag}")
+
+
+def test_doctor_job_runs_each_check_with_the_components_own_identity(
+    module: list[dict[str, Any]], resources: dict
+) -> None:
+    body = resources["azurerm_container_app_job"]["doctor"]
+    assert "manual_trigger_config" in body, "the doctor is started by hand or by run-now"
+    assert _attr(body, "template", "container", "command") == ["servicetags", "doctor"]
+    identities = set(_attr(body, "identity", "identity_ids"))
+    components = ("producer", "worker", "notifier")
+    assert identities == {f"${{azurerm_user_assigned_identity.{c}.id}}" for c in components}
+    env = _job_env(module, "doctor")
+    for component in ("producer", "worker", "notifier"):
+        assert f"azurerm_user_assigned_identity.{component}.client_id" in env[
+            f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
+    assert "AZURE_CLIENT_ID" not in env, "no default identity: every check names its own"
+    assert env.keys() <= _contract_env_names(), env.keys() - _contract_env_names()
+    assert "reports_to_queue.id" in env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"]
+    assert not body.get("secret")
 
 
 def test_notifier_sends_through_acs_and_logs_json(module: list[dict[str, Any]]) -> None:
@@ -663,7 +734,7 @@ def test_jobs_that_use_azure_request_an_oidc_token() -> None:
             using_azure += 1
             permissions = job.get("permissions", workflow.get("permissions", {}))
             assert permissions.get("id-token") == "write", f"{name}:{job_name}"
-    assert using_azure == 4  # build-push, terraform plan and apply, run-now
+    assert using_azure == 5  # build-push, terraform plan and apply, run-now (run, doctor)
 
 
 def test_no_long_lived_azure_credentials_in_workflows() -> None:
@@ -722,6 +793,22 @@ def test_run_now_starts_the_producer_job_on_demand() -> None:
     assert set(_triggers(workflow)) == {"workflow_dispatch"}
     runs = "\n".join(s.get("run", "") for j in workflow["jobs"].values() for s in _steps(j))
     assert "az containerapp job start" in runs and "PRODUCER_JOB_NAME" in str(workflow)
+
+
+def test_run_now_can_start_the_doctor_and_fails_with_it() -> None:
+    workflow = _workflows()["run-now.yml"]
+    what = _triggers(workflow)["workflow_dispatch"]["inputs"]["what"]
+    assert what["options"] == ["run", "doctor"] and what["default"] == "run"
+    doctor = workflow["jobs"]["doctor"]
+    assert doctor["if"] == "inputs.what == 'doctor'"
+    assert workflow["jobs"]["start-producer"]["if"] == "inputs.what != 'doctor'"
+    (step,) = [s for s in _steps(doctor) if "run" in s]
+    assert step["env"]["JOB"] == "${{ vars.DOCTOR_JOB_NAME }}"
+    assert "az containerapp job start" in step["run"] and step["run"].rstrip().endswith(
+        'test "$status" = Succeeded')
+    # The deploy identity may start exactly this job (and the producer).
+    gh = _resources(_module(TF_GITHUB))
+    assert "DOCTOR_JOB_NAME" in _attr(gh["github_actions_variable"]["settings"], "for_each")
 
 
 def test_workflow_environments_match_the_federated_credential_subject() -> None:
