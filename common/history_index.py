@@ -174,7 +174,7 @@ class Builder:
     # -- output
 
     def to_bytes(self) -> bytes:
-        changes = sorted(self.change_numbers(), key=change_key)
+        changes = sorted(self.change_numbers() | set(self.dates), key=change_key)
         order = {cn: i for i, cn in enumerate(changes)}
         episodes = sorted(self.episodes, key=lambda e: (e[0], e[1], e[2], order[e[4]], e[3]))
         arrays: list[tuple[str, array[int]]] = []

@@ -160,6 +160,12 @@ def _baseline(builder: Builder, cloud: str, region: str, snapshots: BlobStore, s
 
 
 def _fill_dates(builder: Builder, cloud: str, history: BlobStore, clock: Callable[[], datetime]) -> None:
+    # Every change number in the ledger, including weeks when no region changed.
+    ledger = {name.rsplit("/", 1)[1].removesuffix(".json") for name in history.names(f"{cloud}/changes/")}
+    for change_number in sorted(ledger - set(builder.dates), key=change_key):
+        date = change_date(history, cloud, change_number)
+        if date is not None:
+            builder.set_date(change_number, date)
     for change_number in sorted(builder.change_numbers() - set(builder.dates), key=change_key):
         date = change_date(history, cloud, change_number)
         if date is None:

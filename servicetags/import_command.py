@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +27,7 @@ from typing import Any, NamedTuple
 from common.errors import ServiceTagsError
 from servicetags.argparsing import ArgumentParser, fail
 
+THREADS = 4
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d\d)-?([01]\d)-?([0-3]\d)(?!\d)")
 _TOP_CHANGE = re.compile(rb'"changeNumber"\s*:\s*"?(\w+)"?')
 _TOP_CLOUD = re.compile(rb'"cloud"\s*:\s*"(\w+)"')
@@ -102,6 +106,33 @@ class QuietReports:
         return bool(self._reports.create(name, data, **kwargs))
 
 
+class Remembering:
+    """A container whose create-only blobs (named by their content) this run wrote or found
+    are read back from memory: the worker reads each region's previous snapshot, and the
+    index update each new report, right after they were written."""
+
+    def __init__(self, store: Any, immutable: Callable[[str], bool]) -> None:
+        self._store, self._immutable = store, immutable
+        self._kept: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def create(self, name: str, data: bytes, **kwargs: Any) -> bool:
+        from common.ports import Blob
+
+        created = bool(self._store.create(name, data, **kwargs))
+        if self._immutable(name):
+            with self._lock:
+                self._kept[name] = Blob(data, "")
+        return created
+
+    def read(self, name: str) -> Any:
+        kept = self._kept.get(name)
+        return kept if kept is not None else self._store.read(name)
+
+
 class FileBody:
     """A TagSource answering every location with one archived file."""
 
@@ -127,7 +158,7 @@ class Stores(NamedTuple):
     web_base_url: str = ""
 
 
-def import_files(files: list[Path], stores: Stores, *, notify: bool = False,
+def import_files(files: list[Path], stores: Stores, *, notify: bool = False, regions: str = "all",
                  out: Any = sys.stdout) -> dict[str, int]:
     """Import in change order; returns counts. Raises ServiceTagsError on a bad file."""
     from common.errors import PermanentError
@@ -138,7 +169,9 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False,
     from worker.handler import ParsedReplies, handle_region
 
     archives = sorted((read_archive(f)[0] for f in files), key=lambda a: (a.cloud, change_key(a.change_number)))
-    reports = stores.reports if notify else QuietReports(stores.reports, stores.notifications)
+    snapshots = Remembering(stores.snapshots, lambda name: "/snapshots/" in name)
+    written_reports = Remembering(stores.reports, lambda name: True)
+    reports = written_reports if notify else QuietReports(written_reports, stores.notifications)
     replies = ParsedReplies(size=1)
     counts = {"files": 0, "skipped": 0, "reports": 0, "regions": 0}
     clouds = []
@@ -156,29 +189,37 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False,
         reply = replies.get(body, str(archive.path))
         recorded = sorted({n.split("/")[1] for n in stores.snapshots.names(f"{archive.cloud}/")
                            if n.endswith("/latest.json")} - {GLOBAL})
-        regions = sorted(set(reply.regions.names) | set(recorded)) + [GLOBAL]
+        chosen = sorted(set(reply.regions.names) | set(recorded)) + [GLOBAL]
+        if regions.strip().lower() != "all":
+            wanted = {r.strip().lower() for r in regions.split(",") if r.strip()}
+            chosen = [r for r in chosen if r in wanted]
         source = FileBody(body, str(archive.path))
-        written = 0
-        for region in regions:
+        replies.get(body, str(archive.path))  # parsed once, before the threads share it
+
+        def check(region: str, archive: Archive = archive, source: FileBody = source) -> str | None:
             message = RegionMessage(archive.cloud, region, f"import-{archive.change_number}")
             try:
-                outcome = handle_region(message, source=source, snapshots=stores.snapshots, reports=reports,
+                outcome = handle_region(message, source=source, snapshots=snapshots, reports=reports,
                                         replies=replies, clock=_fixed(archive.date))
             except PermanentError as exc:
                 # A recorded region this file does not hold, with a worker that does not retire
                 # regions: nothing to record for it from this file.
                 print(f"{archive.path.name}: {region}: {exc}", file=out)
-                continue
-            written += outcome.report is not None
+                return None
+            return str(outcome.report) if outcome.report else None
+
+        # Regions are independent (one state blob each); threads overlap the storage round trips.
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            written = sum(r is not None for r in pool.map(check, chosen))
         record_change(stores.history, archive.cloud, archive.change_number, iso(archive.date),
                       seen_by="import", file=archive.path.name)
         counts["files"] += 1
         counts["reports"] += written
-        counts["regions"] = max(counts["regions"], len(regions))
+        counts["regions"] = max(counts["regions"], len(chosen))
         print(f"{archive.path.name}: change {archive.change_number} of {archive.cloud}, "
-              f"{len(regions)} regions, {written} reports", file=out)
+              f"{len(chosen)} regions, {written} reports", file=out)
     for cloud in clouds:
-        synced = sync(cloud, snapshots=stores.snapshots, reports=stores.reports, history=stores.history,
+        synced = sync(cloud, snapshots=snapshots, reports=written_reports, history=stores.history,
                       clock=lambda: datetime.now(UTC))
         if stores.web is not None:
             from web.publish import publish
@@ -212,6 +253,9 @@ def main(argv: list[str], prog: str = "servicetags import") -> int:
                             "API reply, gzipped or not) into the history, in change-number order. "
                             "Storage comes from SERVICETAGS_* environment variables.")
     parser.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
+    parser.add_argument("--regions", default="all", metavar="all|R1,R2",
+                        help="ARM location names (and global) to import (default: all); a file "
+                        "is imported once, so regions left out are not added by a later run")
     parser.add_argument("--notify", action="store_true",
                         help="let the notifier announce the imported reports (default: it does not)")
     args = parser.parse_args(argv)
@@ -221,7 +265,7 @@ def main(argv: list[str], prog: str = "servicetags import") -> int:
         files = collect(args.paths)
         for f in files:
             read_archive(f)  # every file checked before anything is written
-        counts = import_files(files, stores_from_env(Env()), notify=args.notify)
+        counts = import_files(files, stores_from_env(Env()), notify=args.notify, regions=args.regions)
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
     except OSError as exc:
