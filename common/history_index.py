@@ -225,7 +225,7 @@ class Builder:
                     episode = [family.version, net, length, index.ep_tag[e], cns[index.ep_from[e]],
                                None if to == OPEN else cns[to], index.ep_join[e], index.ep_leave[e]]
                     if to == OPEN:
-                        b._open[(episode[3], family.version, net, length)] = len(b.episodes)
+                        b._open[(index.ep_tag[e], family.version, net, length)] = len(b.episodes)
                     b.episodes.append(episode)
         return b
 
@@ -288,10 +288,11 @@ def _pack(header: dict[str, Any], arrays: list[tuple[str, array[int]]]) -> bytes
     out = bytearray(MAGIC + len(head).to_bytes(4, "little") + head)
     out += b" " * (start - len(out))  # JSON whitespace: the header stays valid JSON
     for _, values in arrays:
+        stored = values
         if not _LITTLE:
-            values = array(values.typecode, values)
-            values.byteswap()
-        raw = values.tobytes()
+            stored = array(values.typecode, values)
+            stored.byteswap()
+        raw = stored.tobytes()
         out += raw + b"\0" * (_pad8(len(raw)) - len(raw))
     return bytes(out)
 
@@ -492,12 +493,13 @@ class Index:
         except QueryError:
             tag = self.tag_number(query)
             if tag is None:
-                raise QueryError(f"{query!r} is not an address, a CIDR block or a tag in the history") from None
+                raise QueryError(f"{query!r} is not an address, a CIDR block or a tag in the history"
+                                 ) from None
             return self._events(self._tag_episodes(tag), since)
         family = self.family(version)
         blocks = (family.containing(net) if length == family.bits else family.overlapping(net, length))
-        return self._events(((family, b, e) for b in blocks for e in range(family.first[b], family.first[b + 1])),
-                            since)
+        first = family.first
+        return self._events(((family, b, e) for b in blocks for e in range(first[b], first[b + 1])), since)
 
     def tag_number(self, name: str) -> int | None:
         key = name.strip().lower()

@@ -129,9 +129,9 @@ def _catch_up(builder: Builder, cloud: str, *, snapshots: BlobStore, reports: Bl
                 docs[name] = json.loads(blob.data)
         if known is None:
             first = docs[names[0]] if names and names[0] in docs else None
-            _baseline(builder, cloud, region, snapshots,
-                      first["from"]["sha256"] if first else state["sha256"],
-                      first["from"]["changeNumber"] if first else state["changeNumber"])
+            _baseline(builder, cloud, region, snapshots=snapshots,
+                      sha=first["from"]["sha256"] if first else state["sha256"],
+                      change_number=first["from"]["changeNumber"] if first else state["changeNumber"])
         for name, doc in docs.items():
             if builder.apply_report(name, doc):
                 applied.append(name)
@@ -145,7 +145,7 @@ def _catch_up(builder: Builder, cloud: str, *, snapshots: BlobStore, reports: Bl
     return applied
 
 
-def _baseline(builder: Builder, cloud: str, region: str, snapshots: BlobStore, sha: str,
+def _baseline(builder: Builder, cloud: str, region: str, *, snapshots: BlobStore, sha: str,
               change_number: str) -> None:
     name = layout.snapshot_name(cloud, region, sha)
     blob = snapshots.read(name)

@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("devstack.demo", "run the whole pipeline locally on real snapshots"),
     "import": ("servicetags.import_command", "backfill archived service-tag files into the history"),
     "lookup": ("servicetags.history_command", "which tags hold an address or overlap a CIDR, and since when"),
-    "history": ("servicetags.history_command", "when prefixes joined or left the tags of an address, CIDR or tag"),
+    "history": ("servicetags.history_command", "when prefixes joined or left the tags of an address or tag"),
     "publish": ("web.publish", "bring the history index and the static web view up to date"),
 }
 

@@ -113,7 +113,8 @@ def lookup_main(argv: list[str], prog: str) -> int:
             print(f"  {h.tag.ljust(width)}  region {h.region:20} service {h.system_service or '-':24} "
                   f"prefix {h.prefix:20} since {h.since_date[:10]} (change {h.since_change}, {origin})")
     else:
-        print(f"{prog}: {args.query.strip()} is in no {index.cloud} service tag at change {cn}", file=sys.stderr)
+        print(f"{prog}: {args.query.strip()} is in no {index.cloud} service tag at change {cn}",
+              file=sys.stderr)
     return 0 if hits else NOT_FOUND
 
 

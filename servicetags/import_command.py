@@ -79,7 +79,8 @@ def collect(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz")))
+            files += sorted(p for p in path.iterdir()
+                            if p.is_file() and p.name.endswith((".json", ".json.gz")))
         elif path.exists():
             files.append(path)
         else:
@@ -168,7 +169,8 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
     from common.regions import GLOBAL
     from worker.handler import ParsedReplies, handle_region
 
-    archives = sorted((read_archive(f)[0] for f in files), key=lambda a: (a.cloud, change_key(a.change_number)))
+    archives = sorted((read_archive(f)[0] for f in files),
+                      key=lambda a: (a.cloud, change_key(a.change_number)))
     snapshots = Remembering(stores.snapshots, lambda name: "/snapshots/" in name)
     written_reports = Remembering(stores.reports, lambda name: True)
     reports = written_reports if notify else QuietReports(written_reports, stores.notifications)
@@ -182,14 +184,15 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
         key = (archive.cloud, archive.change_number)
         if key in seen or change_date(stores.history, *key) is not None:
             counts["skipped"] += 1
-            print(f"{archive.path.name}: change {archive.change_number} already in the history, skipped", file=out)
+            print(f"{archive.path.name}: change {archive.change_number} already in the history, skipped",
+                  file=out)
             continue
         seen.add(key)
         _, body = read_archive(archive.path)
         reply = replies.get(body, str(archive.path))
         recorded = sorted({n.split("/")[1] for n in stores.snapshots.names(f"{archive.cloud}/")
                            if n.endswith("/latest.json")} - {GLOBAL})
-        chosen = sorted(set(reply.regions.names) | set(recorded)) + [GLOBAL]
+        chosen = [*sorted(set(reply.regions.names) | set(recorded)), GLOBAL]
         if regions.strip().lower() != "all":
             wanted = {r.strip().lower() for r in regions.split(",") if r.strip()}
             chosen = [r for r in chosen if r in wanted]
@@ -240,9 +243,11 @@ def stores_from_env(env: Any) -> Stores:
     notifications = env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications") or "notifications"
     web = env.str("SERVICETAGS_WEB_CONTAINER", "$web") or "$web"
     if settings.local:
-        clients.ensure([settings.snapshots_container, settings.reports_container, history, notifications, web], [])
+        clients.ensure([settings.snapshots_container, settings.reports_container, history, notifications,
+                        web], [])
     publish = env.bool("SERVICETAGS_WEB_PUBLISH", True)
-    return Stores(clients.container(settings.snapshots_container), clients.container(settings.reports_container),
+    return Stores(clients.container(settings.snapshots_container),
+                  clients.container(settings.reports_container),
                   clients.container(history), clients.container(notifications),
                   clients.container(web) if publish else None,
                   env.str("SERVICETAGS_WEB_BASE_URL", "") or "")
@@ -270,6 +275,7 @@ def main(argv: list[str], prog: str = "servicetags import") -> int:
         return fail(prog, str(exc))
     except OSError as exc:
         return fail(prog, f"{exc.filename or ''}: {exc.strerror}" if exc.strerror else str(exc))
-    print(f"imported {counts['files']} files ({counts['skipped']} already there), {counts['reports']} reports; "
+    print(f"imported {counts['files']} files ({counts['skipped']} already there), "
+          f"{counts['reports']} reports; "
           f"history index and {counts.get('pages', 0)} web files updated", file=sys.stdout)
     return 0

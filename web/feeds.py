@@ -48,12 +48,14 @@ def atom_feed(*, cloud: str, region: str | None, reports: list[list[Any]], dates
            "  <generator>servicetags-watch</generator>"]
     for name, reg, old, new, added, removed, tags in chosen:
         when = rfc3339(dates.get(new, ""))
-        title = f"{reg}: change {old} → {new}, {tags} tag{'s' if tags != 1 else ''}, +{added}/-{removed} prefixes"
+        plural = "s" if tags != 1 else ""
+        title = f"{reg}: change {old} → {new}, {tags} tag{plural}, +{added}/-{removed} prefixes"
         out += ["  <entry>",
                 f"    <id>{escape(entry_id(name))}</id>",
                 f"    <title>{escape(title)}</title>",
                 f"    <updated>{when}</updated>",
-                f'    <link rel="alternate" type="text/html" href={quoteattr(base_url + report_page_name(cloud, name))}/>',
+                f'    <link rel="alternate" type="text/html" '
+                f"href={quoteattr(base_url + report_page_name(cloud, name))}/>",
                 f'    <category term={quoteattr(reg)}/>',
                 f"    <summary>{escape(title)} (report {escape(name)})</summary>",
                 "  </entry>"]

@@ -34,7 +34,8 @@ def _page(title: str, body: str, *, depth: int, feed: str | None = None) -> str:
 </head>
 <body>
 {body}
-<footer>servicetags-watch · generated from the history index · <a href="{up}index.html">all clouds</a></footer>
+<footer>servicetags-watch · generated from the history index ·
+<a href="{up}index.html">all clouds</a></footer>
 </body>
 </html>
 """
@@ -46,7 +47,7 @@ def chart_svg(weeks: list[tuple[str, int, int]], *, width: int = 900, height: in
     if not weeks:
         return ('<svg id="weekly-chart" role="img" aria-label="no changes yet" width="300" height="40">'
                 '<text x="0" y="24">No changes recorded yet.</text></svg>')
-    top = max(max(a for _, a, _ in weeks), max(r for _, _, r in weeks), 1)
+    top = max(1, *(a for _, a, _ in weeks), *(r for _, _, r in weeks))
     plot_h = height - pad_bottom - pad_top
     mid = pad_top + plot_h / 2
     scale = (plot_h / 2) / top
@@ -59,11 +60,12 @@ def chart_svg(weeks: list[tuple[str, int, int]], *, width: int = 900, height: in
              f'<text x="4" y="{pad_top + 10}" class="axis">+{top}</text>',
              f'<text x="4" y="{mid + 4:.1f}" class="axis">0</text>',
              f'<text x="4" y="{pad_top + plot_h:.1f}" class="axis">-{top}</text>']
-    label_every = max(1, len(weeks) // 12)
+    label_every = max(1, int(70 // step) + 1)  # a label is about 60 px wide
     for i, (week, added, removed) in enumerate(weeks):
         x = pad_left + i * step + (step - bar) / 2
         up, down = added * scale, removed * scale
-        parts.append(f'<rect class="added" x="{x:.1f}" y="{mid - up:.1f}" width="{bar:.1f}" height="{up:.1f}" '
+        parts.append(f'<rect class="added" x="{x:.1f}" y="{mid - up:.1f}" width="{bar:.1f}" '
+                     f'height="{up:.1f}" '
                      f'fill="#2e7d32"><title>{week}: +{added} prefixes</title></rect>')
         parts.append(f'<rect class="removed" x="{x:.1f}" y="{mid:.1f}" width="{bar:.1f}" height="{down:.1f}" '
                      f'fill="#c62828"><title>{week}: -{removed} prefixes</title></rect>')
@@ -109,7 +111,8 @@ def cloud_index_page(index: Index) -> str:
 {chart_svg(index.weekly_counts())}
 </section>
 <section><h2>Latest change per region</h2>
-<table id="latest-by-region"><thead><tr><th>region</th><th>date</th><th>change</th><th>report</th><th></th></tr>
+<table id="latest-by-region"><thead>
+<tr><th>region</th><th>date</th><th>change</th><th>report</th><th></th></tr>
 </thead><tbody>
 {chr(10).join(rows)}
 </tbody></table>
@@ -146,9 +149,11 @@ def report_page(report: dict[str, Any], *, name: str, date: str) -> str:
             meta = "<h4>other fields</h4><ul>" + "".join(
                 f"<li>{escape(k)}: {escape(str(v.get('from')))} → {escape(str(v.get('to')))}</li>"
                 for k, v in tag["metadata_changes"].items()) + "</ul>"
-        tags.append(f'<article class="tag"><h3>{escape(tag["id"])} <span class="status">{escape(tag["status"])}'
-                    f'</span></h3><p>service {escape(tag.get("system_service") or "-")}, tag change '
-                    f'{escape(str(tag["change_number"]["from"]))} → {escape(str(tag["change_number"]["to"]))}</p>'
+        numbers = tag["change_number"]
+        tags.append(f'<article class="tag"><h3>{escape(tag["id"])} '
+                    f'<span class="status">{escape(tag["status"])}</span></h3>'
+                    f'<p>service {escape(tag.get("system_service") or "-")}, tag change '
+                    f'{escape(str(numbers["from"]))} → {escape(str(numbers["to"]))}</p>'
                     + _prefix_list("added", tag["added_prefixes"], "added")
                     + _prefix_list("removed", tag["removed_prefixes"], "removed")
                     + _prefix_list("address space gained", tag["net_added"], "net")

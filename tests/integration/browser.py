@@ -20,9 +20,18 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-port=0", "--window-size=1280,900"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+    "--window-size=1280,900",
+]
 
 
 def find_chromium() -> str | None:
@@ -37,7 +46,9 @@ def require_chromium() -> str:
     found = find_chromium()
     if found is None:
         if os.environ.get("CI"):
-            pytest.fail("CI is set but no chromium is installed (dev.py installs it: apt-get install -y chromium)")
+            pytest.fail(
+                "CI is set but no chromium is installed (dev.py installs it: apt-get install -y chromium)"
+            )
         pytest.skip("no chromium on this machine (CI installs it)")
     return found
 
@@ -45,8 +56,11 @@ def require_chromium() -> str:
 class Browser:
     def __init__(self, binary: str) -> None:
         self._profile = tempfile.TemporaryDirectory(prefix="servicetags-chromium-")
-        self.process = subprocess.Popen([binary, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [binary, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(self._profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -115,8 +129,15 @@ class Page:
 
     def press_enter(self) -> None:
         for kind in ("keyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13,
-                      nativeVirtualKeyCode=13, **({"text": "\r"} if kind == "keyDown" else {}))
+            self.send(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key="Enter",
+                code="Enter",
+                windowsVirtualKeyCode=13,
+                nativeVirtualKeyCode=13,
+                **({"text": "\r"} if kind == "keyDown" else {}),
+            )
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -51,8 +51,10 @@ def _stores(service: BlobServiceClient) -> tuple[Stores, dict[str, str]]:
 
 def _etags(service: BlobServiceClient, names: dict[str, str]) -> dict[str, dict[str, str]]:
     """Every blob's ETag: any write, even of the same bytes, changes it."""
-    return {kind: {b.name: b.etag for b in service.get_container_client(name).list_blobs()}
-            for kind, name in names.items()}
+    return {
+        kind: {b.name: b.etag for b in service.get_container_client(name).list_blobs()}
+        for kind, name in names.items()
+    }
 
 
 def _blobs(service: BlobServiceClient, names: dict[str, str]) -> dict[str, dict[str, bytes]]:
@@ -134,8 +136,13 @@ def test_imported_reports_are_marked_so_the_notifier_stays_quiet(imported):
 
     from notifier.recipients import parse_recipients
 
-    notifier = Notifier(reports=imported.stores.reports, markers=imported.stores.notifications, sender=NoMail(),
-                        mail_from="a@example.com", recipients=parse_recipients('[{"address": "b@example.com"}]'))
+    notifier = Notifier(
+        reports=imported.stores.reports,
+        markers=imported.stores.notifications,
+        sender=NoMail(),
+        mail_from="a@example.com",
+        recipients=parse_recipients('[{"address": "b@example.com"}]'),
+    )
     delivered = notifier.deliver(report, "http://example.invalid/" + report)
     assert delivered.sent == () and not delivered.logged
 
@@ -144,8 +151,13 @@ def test_the_index_rebuilt_from_the_blobs_is_the_same(imported, service):
     history = AzureBlobStore(service.create_container(f"history-{uuid.uuid4().hex[:10]}"))
     for name in imported.stores.history.names("Public/changes/"):
         history.create(name, imported.stores.history.read(name).data)
-    rebuilt = sync("Public", snapshots=imported.stores.snapshots, reports=imported.stores.reports,
-                   history=history, clock=lambda: pytest.fail("every date comes from the ledger"))
+    rebuilt = sync(
+        "Public",
+        snapshots=imported.stores.snapshots,
+        reports=imported.stores.reports,
+        history=history,
+        clock=lambda: pytest.fail("every date comes from the ledger"),
+    )
     assert rebuilt.changed and rebuilt.data == imported.index_file.read_bytes()
 
 
@@ -154,13 +166,25 @@ def test_import_killed_halfway_and_rerun_ends_with_the_same_blobs(service, azuri
     whole, whole_names = _stores(service)
     import_files([Path(f) for f in files], whole, regions="global,westeurope", out=io.StringIO())
     _, names = _stores(service)
-    env = {**os.environ, "SERVICETAGS_STORAGE_CONNECTION_STRING": azurite.connection_string,
-           "SERVICETAGS_SNAPSHOTS_CONTAINER": names["snapshots"], "SERVICETAGS_REPORTS_CONTAINER": names["reports"],
-           "SERVICETAGS_HISTORY_CONTAINER": names["history"],
-           "SERVICETAGS_NOTIFICATIONS_CONTAINER": names["notifications"], "SERVICETAGS_WEB_CONTAINER": names["web"]}
+    env = {
+        **os.environ,
+        "SERVICETAGS_STORAGE_CONNECTION_STRING": azurite.connection_string,
+        "SERVICETAGS_SNAPSHOTS_CONTAINER": names["snapshots"],
+        "SERVICETAGS_REPORTS_CONTAINER": names["reports"],
+        "SERVICETAGS_HISTORY_CONTAINER": names["history"],
+        "SERVICETAGS_NOTIFICATIONS_CONTAINER": names["notifications"],
+        "SERVICETAGS_WEB_CONTAINER": names["web"],
+    }
     argv = [sys.executable, "-m", "servicetags.cli", "import", *files, "--regions", "global,westeurope"]
-    killed = subprocess.run(argv, env={**env, "SERVICETAGS_CRASH_AT": "after_report"}, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300, check=False)
+    killed = subprocess.run(
+        argv,
+        env={**env, "SERVICETAGS_CRASH_AT": "after_report"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert killed.returncode == -9, killed.stderr
     halfway = _blobs(service, names)
     # Died in cn341 at its first report: cn340 is done, cn341 half-done, no index yet.
@@ -178,27 +202,46 @@ def test_an_address_added_in_a_named_change_is_found_since_that_change(imported,
     # 4.150.76.80/29 joined AzureInformationProtection in cn364 (not in cn361's file, in cn364's).
     assert "4.150.76.80/29" not in real_snapshot(361).tags["AzureInformationProtection"].prefixes
     assert "4.150.76.80/29" in real_snapshot(364).tags["AzureInformationProtection"].prefixes
-    code, out, _ = run(capsys, "lookup", "4.150.76.83", "--index", str(imported.index_file), "--format", "json")
+    code, out, _ = run(
+        capsys, "lookup", "4.150.76.83", "--index", str(imported.index_file), "--format", "json"
+    )
     assert code == 0
     doc = json.loads(out)
     hit = next(m for m in doc["matches"] if m["tag"] == "AzureInformationProtection")
     assert hit["prefix"] == "4.150.76.80/29" and hit["region"] == "global"
     assert hit["since"]["changeNumber"] == "364" and hit["since"]["date"] == "2025-07-30T00:00:00Z"
     assert hit["since"]["report"].startswith("Public/global/361-364_")
-    assert {m["tag"] for m in doc["matches"]} == holders(real_snapshot(369), "4.150.76.83", {"eastus2", "westeurope", "indonesiacentral"})
+    assert {m["tag"] for m in doc["matches"]} == holders(
+        real_snapshot(369), "4.150.76.83", {"eastus2", "westeurope", "indonesiacentral"}
+    )
     # As of before that change, it was not there.
-    code, out, _ = run(capsys, "lookup", "4.150.76.83", "--index", str(imported.index_file), "--change", "361",
-                       "--format", "json")
+    code, out, _ = run(
+        capsys,
+        "lookup",
+        "4.150.76.83",
+        "--index",
+        str(imported.index_file),
+        "--change",
+        "361",
+        "--format",
+        "json",
+    )
     assert "AzureInformationProtection" not in {m["tag"] for m in json.loads(out)["matches"]}
-    code, out, _ = run(capsys, "lookup", "4.150.76.83", "--index", str(imported.index_file), "--at", "2025-08-01")
+    code, out, _ = run(
+        capsys, "lookup", "4.150.76.83", "--index", str(imported.index_file), "--at", "2025-08-01"
+    )
     assert code == 0 and "AzureInformationProtection" in out and "since 2025-07-30 (change 364" in out
 
 
 def test_a_cidr_overlapping_two_tags_returns_both(imported, capsys):
-    code, out, _ = run(capsys, "lookup", "4.150.76.0/24", "--index", str(imported.index_file), "--format", "json")
+    code, out, _ = run(
+        capsys, "lookup", "4.150.76.0/24", "--index", str(imported.index_file), "--format", "json"
+    )
     found = {m["tag"] for m in json.loads(out)["matches"]}
     assert code == 0 and {"AzureInformationProtection", "OneDsCollector"} <= found
-    assert found == holders(real_snapshot(369), "4.150.76.0/24", {"eastus2", "westeurope", "indonesiacentral"})
+    assert found == holders(
+        real_snapshot(369), "4.150.76.0/24", {"eastus2", "westeurope", "indonesiacentral"}
+    )
 
 
 def test_an_ipv6_address_agrees_with_a_linear_scan(imported, capsys):
@@ -207,7 +250,9 @@ def test_an_ipv6_address_agrees_with_a_linear_scan(imported, capsys):
     address = str(ipaddress.ip_network(prefix)[1])
     code, out, _ = run(capsys, "lookup", address, "--index", str(imported.index_file), "--format", "json")
     assert code == 0
-    assert {m["tag"] for m in json.loads(out)["matches"]} == holders(real_snapshot(369), address, {"eastus2", "westeurope", "indonesiacentral"})
+    assert {m["tag"] for m in json.loads(out)["matches"]} == holders(
+        real_snapshot(369), address, {"eastus2", "westeurope", "indonesiacentral"}
+    )
 
 
 def test_an_address_in_no_tag_finds_nothing_with_exit_1(imported, capsys):
@@ -224,15 +269,21 @@ def test_lookup_reads_the_index_from_blob_storage(imported, azurite, capsys, mon
     assert code == 0 and "AzureInformationProtection" in out
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["lookup", "20.20.300.1"], "'20.20.300.1' is not an IPv4 or IPv6 address or CIDR block"),
-    (["lookup", "10.0.0.0/33"], "the prefix length must be 0 to 32"),
-    (["lookup", "4.150.76.83", "--at", "2024-12-01"], "2024-12-01 is before the history, which starts on 2025-01-12"),
-    (["lookup", "4.150.76.83", "--at", "yesterday"], "'yesterday' is not a date"),
-    (["lookup", "4.150.76.83", "--change", "999"], "change 999 is not in the history"),
-    (["history", "NoSuchTag"], "'NoSuchTag' is not an address, a CIDR block or a tag in the history"),
-    (["history", "4.150.76.83", "--since", "2020-01-01"], "2020-01-01 is before the history"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["lookup", "20.20.300.1"], "'20.20.300.1' is not an IPv4 or IPv6 address or CIDR block"),
+        (["lookup", "10.0.0.0/33"], "the prefix length must be 0 to 32"),
+        (
+            ["lookup", "4.150.76.83", "--at", "2024-12-01"],
+            "2024-12-01 is before the history, which starts on 2025-01-12",
+        ),
+        (["lookup", "4.150.76.83", "--at", "yesterday"], "'yesterday' is not a date"),
+        (["lookup", "4.150.76.83", "--change", "999"], "change 999 is not in the history"),
+        (["history", "NoSuchTag"], "'NoSuchTag' is not an address, a CIDR block or a tag in the history"),
+        (["history", "4.150.76.83", "--since", "2020-01-01"], "2020-01-01 is before the history"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(imported, capsys, argv, message):
     code, out, err = run(capsys, *argv, "--index", str(imported.index_file))
     assert code == 2 and out == ""
@@ -245,7 +296,10 @@ def test_an_empty_index_is_one_line_and_exit_2(tmp_path, capsys):
     path = tmp_path / "empty.bin"
     path.write_bytes(empty_index("Public"))
     code, _, err = run(capsys, "lookup", "4.150.76.83", "--index", str(path))
-    assert code == 2 and err == "servicetags lookup: the Public history index is empty (nothing imported or checked yet)\n"
+    assert (
+        code == 2
+        and err == "servicetags lookup: the Public history index is empty (nothing imported or checked yet)\n"
+    )
     (tmp_path / "junk.bin").write_bytes(b"not an index")
     code, _, err = run(capsys, "lookup", "4.150.76.83", "--index", str(tmp_path / "junk.bin"))
     assert code == 2 and "not a servicetags history index" in err and err.count("\n") == 1
@@ -258,23 +312,44 @@ def test_an_address_whose_prefix_left_a_tag_shows_the_leave(imported, capsys):
     # 4.150.17.154/32 was in ServiceBus from the first file and left it in cn364.
     assert "4.150.17.154/32" in real_snapshot(361).tags["ServiceBus"].prefixes
     assert "4.150.17.154/32" not in real_snapshot(364).tags["ServiceBus"].prefixes
-    code, out, _ = run(capsys, "history", "4.150.17.154", "--index", str(imported.index_file), "--format", "json")
+    code, out, _ = run(
+        capsys, "history", "4.150.17.154", "--index", str(imported.index_file), "--format", "json"
+    )
     events = [e for e in json.loads(out)["events"] if e["tag"] == "ServiceBus"]
     assert code == 0
     assert [(e["kind"], e["change_number"], e["prefix"]) for e in events] == [
-        ("joined", "340", "4.150.17.154/32"), ("left", "364", "4.150.17.154/32")]
+        ("joined", "340", "4.150.17.154/32"),
+        ("left", "364", "4.150.17.154/32"),
+    ]
     assert events[0]["report"] is None  # in the first snapshot
-    assert events[1]["report"].startswith("Public/global/361-364_") and events[1]["date"] == "2025-07-30T00:00:00Z"
-    code, out, _ = run(capsys, "history", "4.150.17.154", "--index", str(imported.index_file), "--since", "2025-07-01")
+    assert (
+        events[1]["report"].startswith("Public/global/361-364_")
+        and events[1]["date"] == "2025-07-30T00:00:00Z"
+    )
+    code, out, _ = run(
+        capsys, "history", "4.150.17.154", "--index", str(imported.index_file), "--since", "2025-07-01"
+    )
     assert "left    ServiceBus" in out and "joined  ServiceBus" not in out
 
 
 def test_history_of_a_tag_lists_its_joins_and_leaves(imported, capsys):
-    code, out, _ = run(capsys, "history", "azureinformationprotection", "--index", str(imported.index_file),
-                       "--since", "2025-07-30", "--format", "json")
+    code, out, _ = run(
+        capsys,
+        "history",
+        "azureinformationprotection",
+        "--index",
+        str(imported.index_file),
+        "--since",
+        "2025-07-30",
+        "--format",
+        "json",
+    )
     events = json.loads(out)["events"]
-    assert code == 0 and {"kind": "joined", "prefix": "4.150.76.80/29", "change_number": "364"}.items() <= next(
-        e for e in events if e["prefix"] == "4.150.76.80/29").items()
+    assert (
+        code == 0
+        and {"kind": "joined", "prefix": "4.150.76.80/29", "change_number": "364"}.items()
+        <= next(e for e in events if e["prefix"] == "4.150.76.80/29").items()
+    )
     assert all(e["tag"] == "AzureInformationProtection" for e in events)
 
 
@@ -301,7 +376,8 @@ def test_the_feeds_are_valid_atom_with_stable_ids(imported):
     newest = everything.entries[0]
     assert newest.updated == "2025-09-06T00:00:00Z"
     assert newest.id == "tag:servicetags-watch,2025:" + next(
-        r[0] for r in reversed(imported.index.reports) if r[3] == "369" and r[0] == newest.id.split(":", 2)[2])
+        r[0] for r in reversed(imported.index.reports) if r[3] == "369" and r[0] == newest.id.split(":", 2)[2]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -353,10 +429,15 @@ def test_the_lookup_page_answers_a_typed_address(site, browser):
         page.type_text("#query", "4.150.76.83")
         page.press_enter()
         page.wait_for("!document.getElementById('results').hidden")
-        rows = page.evaluate("[...document.querySelectorAll('#results tr.hit')].map(r => "
-                             "[...r.cells].map(c => c.textContent))")
+        rows = page.evaluate(
+            "[...document.querySelectorAll('#results tr.hit')].map(r => [...r.cells].map(c => c.textContent))"
+        )
         by_tag = {row[0]: row for row in rows}
-        assert by_tag["AzureInformationProtection"][1:4] == ["global", "AzureInformationProtection", "4.150.76.80/29"]
+        assert by_tag["AzureInformationProtection"][1:4] == [
+            "global",
+            "AzureInformationProtection",
+            "4.150.76.80/29",
+        ]
         assert by_tag["AzureInformationProtection"][4].startswith("2025-07-30 (change 364)")
         page.screenshot(RESULTS / "web-lookup.png")
         page.evaluate("document.getElementById('query').value = ''")

@@ -67,7 +67,8 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         published = subprocess.run([sys.executable, "-m", "servicetags.cli", "publish"], cwd=ROOT,
                                    env=worker_env, capture_output=True, text=True, timeout=120, check=False)
         assert published.returncode == 0, published.stderr
-        with urllib.request.urlopen(env["SERVICETAGS_LOCAL_WEB_URL"] + "Public/index.html", timeout=10) as page:
+        site = env["SERVICETAGS_LOCAL_WEB_URL"]
+        with urllib.request.urlopen(site + "Public/index.html", timeout=10) as page:
             assert page.headers["Content-Type"].startswith("text/html")
             assert "francecentral" in page.read().decode()
 
