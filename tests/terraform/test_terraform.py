@@ -273,7 +273,7 @@ def test_storage_account_accepts_only_entra_id_over_tls12(resources: dict) -> No
 def test_containers_and_queues_have_the_documented_names(resources: dict) -> None:
     containers = {_attr(b, "name") for b in resources["azurerm_storage_container"].values()}
     queues = {_attr(b, "name") for b in resources["azurerm_storage_queue"].values()}
-    assert containers == {"snapshots", "reports", "notifications", "event-deadletter"}
+    assert containers == {"snapshots", "reports", "notifications", "event-deadletter", "history", "$web"}
     assert queues == {"regions", "regions-poison", "change-events", "change-events-poison"}
     for body in resources["azurerm_storage_container"].values():
         assert _attr(body, "container_access_type") == "private"
