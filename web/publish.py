@@ -92,13 +92,27 @@ def _published(web: Any, cloud: str) -> Index | None:
     return Index.from_bytes(blob.data, f"$web/{cloud}/index.bin") if blob else None
 
 
+def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = False) -> tuple[Any, int]:
+    """What the publisher job does: the index from the blobs, then $web. (Synced, files written)."""
+    from common.history_store import sync
+    from servicetags.import_command import stores_from_env
+
+    cloud = cloud or env.cloud()
+    stores = stores_from_env(env)
+    synced = sync(cloud, snapshots=stores.snapshots, reports=stores.reports, history=stores.history,
+                  clock=lambda: datetime.now(UTC), rebuild=rebuild)
+    pages = 0
+    if stores.web is not None:
+        pages = publish(cloud, index_data=synced.data, reports=stores.reports, web=stores.web,
+                        base_url=stores.web_base_url)
+    return synced, pages
+
+
 def main(argv: list[str], prog: str = "servicetags publish") -> int:
     from common.config import Env
     from common.errors import ServiceTagsError
     from common.history_index import IndexError_
-    from common.history_store import sync
     from servicetags.argparsing import ArgumentParser, fail
-    from servicetags.import_command import stores_from_env
 
     parser = ArgumentParser(prog=prog, description="Bring the history index up to date with the snapshot and "
                             "report blobs, then the static web view in $web. Idempotent.")
@@ -108,13 +122,7 @@ def main(argv: list[str], prog: str = "servicetags publish") -> int:
     try:
         env = Env()
         cloud = args.cloud or env.cloud()
-        stores = stores_from_env(env)
-        synced = sync(cloud, snapshots=stores.snapshots, reports=stores.reports, history=stores.history,
-                      clock=lambda: datetime.now(UTC), rebuild=args.rebuild)
-        pages = 0
-        if stores.web is not None:
-            pages = publish(cloud, index_data=synced.data, reports=stores.reports, web=stores.web,
-                            base_url=env.str("SERVICETAGS_WEB_BASE_URL", "") or "")
+        synced, pages = sync_and_publish(env, cloud=cloud, rebuild=args.rebuild)
     except (ServiceTagsError, IndexError_) as exc:
         return fail(prog, str(exc))
     print(f"{cloud}: index {'updated' if synced.changed else 'unchanged'} "
