@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import json
 import sys
-from _socket import AF_INET, AF_INET6, inet_pton
+from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without importing typing
+
+if TYPE_CHECKING:  # `typing` costs a lookup process a tenth of its budget at start
+    from typing import Any, NamedTuple
 
 SCHEMA = "servicetags.history-index/v1"
 MAGIC = b"STHIDX1\n"
@@ -34,6 +39,7 @@ NO_REPORT = 0xFFFFFFFF  # present in the region's first snapshot: no report said
 _MASK64 = (1 << 64) - 1
 _BITS = {4: 32, 6: 128}
 _LITTLE = sys.byteorder == "little"
+_ITEMSIZE = {"B": 1, "i": 4, "I": 4, "Q": 8}
 
 
 class IndexError_(ValueError):
@@ -69,11 +75,11 @@ def parse_block(text: str) -> Block:
 
 
 def block_text(block: Block) -> str:
-    import ipaddress  # output only
-
+    """The prefix as Microsoft lists it (inet_ntop writes IPv6 in RFC 5952 form, as ipaddress)."""
     version, net, length = block
-    cls = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
-    return str(cls((net, length)))
+    if version == 4:
+        return f"{inet_ntop(AF_INET, net.to_bytes(4, 'big'))}/{length}"
+    return f"{inet_ntop(AF_INET6, net.to_bytes(16, 'big'))}/{length}"
 
 
 def change_key(change_number: str) -> tuple[int, int, str]:
@@ -305,31 +311,35 @@ def _pad8(n: int) -> int:
 # Reading and asking
 
 
-class Hit(NamedTuple):
-    tag: str
-    region: str
-    system_service: str
-    prefix: str
-    since_change: str
-    since_date: str
-    since_report: str | None   # None: present in the region's first snapshot
+if TYPE_CHECKING:
+    class Hit(NamedTuple):
+        tag: str
+        region: str
+        system_service: str
+        prefix: str
+        since_change: str
+        since_date: str
+        since_report: str | None   # None: present in the region's first snapshot
 
 
-class Event(NamedTuple):
-    kind: str                  # joined | left
-    change_number: str
-    date: str
-    tag: str
-    region: str
-    system_service: str
-    prefix: str
-    report: str | None         # the report that said it; None for the first snapshot
+    class Event(NamedTuple):
+        kind: str                  # joined | left
+        change_number: str
+        date: str
+        tag: str
+        region: str
+        system_service: str
+        prefix: str
+        report: str | None         # the report that said it; None for the first snapshot
+else:
+    Hit = namedtuple("Hit", "tag region system_service prefix since_change since_date since_report")
+    Event = namedtuple("Event", "kind change_number date tag region system_service prefix report")
 
 
 class Family:
     """One address family's blocks and segments, as stored."""
 
-    def __init__(self, version: int, arrays: dict[str, array[int]]) -> None:
+    def __init__(self, version: int, arrays: dict[str, Any]) -> None:
         p = f"v{version}_"
         self.version, self.bits = version, _BITS[version]
         self.plen = arrays[p + "len"]
@@ -340,6 +350,14 @@ class Family:
         self._arrays, self._p = arrays, p
         self._seg: Any = None
         self._net: Any = None
+        self._text: dict[int, str] = {}
+        self.current: dict[int, list[Any]] = {}  # block -> its stays at the latest change
+
+    def text(self, block: int) -> str:
+        found = self._text.get(block)
+        if found is None:
+            found = self._text[block] = block_text((self.version, self.network(block), self.plen[block]))
+        return found
 
     @property
     def seg(self) -> Any:
@@ -382,7 +400,7 @@ class Family:
 
 
 class Index:
-    def __init__(self, header: dict[str, Any], arrays: dict[str, array[int]]) -> None:
+    def __init__(self, header: dict[str, Any], arrays: dict[str, Any]) -> None:
         self.cloud: str = header["cloud"]
         self.changes: list[tuple[str, str]] = [(cn, date) for cn, date in header["changes"]]
         self.tags: list[list[str]] = header["tags"]
@@ -393,7 +411,8 @@ class Index:
         self.ep_join, self.ep_leave = arrays["ep_join"], arrays["ep_leave"]
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "index") -> Index:
+    def from_bytes(cls, data: Any, source: str = "index") -> Index:
+        """From bytes or any buffer (an mmap: the arrays stay views on it)."""
         if data[:len(MAGIC)] != MAGIC:
             raise IndexError_(f"{source}: not a servicetags history index")
         try:
@@ -402,15 +421,19 @@ class Index:
             if header.get("schema") != SCHEMA:
                 raise IndexError_(f"{source}: index schema {header.get('schema')!r}, expected {SCHEMA}")
             start = _pad8(12 + size)
-            arrays: dict[str, array[int]] = {}
+            arrays: dict[str, Any] = {}
             view = memoryview(data)
             for name, typecode, offset, count in header["arrays"]:
-                values = array(typecode)
                 begin = start + offset
-                values.frombytes(view[begin:begin + count * values.itemsize])
-                if not _LITTLE:
+                size = count * _ITEMSIZE[typecode]
+                if _LITTLE:
+                    # A view on the file's bytes: nothing is copied or converted at load.
+                    arrays[name] = view[begin:begin + size].cast(typecode)
+                else:
+                    values = array(typecode)
+                    values.frombytes(view[begin:begin + size])
                     values.byteswap()
-                arrays[name] = values
+                    arrays[name] = values
         except (ValueError, KeyError, TypeError) as exc:
             if isinstance(exc, IndexError_):
                 raise
@@ -452,19 +475,42 @@ class Index:
     def lookup(self, query: str, *, at: int | None = None) -> list[Hit]:
         """Every tag holding (or overlapping) the address or block at change `at` (default:
         the latest), with the prefix and the start of its current stay."""
+        if at is None and "/" not in query:
+            # A bare address, now: the path warm lookups take, without the general parser.
+            try:
+                if ":" in query:
+                    return self.lookup_block(6, int.from_bytes(inet_pton(AF_INET6, query), "big"), 128,
+                                             at=len(self.changes) - 1)
+                return self.lookup_block(4, int.from_bytes(inet_pton(AF_INET, query), "big"), 32,
+                                         at=len(self.changes) - 1)
+            except OSError:
+                pass  # parse_block says what is wrong with it
         version, net, length = parse_block(query)
         return self.lookup_block(version, net, length, at=self.latest() if at is None else at)
 
     def lookup_block(self, version: int, net: int, length: int, *, at: int) -> list[Hit]:
         family = self.family(version)
+        if length == family.bits and at == len(self.changes) - 1:
+            # The common question (an address, now): each block's current stays are worked out
+            # once and kept, so a warm lookup is a bisection and a walk up the parents.
+            hits: list[Hit] = []
+            current, parent = family.current, family.parent
+            s = bisect_right(family.seg, net) - 1
+            b = family.seg_blk[s] if s >= 0 else -1
+            while b >= 0:
+                found = current.get(b)
+                if found is None:
+                    found = current[b] = self._stays(family, b, at)
+                hits += found
+                b = parent[b]
+            return hits
         blocks = (family.containing(net) if length == family.bits else family.overlapping(net, length))
-        first, ep_from, ep_to = family.first, self.ep_from, self.ep_to
-        hits = []
-        for b in blocks:
-            for e in range(first[b], first[b + 1]):
-                if ep_from[e] <= at < ep_to[e]:
-                    hits.append(self._hit(family, b, e))
-        return hits
+        return [hit for b in blocks for hit in self._stays(family, b, at)]
+
+    def _stays(self, family: Family, block: int, at: int) -> list[Hit]:
+        ep_from, ep_to = self.ep_from, self.ep_to
+        return [self._hit(family, block, e) for e in range(family.first[block], family.first[block + 1])
+                if ep_from[e] <= at < ep_to[e]]
 
     def count_hits(self, version: int, address: int, at: int) -> int:
         """How many stays hold the address: the lookup without building results (benches)."""
@@ -481,9 +527,8 @@ class Index:
         tag_id, region, service = self.tags[self.ep_tag[e]]
         cn, date = self.changes[self.ep_from[e]]
         join = self.ep_join[e]
-        return Hit(tag_id, region, service, block_text((family.version, family.network(block),
-                                                        family.plen[block])),
-                   cn, date, None if join == NO_REPORT else self.reports[join][0])
+        return Hit(tag_id, region, service, family.text(block), cn, date,
+                   None if join == NO_REPORT else self.reports[join][0])
 
     def history(self, query: str, *, since: int = 0) -> list[Event]:
         """Every join and leave of the blocks holding or overlapping an address or CIDR, or of
@@ -520,7 +565,7 @@ class Index:
         out = []
         for family, b, e in episodes:
             tag_id, region, service = self.tags[self.ep_tag[e]]
-            prefix = block_text((family.version, family.network(b), family.plen[b]))
+            prefix = family.text(b)
             start, end = self.ep_from[e], self.ep_to[e]
             if start >= since:
                 join = self.ep_join[e]

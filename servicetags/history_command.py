@@ -12,12 +12,24 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
 
-from servicetags.argparsing import ArgumentParser, fail
+from servicetags.argparsing import fail
+
+TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without importing typing
+if TYPE_CHECKING:
+    from typing import Any
 
 NOT_FOUND = 1
+
+
+def _map(path: str) -> Any:
+    """The file's bytes, mapped: a lookup touches a few pages of the index, not all of it."""
+    import mmap
+
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _load(args: Any, prog: str) -> Any:
@@ -28,7 +40,7 @@ def _load(args: Any, prog: str) -> Any:
     try:
         if path:
             try:
-                data = Path(path).read_bytes()
+                data = _map(path)
             except OSError as exc:
                 return f"{path}: cannot read the index ({exc.strerror})"
             index = Index.from_bytes(data, str(path))
@@ -57,7 +69,41 @@ def _load(args: Any, prog: str) -> Any:
     return index
 
 
-def _common(parser: ArgumentParser) -> None:
+class _Args:
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+def _quick(argv: list[str], options: tuple[str, ...]) -> Any:
+    """The common, well-formed command lines without argparse (its import and set-up are a
+    tenth of a cold lookup); None for anything else, which argparse then checks and explains."""
+    values: dict[str, Any] = dict.fromkeys(("cloud", "index", "at", "change", "since"))
+    values["format"] = "text"
+    query = None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            name, eq, value = arg[2:].partition("=")
+            if name not in options or "=" in name:
+                return None
+            if not eq:
+                if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                    return None
+                i += 1
+                value = argv[i]
+            values[name] = value
+        elif query is None and not arg.startswith("-"):
+            query = arg
+        else:
+            return None
+        i += 1
+    if query is None or values["format"] not in ("text", "json") or (values["at"] and values["change"]):
+        return None
+    return _Args(query=query, **values)
+
+
+def _common(parser: Any) -> None:
     parser.add_argument("--cloud", help="Public, AzureGovernment or AzureChina (default: SERVICETAGS_CLOUD)")
     parser.add_argument("--index", metavar="FILE", help="read the index from this file (default: "
                         "SERVICETAGS_HISTORY_INDEX, else blob storage)")
@@ -79,14 +125,19 @@ def _date(text: str) -> str:
 def lookup_main(argv: list[str], prog: str) -> int:
     from common.history_index import QueryError
 
-    parser = ArgumentParser(prog=prog, description="Which service tags hold an address, or overlap a CIDR "
-                            "block, and since when.")
-    parser.add_argument("query", metavar="ADDRESS|CIDR")
-    _common(parser)
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--at", metavar="DATE", help="as of this date (YYYY-MM-DD); default: the latest change")
-    when.add_argument("--change", metavar="N", help="as of this change number")
-    args = parser.parse_args(argv)
+    args = _quick(argv, ("cloud", "index", "format", "at", "change"))
+    if args is None:
+        from servicetags.argparsing import ArgumentParser
+
+        parser = ArgumentParser(prog=prog, description="Which service tags hold an address, or overlap a "
+                                "CIDR block, and since when.")
+        parser.add_argument("query", metavar="ADDRESS|CIDR")
+        _common(parser)
+        when = parser.add_mutually_exclusive_group()
+        when.add_argument("--at", metavar="DATE",
+                          help="as of this date (YYYY-MM-DD); default: the latest change")
+        when.add_argument("--change", metavar="N", help="as of this change number")
+        args = parser.parse_args(argv)
     index = _load(args, prog)
     if isinstance(index, str):
         return fail(prog, index)
@@ -121,12 +172,16 @@ def lookup_main(argv: list[str], prog: str) -> int:
 def history_main(argv: list[str], prog: str) -> int:
     from common.history_index import QueryError
 
-    parser = ArgumentParser(prog=prog, description="Every time a prefix joined or left a tag: for the blocks "
-                            "holding an address or overlapping a CIDR block, or for one tag.")
-    parser.add_argument("query", metavar="ADDRESS|CIDR|TAG")
-    _common(parser)
-    parser.add_argument("--since", metavar="DATE", help="only changes on or after this date (YYYY-MM-DD)")
-    args = parser.parse_args(argv)
+    args = _quick(argv, ("cloud", "index", "format", "since"))
+    if args is None:
+        from servicetags.argparsing import ArgumentParser
+
+        parser = ArgumentParser(prog=prog, description="Every time a prefix joined or left a tag: for the "
+                                "blocks holding an address or overlapping a CIDR block, or for one tag.")
+        parser.add_argument("query", metavar="ADDRESS|CIDR|TAG")
+        _common(parser)
+        parser.add_argument("--since", metavar="DATE", help="only changes on or after this date (YYYY-MM-DD)")
+        args = parser.parse_args(argv)
     index = _load(args, prog)
     if isinstance(index, str):
         return fail(prog, index)
