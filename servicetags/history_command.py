@@ -212,4 +212,8 @@ def history_main(argv: list[str], prog: str) -> int:
 
 def main(argv: list[str], prog: str = "servicetags") -> int:
     command, rest = argv[0], argv[1:]
-    return lookup_main(rest, prog) if command == "lookup" else history_main(rest, prog)
+    try:
+        return lookup_main(rest, prog) if command == "lookup" else history_main(rest, prog)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
