@@ -160,7 +160,6 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         "SERVICETAGS_LOCAL_OUTBOX": smtp_info["outbox"],
         # The static website ($web), served from Azurite by devstack/web_server.py.
         "SERVICETAGS_LOCAL_WEB_URL": web_info["url"],
-        "SERVICETAGS_WEB_BASE_URL": web_info["url"],
     }
     (state_dir / "stack.json").write_text(json.dumps({"pids": pids, "env": env}, indent=1))
     return env
