@@ -1,5 +1,6 @@
 # The history and its web view: the history container (index and change ledger), the
-# account's static website ($web) and the job that keeps both current.
+# account's static website ($web) and the job that keeps both current, started by the
+# BlobCreated event of each new report.
 #
 # Only the publisher's identity may write $web and history (Storage Blob Data Contributor on
 # each container, nothing wider); it reads snapshots and reports. With shared keys off the
@@ -7,15 +8,60 @@
 # Entra ID (storage_use_azuread in main.tf): whoever runs `terraform apply` needs a data role
 # on the account (docs/deploy.md), as for the containers.
 
-variable "publisher_cron" {
-  type        = string
-  description = "When the publisher brings the history index and the web view up to date (cron, UTC). Each run is idempotent and writes only what changed."
-  default     = "*/30 * * * *"
+# Report events for the publisher: a second subscription to the same BlobCreated events, so
+# the web view is brought up to date within a minute of each new report.
+resource "azurerm_storage_queue" "publish_events" {
+  name               = "publish-events"
+  storage_account_id = azurerm_storage_account.main.id
+}
 
-  validation {
-    condition     = can(regex("^\\S+( +\\S+){4}$", trimspace(var.publisher_cron)))
-    error_message = "publisher_cron must be a five-field cron expression, e.g. \"*/30 * * * *\"."
+resource "azurerm_eventgrid_system_topic_event_subscription" "reports_to_publisher" {
+  name                = "reports-created-publish"
+  system_topic        = azurerm_eventgrid_system_topic.storage.name
+  resource_group_name = azurerm_resource_group.main.name
+
+  event_delivery_schema = "EventGridSchema"
+  included_event_types  = ["Microsoft.Storage.BlobCreated"]
+
+  subject_filter {
+    subject_begins_with = "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"
+    case_sensitive      = true
   }
+
+  storage_queue_endpoint {
+    storage_account_id                    = azurerm_storage_account.main.id
+    queue_name                            = azurerm_storage_queue.publish_events.name
+    queue_message_time_to_live_in_seconds = 604800
+  }
+
+  delivery_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.events.id
+  }
+
+  retry_policy {
+    max_delivery_attempts = 30
+    event_time_to_live    = 1440
+  }
+
+  storage_blob_dead_letter_destination {
+    storage_account_id          = azurerm_storage_account.main.id
+    storage_blob_container_name = azurerm_storage_container.event_deadletter.name
+  }
+
+  dead_letter_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.events.id
+  }
+
+  depends_on = [azurerm_role_assignment.events_publish_events]
+}
+
+resource "azurerm_role_assignment" "events_publish_events" {
+  scope                = azurerm_storage_queue.publish_events.resource_manager_id
+  role_definition_name = "Storage Queue Data Message Sender"
+  principal_id         = azurerm_user_assigned_identity.events.principal_id
+  principal_type       = "ServicePrincipal"
 }
 
 # The index (history/<cloud>/index.bin) and the change ledger (history/<cloud>/changes/).
@@ -79,6 +125,13 @@ resource "azurerm_role_assignment" "publisher_reports" {
   principal_type       = "ServicePrincipal"
 }
 
+resource "azurerm_role_assignment" "publisher_publish_events" {
+  scope                = azurerm_storage_queue.publish_events.resource_manager_id
+  role_definition_name = "Storage Queue Data Contributor"
+  principal_id         = azurerm_user_assigned_identity.publisher.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 resource "azurerm_role_assignment" "publisher_acr_pull" {
   scope                = azurerm_container_registry.main.id
   role_definition_name = "AcrPull"
@@ -95,6 +148,7 @@ locals {
     SERVICETAGS_HISTORY_CONTAINER   = azurerm_storage_container.history.name
     SERVICETAGS_WEB_CONTAINER       = azurerm_storage_container.web.name
     SERVICETAGS_WEB_BASE_URL        = azurerm_storage_account.main.primary_web_endpoint
+    SERVICETAGS_PUBLISH_QUEUE       = azurerm_storage_queue.publish_events.name
   })
 }
 
@@ -106,13 +160,31 @@ resource "azurerm_container_app_job" "publisher" {
 
   replica_timeout_in_seconds = 900
   # Publishing is idempotent (the index moves under an ETag, pages are written when they
-  # differ), so a retried or overlapping run is harmless.
-  replica_retry_limit = 1
+  # differ), so a retried or overlapping run is harmless; events it did not finish with
+  # come back to the queue and start the next run.
+  replica_retry_limit = 0
 
-  schedule_trigger_config {
-    cron_expression          = var.publisher_cron
+  event_trigger_config {
     parallelism              = 1
     replica_completion_count = 1
+
+    scale {
+      min_executions = 0
+      # One run takes every waiting event: a burst of 60 region reports is one publish.
+      max_executions              = 1
+      polling_interval_in_seconds = 30
+
+      rules {
+        name             = "publish-events-queue"
+        custom_rule_type = "azure-queue"
+        identity_id      = azurerm_user_assigned_identity.publisher.id
+        metadata = {
+          accountName = azurerm_storage_account.main.name
+          queueName   = azurerm_storage_queue.publish_events.name
+          queueLength = "1"
+        }
+      }
+    }
   }
 
   identity {
@@ -129,7 +201,7 @@ resource "azurerm_container_app_job" "publisher" {
     container {
       name    = "publisher"
       image   = local.image
-      command = ["servicetags", "publish"]
+      command = ["servicetags", "publish", "--from-queue"]
       cpu     = 0.5
       memory  = "1Gi"
 
@@ -151,6 +223,7 @@ resource "azurerm_container_app_job" "publisher" {
     azurerm_role_assignment.publisher_history,
     azurerm_role_assignment.publisher_snapshots,
     azurerm_role_assignment.publisher_reports,
+    azurerm_role_assignment.publisher_publish_events,
   ]
 }
 

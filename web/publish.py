@@ -108,6 +108,18 @@ def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = Fals
     return synced, pages
 
 
+def _publish_queue(env: Any) -> Any:
+    from common.adapters.storage import StorageClients, StorageSettings
+    from common.identity import azure_credential
+
+    settings = StorageSettings.from_env(env)
+    clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
+    name = env.str("SERVICETAGS_PUBLISH_QUEUE", "publish-events") or "publish-events"
+    if settings.local:
+        clients.ensure([], [name])
+    return clients.queue(name)
+
+
 def main(argv: list[str], prog: str = "servicetags publish") -> int:
     from common.config import Env
     from common.errors import ServiceTagsError
@@ -118,13 +130,28 @@ def main(argv: list[str], prog: str = "servicetags publish") -> int:
                             "report blobs, then the static web view in $web. Idempotent.")
     parser.add_argument("--cloud", help="default: SERVICETAGS_CLOUD")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index from the blobs")
+    parser.add_argument("--from-queue", action="store_true",
+                        help="take the report events waiting in SERVICETAGS_PUBLISH_QUEUE, publish once, "
+                        "then delete them (what the event-triggered publisher job runs)")
     args = parser.parse_args(argv)
     try:
         env = Env()
         cloud = args.cloud or env.cloud()
+        taken: list[Any] = []
+        queue = None
+        if args.from_queue:
+            queue = _publish_queue(env)
+            # Every event says the same thing, "a report was written": one publish serves all
+            # of them. They are deleted only after it, so a crash leaves them to the next run.
+            while (message := queue.receive(visibility_timeout=600)) is not None and len(taken) < 1000:
+                taken.append(message)
         synced, pages = sync_and_publish(env, cloud=cloud, rebuild=args.rebuild)
+        for message in taken:
+            assert queue is not None
+            queue.delete(message)
     except (ServiceTagsError, IndexError_) as exc:
         return fail(prog, str(exc))
     print(f"{cloud}: index {'updated' if synced.changed else 'unchanged'} "
-          f"({len(synced.new_reports)} new reports); {pages} web files written", file=sys.stdout)
+          f"({len(synced.new_reports)} new reports); {pages} web files written"
+          + (f"; {len(taken)} report events taken" if args.from_queue else ""), file=sys.stdout)
     return 0

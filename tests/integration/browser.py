@@ -55,7 +55,9 @@ def require_chromium() -> str:
 
 class Browser:
     def __init__(self, binary: str) -> None:
-        self._profile = tempfile.TemporaryDirectory(prefix="servicetags-chromium-")
+        self._profile = tempfile.TemporaryDirectory(
+            prefix="servicetags-chromium-", ignore_cleanup_errors=True
+        )
         self.process = subprocess.Popen(
             [binary, *FLAGS, f"--user-data-dir={self._profile.name}", "about:blank"],
             stdout=subprocess.DEVNULL,

@@ -446,3 +446,35 @@ def test_the_lookup_page_answers_a_typed_address(site, browser):
         page.wait_for("document.getElementById('status').className === 'error'")
     finally:
         page.close()
+
+
+def test_publish_from_the_queue_takes_every_waiting_event_and_publishes_once(
+    imported, azurite, capsys, monkeypatch
+):
+    from azure.storage.queue import QueueClient
+
+    from web.publish import main as publish_main
+
+    name = f"publish-{uuid.uuid4().hex[:10]}"
+    queue = QueueClient.from_connection_string(azurite.connection_string, name)
+    queue.create_queue()
+    for _ in range(3):
+        queue.send_message('{"eventType": "Microsoft.Storage.BlobCreated"}')
+    for key, container in (
+        ("SNAPSHOTS", "snapshots"),
+        ("REPORTS", "reports"),
+        ("HISTORY", "history"),
+        ("NOTIFICATIONS", "notifications"),
+        ("WEB", "web"),
+    ):
+        monkeypatch.setenv(f"SERVICETAGS_{key}_CONTAINER", imported.containers[container])
+    monkeypatch.setenv("SERVICETAGS_STORAGE_CONNECTION_STRING", azurite.connection_string)
+    monkeypatch.setenv("SERVICETAGS_PUBLISH_QUEUE", name)
+    assert publish_main(["--from-queue"]) == 0
+    out = capsys.readouterr().out
+    # Everything was already published by the import: nothing to write, the events are gone.
+    assert (
+        out.strip() == "Public: index unchanged (0 new reports); 0 web files written; 3 report events taken"
+    )
+    assert queue.get_queue_properties().approximate_message_count == 0
+    queue.delete_queue()

@@ -39,5 +39,22 @@ def test_only_the_publisher_writes_web_and_history(resources):
 
 def test_the_publisher_job_runs_servicetags_publish_with_its_own_identity(resources):
     job = resources["azurerm_container_app_job"]["publisher"]
-    assert _attr(job, "template", "container", "command") == ["servicetags", "publish"]
+    assert _attr(job, "template", "container", "command") == ["servicetags", "publish", "--from-queue"]
+    rule = _attr(job, "event_trigger_config", "scale", "rules")
+    assert _attr(rule, "metadata")["queueName"] == "${azurerm_storage_queue.publish_events.name}"
+    assert _attr(rule, "identity_id") == "${azurerm_user_assigned_identity.publisher.id}"
     assert _attr(job, "identity", "identity_ids") == ["${azurerm_user_assigned_identity.publisher.id}"]
+
+
+def test_each_new_report_starts_the_publisher(resources):
+    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["reports_to_publisher"]
+    assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
+    assert _attr(sub, "subject_filter", "subject_begins_with") == (
+        "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"
+    )
+    endpoint = _attr(sub, "storage_queue_endpoint")
+    assert _attr(endpoint, "queue_name") == "${azurerm_storage_queue.publish_events.name}"
+    assert (
+        _attr(sub, "delivery_identity", "user_assigned_identity")
+        == "${azurerm_user_assigned_identity.events.id}"
+    )
