@@ -36,7 +36,8 @@ RUN pip --python /opt/venv/bin/python install --no-deps --only-binary=:all: \
         --requirement docker/requirements.lock
 
 # The project itself (allow-listed by .dockerignore): a wheel, so the image holds exactly
-# what the package declares (the six packages and common/schemas/*.json), no source tree.
+# what the package declares (the seven packages, common/schemas/*.json, web/assets/*), no
+# source tree.
 COPY pyproject.toml README.md ./
 COPY common/ common/
 COPY producer/ producer/
@@ -45,6 +46,7 @@ COPY notifier/ notifier/
 COPY devstack/ devstack/
 COPY servicetags/ servicetags/
 COPY impact/ impact/
+COPY web/ web/
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip --python /opt/venv/bin/python install --no-deps /wheels/*.whl \
     && pip --python /opt/venv/bin/python check

@@ -68,6 +68,25 @@ def ensure_node_tools() -> None:
     stamp.write_text(want)
 
 
+def ensure_browser() -> None:
+    """Headless Chromium for the web-view tests, from Debian: installed when CI=true, or when
+    it is missing and we are root (a CI container). Elsewhere those tests skip without it."""
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        return
+    ci = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    apt = shutil.which("apt-get")
+    if not (ci or root) or apt is None:
+        if ci:
+            sys.exit("dev.py: CI needs chromium for the web-view tests and apt-get is not available")
+        return
+    print("dev.py: installing chromium (apt-get) for the web-view tests", file=sys.stderr)
+    sudo = [] if root else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run([*sudo, apt, "update", "-qq"], check=True, env=env)
+    subprocess.run([*sudo, apt, "install", "-y", "-qq", "chromium"], check=True, env=env)
+
+
 def lint(env: dict[str, str]) -> int:
     """ruff, then mypy (its settings and file list are in pyproject.toml)."""
     return (subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
@@ -87,6 +106,7 @@ def main(argv: list[str]) -> int:
     if command == "lint":
         return lint(env)
     if command == "test":
+        ensure_browser()
         return lint(env) or subprocess.call([BIN / "python", "-m", "pytest", *rest], cwd=ROOT, env=env)
     if command == "diff":
         return subprocess.call([BIN / "servicetags", "diff", *rest], cwd=ROOT, env=env)

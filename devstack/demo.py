@@ -164,6 +164,11 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
             if reports:
                 demo.notify(len(reports), outbox, len(reports) * len(recipients))
             timings["notify"] = time.monotonic() - mark
+            from common.config import Env
+            from web.publish import sync_and_publish
+
+            sync_and_publish(Env(env))  # the history index and $web, as the publisher job does
+            web_url = env["SERVICETAGS_LOCAL_WEB_URL"] + "Public/index.html"
         finally:
             demo.stop_children()
             stack.down(state_dir)
@@ -177,6 +182,7 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
         "seconds": round(time.monotonic() - started, 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "workers": workers,
+        "web": web_url,
     }
 
 
@@ -198,6 +204,7 @@ def print_summary(result: dict[str, Any]) -> None:
               f"{totals['tags_removed']} removed; {totals['prefixes_added']} prefixes added, "
               f"{totals['prefixes_removed']} removed (summed over regions; `global` and regional "
               "tags overlap)")
+    print(f"\nWeb view (served while the stack ran; `servicetags local up` keeps one): {result['web']}")
     t = result["timings"]
     print(f"Timings: stack {t['stack']}s, baseline {t['baseline']}s, change {t['change']}s, "
           f"e-mail {t['notify']}s; total {result['seconds']}s")

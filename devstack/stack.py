@@ -1,5 +1,6 @@
 """The local stack as background processes: Azurite, the ARM service-tag endpoint, the
-blob-event relay and the SMTP sink. What `servicetags local up/down` and the demo run.
+blob-event relay, the SMTP sink and the static website server ($web). What `servicetags
+local up/down` and the demo run.
 
 State lives in one directory: `stack.json` (the PIDs started and the environment the
 components need), each service's log under `logs/`, Azurite's data, the relay's
@@ -21,7 +22,7 @@ from devstack.azurite import start_azurite, stop_process_group
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-00000000c0de"
 DEFAULT_RECIPIENTS = json.dumps([{"address": "network-team@example.com", "name": "Network team"}])
-CONTAINERS = ("snapshots", "reports", "notifications")
+CONTAINERS = ("snapshots", "reports", "notifications", "history", "$web")
 QUEUES = ("regions", "regions-poison", "change-events", "change-events-poison")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SNAPSHOT = ROOT / "data" / "snapshots" / "ServiceTags_Public_2025-01-12_cn340.json.gz"
@@ -133,6 +134,12 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         if relay.poll() is not None:
             tail = (state_dir / "logs" / "relay.log").read_text(errors="replace")[-1500:]
             raise StackError(f"relay did not start:\n{tail}")
+        (state_dir / "web.json").unlink(missing_ok=True)
+        web = _spawn("web", [sys.executable, "-m", "devstack.web_server", "--connection-string",
+                             azurite.connection_string, "--container", "$web",
+                             "--state-file", str(state_dir / "web.json")], state_dir)
+        pids["web"] = web.pid
+        web_info = _wait_for_file(state_dir / "web.json", web, "web", state_dir)
     except BaseException:
         for pid in pids.values():
             stop_process_group(pid, timeout=5)
@@ -151,6 +158,8 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         "SERVICETAGS_RECIPIENTS": recipients,
         "SERVICETAGS_LOCAL_STATE_DIR": str(state_dir),
         "SERVICETAGS_LOCAL_OUTBOX": smtp_info["outbox"],
+        # The static website ($web), served from Azurite by devstack/web_server.py.
+        "SERVICETAGS_LOCAL_WEB_URL": web_info["url"],
     }
     (state_dir / "stack.json").write_text(json.dumps({"pids": pids, "env": env}, indent=1))
     return env

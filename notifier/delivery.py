@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from common.errors import PermanentError, TransientError
 from common.faults import crash_point
+from common.history_store import is_imported
 from common.logs import log_event
 from common.ports import BlobStore
 from common.render import summary_line
@@ -75,6 +76,10 @@ class Notifier:
         except (ValueError, ReportSchemaError) as exc:
             raise PermanentError(f"report blob {blob_name!r} is not a valid change report: {exc}") from None
 
+        if is_imported(self.markers, blob_name):
+            # Backfilled by `servicetags import` (without --notify): history, not news.
+            log_event(log, "report_imported", f"{blob_name}: imported, not announced", report=blob_name)
+            return Delivered(blob_name, (), (), (), False)
         logged = self._log_once(blob_name, blob_url, report)
         sent, already, skipped, refused = [], [], [], []
         for recipient in self.recipients:

@@ -6,7 +6,10 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+
+TYPE_CHECKING = False  # typing costs a few ms at start, and annotations are strings here
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 EXIT_ERROR = 2
 

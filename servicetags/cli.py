@@ -22,6 +22,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "local": ("devstack.cli", "start or stop the local stack (Azurite, ARM endpoint, relay, SMTP)"),
     "demo": ("devstack.demo", "run the whole pipeline locally on real snapshots"),
     "doctor": ("servicetags.doctor", "check that each component can do its job, with its own identity"),
+
+    "import": ("servicetags.import_command", "backfill archived service-tag files into the history"),
+    "lookup": ("servicetags.history_command", "which tags hold an address or overlap a CIDR, and since when"),
+    "history": ("servicetags.history_command", "when prefixes joined or left the tags of an address or tag"),
+    "publish": ("web.publish", "bring the history index and the static web view up to date"),
 }
 
 
@@ -47,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     if name == "diff":
         # Run as the process itself (no argv given), diff may end it without teardown.
         return int(module.main(rest, prog=prog, hard_exit=argv is None))
-    # ops_command serves two subcommands, so it is told which one it runs.
-    return int(module.main([name, *rest] if name in {"requeue", "status"} else rest, prog=prog))
+    # ops_command and history_command serve two subcommands each, so they are told which one.
+    two = {"requeue", "status", "lookup", "history"}
+    return int(module.main([name, *rest] if name in two else rest, prog=prog))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -42,7 +43,7 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         assert env["SERVICETAGS_DEV_CREDENTIAL"] == "1"
         assert "AccountName=devstoreaccount1" in env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
         pids = json.loads((state / "stack.json").read_text())["pids"]
-        assert sorted(pids) == ["arm", "azurite", "relay", "smtp"]
+        assert sorted(pids) == ["arm", "azurite", "relay", "smtp", "web"]
         assert all(alive(pid) for pid in pids.values())
 
         # The printed lines work with `set -a; eval "$(servicetags local up)"`.
@@ -61,6 +62,15 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
                                 capture_output=True, text=True, timeout=120, check=False)
         assert worked.returncode == 0, worked.stderr
         assert '"outcome": "baseline"' in worked.stdout
+
+        # The static website: `servicetags publish` writes $web, the local endpoint serves it.
+        published = subprocess.run([sys.executable, "-m", "servicetags.cli", "publish"], cwd=ROOT,
+                                   env=worker_env, capture_output=True, text=True, timeout=120, check=False)
+        assert published.returncode == 0, published.stderr
+        site = env["SERVICETAGS_LOCAL_WEB_URL"]
+        with urllib.request.urlopen(site + "Public/index.html", timeout=10) as page:
+            assert page.headers["Content-Type"].startswith("text/html")
+            assert "francecentral" in page.read().decode()
 
         second = servicetags("local", "up", "--state-dir", str(state))
         assert second.returncode == 0 and parse_env(second.stdout) == env  # reused, not restarted

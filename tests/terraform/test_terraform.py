@@ -273,9 +273,10 @@ def test_storage_account_accepts_only_entra_id_over_tls12(resources: dict) -> No
 def test_containers_and_queues_have_the_documented_names(resources: dict) -> None:
     containers = {_attr(b, "name") for b in resources["azurerm_storage_container"].values()}
     queues = {_attr(b, "name") for b in resources["azurerm_storage_queue"].values()}
-    assert containers == {"snapshots", "reports", "notifications", "event-deadletter", "impact"}
+    assert containers == {"snapshots", "reports", "notifications", "event-deadletter", "impact", "history",
+                          "$web"}
     assert queues == {"regions", "regions-poison", "change-events", "change-events-poison", "impact",
-                      "impact-poison"}
+                      "impact-poison", "publish-events"}
     for body in resources["azurerm_storage_container"].values():
         assert _attr(body, "container_access_type") == "private"
         # Through ARM, which works with shared keys off; storage_account_name would not.
@@ -426,7 +427,19 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
             {
                 ("Storage Queue Data Message Sender", "queue.change_events"),
                 ("Storage Queue Data Message Sender", "queue.impact"),
+                ("Storage Queue Data Message Sender", "queue.publish_events"),
                 ("Storage Blob Data Contributor", "container.event_deadletter"),
+            },
+        ),
+        (
+            "publisher",
+            {
+                ("Storage Queue Data Contributor", "queue.publish_events"),
+                ("Storage Blob Data Reader", "container.snapshots"),
+                ("Storage Blob Data Reader", "container.reports"),
+                ("Storage Blob Data Contributor", "container.history"),
+                ("Storage Blob Data Contributor", "container.web"),
+                ("AcrPull", "registry"),
             },
         ),
         (
@@ -484,8 +497,10 @@ def _scope_label(scope: str) -> str:
 
 
 def test_event_grid_sends_only_report_blob_creations_to_change_events(resources: dict) -> None:
-    # (the impact step's own subscription is checked in test_impact_terraform.py)
-    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["reports_to_queue"]
+    subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
+    # The others feed the impact step (test_impact_terraform.py) and the publisher (test_web_terraform.py).
+    assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher"}
+    sub = subs["reports_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"

@@ -1,0 +1,157 @@
+"""Publishing the static web view to the `$web` container, and `servicetags publish`.
+
+    <cloud>/index.html            latest change per region, weekly chart, recent reports
+    <cloud>/reports/<region>/<from>-<to>_<sha>_<sha>.html   one page per report (create-only)
+    <cloud>/lookup.html, <cloud>/index.bin   the lookup page and the index it reads
+    <cloud>/feed.atom, <cloud>/feeds/<region>.atom            Atom feeds
+    index.html, style.css, lookup.js                          shared
+
+Idempotent: report pages are written once, every other file only when its bytes differ
+from what is stored (under the stored ETag), so a second run writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from common.history_index import Index
+from web.feeds import atom_feed
+from web.pages import cloud_index_page, lookup_page, report_page, report_page_name, root_index_page
+
+CLOUDS = ("Public", "AzureGovernment", "AzureChina")
+TYPES = {".html": "text/html; charset=utf-8", ".atom": "application/atom+xml; charset=utf-8",
+         ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".bin": "application/octet-stream"}
+
+
+def content_type(name: str) -> str:
+    return TYPES.get(name[name.rfind("."):], "application/octet-stream")
+
+
+def asset(name: str) -> bytes:
+    return resources.files("web").joinpath("assets", name).read_bytes()
+
+
+def _put(web: Any, name: str, data: bytes) -> bool:
+    """Write when different; True when written."""
+    existing = web.read(name)
+    if existing is not None and existing.data == data:
+        return False
+    return web.replace(name, data, etag=existing.etag if existing else None,
+                       content_type=content_type(name)) is not None
+
+
+def publish(cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: str = "") -> int:
+    """Bring the site of one cloud up to date; the number of files written."""
+    index = Index.from_bytes(index_data, f"{cloud} history index")
+    dates = dict(index.changes)
+    if base_url and not base_url.endswith("/"):
+        base_url += "/"
+    written = 0
+    existing = set(web.names(f"{cloud}/reports/"))
+    for row in index.reports:
+        page = report_page_name(cloud, row[0])
+        if page in existing:
+            continue
+        blob = reports.read(row[0])
+        if blob is None:
+            continue  # deleted by hand: the feed still lists it, its page cannot be made
+        html = report_page(json.loads(blob.data), name=row[0], date=dates.get(row[3], ""))
+        written += web.create(page, html.encode(), content_type=content_type(page))
+    files: dict[str, bytes] = {
+        f"{cloud}/index.bin": index_data,
+        f"{cloud}/index.html": cloud_index_page(index).encode(),
+        f"{cloud}/lookup.html": lookup_page(cloud).encode(),
+        f"{cloud}/feed.atom": atom_feed(cloud=cloud, region=None, reports=index.reports, dates=dates,
+                                        base_url=base_url).encode(),
+        "style.css": asset("style.css"),
+        "lookup.js": asset("lookup.js"),
+    }
+    for region in sorted({r[1] for r in index.reports}):
+        files[f"{cloud}/feeds/{region}.atom"] = atom_feed(
+            cloud=cloud, region=region, reports=[r for r in index.reports if r[1] == region], dates=dates,
+            base_url=base_url).encode()
+    for name, data in files.items():
+        written += _put(web, name, data)
+    clouds = []
+    for c in CLOUDS:
+        other = index if c == cloud else _published(web, c)
+        if other is not None and other.changes:
+            cn, date = other.changes[-1]
+            clouds.append((c, cn, date))
+    written += _put(web, "index.html", root_index_page(clouds).encode())
+    return written
+
+
+def _published(web: Any, cloud: str) -> Index | None:
+    blob = web.read(f"{cloud}/index.bin")
+    return Index.from_bytes(blob.data, f"$web/{cloud}/index.bin") if blob else None
+
+
+def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = False) -> tuple[Any, int]:
+    """What the publisher job does: the index from the blobs, then $web. (Synced, files written)."""
+    from common.history_store import sync
+    from servicetags.import_command import stores_from_env
+
+    cloud = cloud or env.cloud()
+    stores = stores_from_env(env)
+    synced = sync(cloud, snapshots=stores.snapshots, reports=stores.reports, history=stores.history,
+                  clock=lambda: datetime.now(UTC), rebuild=rebuild)
+    pages = 0
+    if stores.web is not None:
+        pages = publish(cloud, index_data=synced.data, reports=stores.reports, web=stores.web,
+                        base_url=stores.web_base_url)
+    return synced, pages
+
+
+def _publish_queue(env: Any) -> Any:
+    from common.adapters.storage import StorageClients, StorageSettings
+    from common.identity import azure_credential
+
+    settings = StorageSettings.from_env(env)
+    clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
+    name = env.str("SERVICETAGS_PUBLISH_QUEUE", "publish-events") or "publish-events"
+    if settings.local:
+        clients.ensure([], [name])
+    return clients.queue(name)
+
+
+def main(argv: list[str], prog: str = "servicetags publish") -> int:
+    from common.config import Env
+    from common.errors import ServiceTagsError
+    from common.history_index import IndexError_
+    from servicetags.argparsing import ArgumentParser, fail
+
+    parser = ArgumentParser(prog=prog, description="Bring the history index up to date with the snapshot and "
+                            "report blobs, then the static web view in $web. Idempotent.")
+    parser.add_argument("--cloud", help="default: SERVICETAGS_CLOUD")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the index from the blobs")
+    parser.add_argument("--from-queue", action="store_true",
+                        help="take the report events waiting in SERVICETAGS_PUBLISH_QUEUE, publish once, "
+                        "then delete them (what the event-triggered publisher job runs)")
+    args = parser.parse_args(argv)
+    try:
+        env = Env()
+        cloud = args.cloud or env.cloud()
+        taken: list[Any] = []
+        queue = None
+        if args.from_queue:
+            queue = _publish_queue(env)
+            # Every event says the same thing, "a report was written": one publish serves all
+            # of them. They are deleted only after it, so a crash leaves them to the next run.
+            while (message := queue.receive(visibility_timeout=600)) is not None and len(taken) < 1000:
+                taken.append(message)
+        synced, pages = sync_and_publish(env, cloud=cloud, rebuild=args.rebuild)
+        for message in taken:
+            assert queue is not None
+            queue.delete(message)
+    except (ServiceTagsError, IndexError_) as exc:
+        return fail(prog, str(exc))
+    print(f"{cloud}: index {'updated' if synced.changed else 'unchanged'} "
+          f"({len(synced.new_reports)} new reports); {pages} web files written"
+          + (f"; {len(taken)} report events taken" if args.from_queue else ""), file=sys.stdout)
+    return 0
