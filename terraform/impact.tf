@@ -94,14 +94,14 @@ resource "azurerm_storage_queue" "impact_poison" {
 
 # Contributor, not Message Processor: the lease is extended while a report is matched.
 resource "azurerm_role_assignment" "impact_queue" {
-  scope                = azurerm_storage_queue.impact.resource_manager_id
+  scope                = azurerm_storage_queue.impact.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.impact.principal_id
   principal_type       = "ServicePrincipal"
 }
 
 resource "azurerm_role_assignment" "impact_queue_poison" {
-  scope                = azurerm_storage_queue.impact_poison.resource_manager_id
+  scope                = azurerm_storage_queue.impact_poison.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.impact.principal_id
   principal_type       = "ServicePrincipal"
@@ -141,7 +141,7 @@ resource "azurerm_role_assignment" "impact_acr_pull" {
 # ---------------------------------------------------------------------------------------
 
 resource "azurerm_role_assignment" "events_impact" {
-  scope                = azurerm_storage_queue.impact.resource_manager_id
+  scope                = azurerm_storage_queue.impact.id
   role_definition_name = "Storage Queue Data Message Sender"
   principal_id         = azurerm_user_assigned_identity.events.principal_id
   principal_type       = "ServicePrincipal"

@@ -58,7 +58,7 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "reports_to_publish
 }
 
 resource "azurerm_role_assignment" "events_publish_events" {
-  scope                = azurerm_storage_queue.publish_events.resource_manager_id
+  scope                = azurerm_storage_queue.publish_events.id
   role_definition_name = "Storage Queue Data Message Sender"
   principal_id         = azurerm_user_assigned_identity.events.principal_id
   principal_type       = "ServicePrincipal"
@@ -126,7 +126,7 @@ resource "azurerm_role_assignment" "publisher_reports" {
 }
 
 resource "azurerm_role_assignment" "publisher_publish_events" {
-  scope                = azurerm_storage_queue.publish_events.resource_manager_id
+  scope                = azurerm_storage_queue.publish_events.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.publisher.principal_id
   principal_type       = "ServicePrincipal"

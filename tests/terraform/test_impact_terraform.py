@@ -56,8 +56,8 @@ def test_the_impact_identity_holds_exactly_the_roles_it_uses(resources: dict) ->
     }
     assert granted == {
         ("Reader", "${each.value}"),
-        ("Storage Queue Data Contributor", "${azurerm_storage_queue.impact.resource_manager_id}"),
-        ("Storage Queue Data Contributor", "${azurerm_storage_queue.impact_poison.resource_manager_id}"),
+        ("Storage Queue Data Contributor", "${azurerm_storage_queue.impact.id}"),
+        ("Storage Queue Data Contributor", "${azurerm_storage_queue.impact_poison.id}"),
         ("Storage Blob Data Reader", "${azurerm_storage_container.reports.id}"),
         ("Storage Blob Data Reader", "${azurerm_storage_container.snapshots.id}"),
         ("Storage Blob Data Contributor", "${azurerm_storage_container.impact.id}"),
