@@ -190,8 +190,11 @@ def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
 class Filter(Protocol):
     """What filter_report needs: a recipient or a channel."""
 
-    family: str | None
-    min_addresses: int
+    @property
+    def family(self) -> str | None: ...
+
+    @property
+    def min_addresses(self) -> int: ...
 
     def wants_region(self, region: str) -> bool: ...
 

@@ -54,13 +54,13 @@ def close_if_complete(run: dict[str, object], *, store: BlobStore, clock: Clock 
     cloud, run_id = str(run["cloud"]), str(run["run_id"])
     prefix = runs.run_prefix(cloud, run_id) + "regions/"
     recorded = {r for r in (runs.region_of_outcome(n) for n in store.names(prefix)) if r}
-    outcomes: dict[str, dict[str, object]] = dict.fromkeys(recorded, {})
+    outcomes: dict[str, dict[str, object]] = {region: {} for region in recorded}
     if run.get("discover") and "global" in recorded:
         # Only the discovering `global` worker names regions beyond the manifest.
         blob = store.read(runs.outcome_name(cloud, run_id, "global"))
         if blob is not None:
             outcomes["global"] = json.loads(blob.data)
-    missing = runs.missing_regions(run, outcomes)  # type: ignore[arg-type]
+    missing = runs.missing_regions(run, outcomes)
     if missing:
         return False
     doc = {"schema": runs.COMPLETE_SCHEMA, "cloud": cloud, "run_id": run_id, "regions": len(outcomes),
