@@ -88,7 +88,7 @@ class Demo:
         from producer.main import ProducerSettings, produce
 
         settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": self.regions}))
-        produce(settings, run_id=f"demo-{label.split()[0]}-{int(time.time())}")
+        produce(settings, run_id=f"demo-{label.split(maxsplit=1)[0]}-{int(time.time())}")
         workers = [self._spawn("worker", "--until-empty") for _ in range(self.workers)]
         while any(w.poll() is None for w in workers):
             self.progress.show(f"{label}: {self.workers} workers, {self.queue.depth()} region messages left")

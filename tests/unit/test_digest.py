@@ -49,7 +49,8 @@ def digest_of(old: int, new: int, *, missing: tuple[str, ...] = (),
     reports = run_reports(old, new)
     outcomes = {r.report["region"]: {"status": "changed"} for r in reports}
     outcomes.update({p: {"status": "poisoned", "reason": "unknown region"} for p in poisoned})
-    return build_digest(RUN, outcomes, list(missing), reports, closed_by="deadline" if missing else "complete")
+    closed_by = "deadline" if missing else "complete"
+    return build_digest(RUN, outcomes, list(missing), reports, closed_by=closed_by)
 
 
 def test_the_digest_of_cn340_to_cn341_names_every_changed_region_and_adds_up():
