@@ -39,12 +39,15 @@ class NotifierSettings(NamedTuple):
     channels: tuple[Any, ...] = ()     # notifier.channels.Channel, secrets not yet read
     runs_container: str = "runs"
     deadlines_queue: str = "run-deadlines"
+    # credential -> secret reader, over this environment (a closure: its repr shows no value)
+    secret_reader: Any = None
 
     @classmethod
     def from_env(cls, env: Env) -> NotifierSettings:
         from common.adapters.storage import StorageSettings
         from notifier.channels import parse_channels
         from notifier.recipients import parse_recipients
+        from notifier.secrets import reader_from_env
 
         backend = env.choice("SERVICETAGS_MAIL_BACKEND", ("smtp", "acs"), "smtp")
         recipients_text = env.str("SERVICETAGS_RECIPIENTS", "") or ""
@@ -75,6 +78,7 @@ class NotifierSettings(NamedTuple):
             channels=channels,
             runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
             deadlines_queue=env.str("SERVICETAGS_DEADLINES_QUEUE", "run-deadlines") or "run-deadlines",
+            secret_reader=lambda credential: reader_from_env(env.mapping, credential),
         )
 
 
@@ -112,9 +116,7 @@ def build(settings: NotifierSettings) -> Wiring:
         log.warning("SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is e-mailed")
     from notifier.channels import ChannelPoster, with_secrets
     from notifier.digest_delivery import Digests
-    from notifier.secrets import reader_from_env
-
-    channels = with_secrets(list(settings.channels), reader_from_env(credential=credential)) \
+    channels = with_secrets(list(settings.channels), settings.secret_reader(credential)) \
         if settings.channels else []
     reports = clients.container(s.reports_container)
     markers = clients.container(settings.notifications_container)
