@@ -48,8 +48,8 @@ class Rig:
             "SERVICETAGS_DEADLINES_QUEUE": f"deadlines-{suffix}",
             "SERVICETAGS_MAIL_BACKEND": "smtp", "SERVICETAGS_SMTP_HOST": "127.0.0.1",
             "SERVICETAGS_SMTP_PORT": str(self.sink.port), "SERVICETAGS_MAIL_FROM": "watch@example.com",
-            "SERVICETAGS_RECIPIENTS": json.dumps([{"address": "all@example.com"},
-                                                  {"address": "tokyo@example.com", "regions": ["japaneast"]}]),
+            "SERVICETAGS_RECIPIENTS": json.dumps([
+                {"address": "all@example.com"}, {"address": "tokyo@example.com", "regions": ["japaneast"]}]),
             "SERVICETAGS_CHANNELS": json.dumps(channels),
             "SERVICETAGS_SECRET_T_URL": f"{base}/teams/t", "SERVICETAGS_SECRET_S_URL": f"{base}/slack/s",
             "SERVICETAGS_SECRET_W_URL": f"{base}/webhook/w", "SERVICETAGS_SECRET_W_KEY": self.secret,
@@ -60,8 +60,9 @@ class Rig:
         self.wiring = build(self.settings)  # creates the notifier's containers and queues
         clients = self.p.clients
         self.events = clients.queue(self.p.env["SERVICETAGS_EVENTS_QUEUE"])
-        self.relays = [BlobEventRelay(clients.container(name), account_name="devstoreaccount1", container=name,
-                                      deliver=queue_deliverer(self.events._client), state_path=None)
+        self.relays = [BlobEventRelay(clients.container(name), account_name="devstoreaccount1",
+                                      container=name, deliver=queue_deliverer(self.events._client),
+                                      state_path=None)
                        for name in (self.p.settings.reports_container, self.settings.runs_container)]
 
     def run(self, cn: int, arm_endpoint, run_id: str, **env: str) -> None:
@@ -205,7 +206,8 @@ def test_the_deadline_sends_the_digest_naming_regions_not_checked_and_poisoned(r
     assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
 
 
-def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(azurite, arm_endpoint, tmp_path):
+def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(azurite, arm_endpoint,
+                                                                              tmp_path):
     channels = [{"name": "t", "type": "teams", "url_secret": "t-url", "delivery": "report"},
                 {"name": "s", "type": "slack", "url_secret": "s-url", "delivery": "report"},
                 {"name": "w", "type": "webhook", "url_secret": "w-url", "signing_secrets": ["w-key"],
@@ -224,7 +226,7 @@ def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(az
             f"{rig.settings.storage.events_queue}-poison").peek(32)]
         assert len(poisoned) == 1 and "channel t: HTTP 400" in poisoned[0]["reason"]
         bodies = [json.loads(p.read_bytes()) for p in rig.files("*.webhook.json")]
-        assert sorted(b["region"] for b in bodies) == sorted(REGIONS.split(",") + ["global"])
+        assert sorted(b["region"] for b in bodies) == sorted([*REGIONS.split(","), "global"])
         assert all(b["schema"] == "servicetags.change-report/v1" for b in bodies)
     finally:
         rig.close()
