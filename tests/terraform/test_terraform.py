@@ -587,7 +587,8 @@ def test_notifier_sends_through_acs_and_logs_json(module: list[dict[str, Any]]) 
 def test_keda_rule_reads_its_queue_with_the_jobs_own_identity(resources: dict, job: str, queue: str) -> None:
     body = resources["azurerm_container_app_job"][job]
     rules = _attr(body, "event_trigger_config", "scale")["rules"]
-    [rule] = [r for r in rules if _attr(r, "metadata")["queueName"] == f"${{azurerm_storage_queue.{queue}.name}}"]
+    name = f"${{azurerm_storage_queue.{queue}.name}}"
+    [rule] = [r for r in rules if _attr(r, "metadata")["queueName"] == name]
     assert _attr(rule, "custom_rule_type") == "azure-queue"
     assert _attr(rule, "identity_id") == f"${{azurerm_user_assigned_identity.{job}.id}}"
     assert _attr(rule, "metadata")["queueName"] == f"${{azurerm_storage_queue.{queue}.name}}"
