@@ -133,8 +133,8 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
                                  "--queue", "change-events", "--schema", event_schema,
                                  "--interval", "0.2", "--state-dir", str(state_dir / "relay")], state_dir)
         pids["relay"] = relay.pid
-        # Runs raise events too: a run's complete marker is what closes its digest.
-        runs_relay = _spawn("relay-runs", [sys.executable, "-m", "devstack.relay", "--connection-string",
+        # A run's complete marker raises an event too: it is what closes the run's digest.
+        runs_relay = _spawn("relay-runs", [sys.executable, "-m", "devstack.runs_relay", "--connection-string",
                                            azurite.connection_string, "--container", "runs",
                                            "--queue", "change-events", "--schema", event_schema,
                                            "--interval", "0.2", "--state-dir", str(state_dir / "relay-runs")],

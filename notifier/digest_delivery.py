@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -117,6 +119,20 @@ class Digests:
         self.report_url, self.sender, self.mail_from = report_url, sender, mail_from
         self.recipients, self.channels, self.poster = list(recipients), list(channels), poster
         self.claim_timeout, self.clock = claim_timeout, clock
+        # Reports this process validated at their own event, by blob name. Report blobs are
+        # immutable and named by content, so the run's digest need not read and check them again.
+        self._seen: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._seen_lock = threading.Lock()
+
+    def remember(self, blob_name: str, report: dict[str, Any]) -> None:
+        with self._seen_lock:
+            self._seen[blob_name] = report
+            while len(self._seen) > 512:
+                self._seen.popitem(last=False)
+
+    def _recalled(self, blob_name: str) -> dict[str, Any] | None:
+        with self._seen_lock:
+            return self._seen.get(blob_name)
 
     # ---- the run ------------------------------------------------------------------------------
 
@@ -130,16 +146,16 @@ class Digests:
             raise PermanentError(f"run {run_id} of {cloud} has no manifest "
                                  f"({runs.manifest_name(cloud, run_id)}); nothing to digest")
         run = json.loads(manifest.data)
+        names = list(self.runs.names(runs.run_prefix(cloud, run_id) + "regions/"))
         outcomes: dict[str, dict[str, Any]] = {}
-        for blob_name in self.runs.names(runs.run_prefix(cloud, run_id) + "regions/"):
-            blob = self.runs.read(blob_name)
+        for blob_name, blob in zip(names, _read_all(self.runs, names), strict=True):
             region = runs.region_of_outcome(blob_name)
             if blob is not None and region:
                 outcomes[region] = json.loads(blob.data)
         missing = runs.missing_regions(run, outcomes)
         doc = {"schema": FREEZE_SCHEMA, "run": run, "outcomes": outcomes, "missing": missing,
                "closed_by": "complete" if not missing else closed_by,
-               "frozen_at": self.clock().isoformat(timespec="seconds")}
+               "frozen_at": self.clock().isoformat(timespec="milliseconds")}
         if not self.markers.create(name, json.dumps(doc).encode()):
             winner = self.markers.read(name)
             if winner is None:
@@ -152,11 +168,16 @@ class Digests:
 
     def _reports(self, frozen: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         out = []
-        for region, outcome in sorted(frozen["outcomes"].items()):
-            blob_name = outcome.get("report")
-            if not blob_name:
+        wanted = [(region, o["report"]) for region, o in sorted(frozen["outcomes"].items())
+                  if o.get("report")]
+        known = {name: r for _, name in wanted if (r := self._recalled(name)) is not None}
+        blobs = dict(zip((n for _, n in wanted if n not in known),
+                         _read_all(self.reports, [n for _, n in wanted if n not in known]), strict=True))
+        for region, blob_name in wanted:
+            if blob_name in known:
+                out.append((blob_name, known[blob_name]))
                 continue
-            blob = self.reports.read(blob_name)
+            blob = blobs[blob_name]
             if blob is None:
                 raise PermanentError(f"report {blob_name!r} of region {region} is gone")
             try:
@@ -230,6 +251,7 @@ class Digests:
 
     def deliver_report(self, blob_name: str, report: dict[str, Any]) -> list[str]:
         """Send a report to each channel in report mode; the names of those sent to now."""
+        self.remember(blob_name, report)
         chosen = [c for c in self.channels if c.delivery == "report"]
 
         def one(channel: Channel) -> str:
@@ -250,6 +272,14 @@ class Digests:
             return "sent" if sent else "already"
 
         return [_label(c) for c, r in _in_parallel(chosen, one) if r == "sent"]
+
+
+def _read_all(store: BlobStore, names: list[str]) -> list[Any]:
+    """Many small blobs at once: a run has one outcome (and maybe one report) per region."""
+    if len(names) < 2:
+        return [store.read(n) for n in names]
+    with ThreadPoolExecutor(max_workers=16, thread_name_prefix="read") as pool:
+        return list(pool.map(store.read, names))
 
 
 def _label(target: Target) -> str:
