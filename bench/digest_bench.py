@@ -3,8 +3,9 @@
 The local stack as `servicetags demo` runs it (Azurite, the ARM endpoint, both relays, the SMTP
 sink, the webhook receiver), one catch-all recipient plus one Teams, one Slack and one signed
 webhook channel, one long-running notifier process. A baseline on cn340, then `--runs` change
-runs on the following bundled weeks (cn341, cn342, ...; each changes 20-60 regions), every
-region of the cloud, two worker processes. Per run:
+runs on the following bundled weeks (cn341, cn342, ...; each changes 18-60 regions; a week
+with no change, cn346, sends no digest and is not counted), every region of the cloud, two
+worker processes. Per run:
 
 - start: the latest `at` of the run's region outcomes (each worker records it right after the
   region's state is written, in milliseconds);
@@ -51,19 +52,23 @@ def _files(outbox: Path) -> set[Path]:
     return {p for pattern in PATTERNS for p in outbox.glob(pattern)}
 
 
-def one_run(demo: Demo, control: ArmEndpointControl, outbox: Path, snapshot: Path, label: str) -> dict:
+def one_run(demo: Demo, control: ArmEndpointControl, outbox: Path, snapshot: Path,
+            label: str) -> dict | None:
     control.set_snapshot(snapshot)
     before = _files(outbox)
     demo.cycle(label)
+    runs = demo.clients.container("runs")
+    run_prefix = next(n for n in runs.names("Public/") if n.startswith(f"Public/demo-{label}-")
+                      and n.endswith("/manifest.json")).rsplit("/", 1)[0]
+    if not any(json.loads(runs.read(n).data)["status"] == "changed"  # type: ignore[union-attr]
+               for n in runs.names(f"{run_prefix}/regions/")):
+        return None  # a week with the same content under a new number (cn346): no digest
     deadline = time.monotonic() + 60
     while len(_files(outbox) - before) < len(PATTERNS) and time.monotonic() < deadline:
         time.sleep(0.05)
     new = sorted(_files(outbox) - before)
     if len(new) < len(PATTERNS):
         raise SystemExit(f"{label}: only {len(new)} deliveries arrived")
-    runs = demo.clients.container("runs")
-    run_prefix = next(n for n in runs.names("Public/") if n.startswith(f"Public/demo-{label}-")
-                      and n.endswith("/manifest.json")).rsplit("/", 1)[0]
     outcomes = [json.loads(runs.read(n).data) for n in runs.names(f"{run_prefix}/regions/")]  # type: ignore[union-attr]
     last_check = max(datetime.fromisoformat(o["at"]) for o in outcomes)
     complete = json.loads(runs.read(f"{run_prefix}/complete.json").data)  # type: ignore[union-attr]
@@ -104,8 +109,14 @@ def main() -> int:
             time.sleep(2)
             control = ArmEndpointControl.from_state_dir(state / "arm")
             weeks = sorted(DEFAULT_OLD.parent.glob("ServiceTags_Public_*.json.gz"),
-                           key=lambda p: int(p.name.split("_cn")[1].split(".")[0]))[1:args.runs + 1]
-            results = [one_run(demo, control, outbox, week, f"run{i}") for i, week in enumerate(weeks)]
+                           key=lambda p: int(p.name.split("_cn")[1].split(".")[0]))[1:]
+            results: list[dict] = []
+            for i, week in enumerate(weeks):
+                if len(results) == args.runs:
+                    break
+                result = one_run(demo, control, outbox, week, f"run{i}")
+                if result is not None:
+                    results.append(result)
         finally:
             demo.stop_children()
             stack.down(state)

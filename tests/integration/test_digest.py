@@ -7,6 +7,7 @@ import base64
 import email
 import email.policy
 import json
+import logging
 import secrets
 import threading
 import time
@@ -112,7 +113,8 @@ def deliveries(rig: Rig) -> Counter[str]:
                     "slack": len(rig.files("*.slack.json")), "webhook": len(rig.files("*.webhook.json"))})
 
 
-def test_one_digest_per_run_and_recipient_or_channel_whatever_the_redelivery(rig, arm_endpoint):
+def test_one_digest_per_run_and_recipient_or_channel_whatever_the_redelivery(rig, arm_endpoint, caplog):
+    caplog.set_level(logging.DEBUG)
     rig.run(340, arm_endpoint, "baseline")
     rig.relay()
     rig.notify()
@@ -153,6 +155,17 @@ def test_one_digest_per_run_and_recipient_or_channel_whatever_the_redelivery(rig
     assert statuses == {"slack": [500, 503, 200], "webhook": [429, 204], "teams": [202]}
     signed = [r for r in requests if r["kind"] == "webhook"]
     assert len({r["headers"]["webhook-id"] for r in signed}) == 1 and signed[-1]["verified"]
+    # The URLs and the signing secret are credentials: in no blob the pipeline wrote, no log line.
+    credentials = [rig.secret, rig.receiver.url + "/teams/t", rig.receiver.url + "/slack/s",
+                   rig.receiver.url + "/webhook/w"]
+    for container in (rig.settings.notifications_container, rig.settings.runs_container,
+                      rig.p.settings.reports_container, rig.p.settings.snapshots_container):
+        store = rig.p.clients.container(container)
+        for name in store.names():
+            data = store.read(name).data.decode()  # type: ignore[union-attr]
+            assert not any(c in data for c in credentials), name
+    assert not any(c in record.getMessage() or c in str(record.__dict__)
+                   for record in caplog.records for c in credentials)
 
 
 def test_the_deadline_sends_the_digest_naming_regions_not_checked_and_poisoned(rig, arm_endpoint):
@@ -230,3 +243,22 @@ def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(az
         assert all(b["schema"] == "servicetags.change-report/v1" for b in bodies)
     finally:
         rig.close()
+
+
+def test_a_worker_killed_after_recording_an_outcome_leaves_the_run_to_complete(rig, arm_endpoint):
+    rig.run(340, arm_endpoint, "baseline")
+    arm_endpoint.set_snapshot(snapshot_path(341))
+    rig.p.produce(REGIONS, run_id="crash")
+    crashed = rig.p.spawn_worker(SERVICETAGS_CRASH_AT="after_outcome")
+    crashed.communicate(timeout=120)
+    assert crashed.returncode == -9  # SIGKILL right after the first outcome was written
+    runs = rig.p.clients.container(rig.settings.runs_container)
+    assert len(list(runs.names("Public/crash/regions/"))) == 1
+    assert runs.read("Public/crash/complete.json") is None
+    # The redelivered message finds its outcome written and checks for completion again.
+    rig.p.work(SERVICETAGS_VISIBILITY_TIMEOUT="1")
+    assert len(list(runs.names("Public/crash/regions/"))) == 5
+    assert runs.read("Public/crash/complete.json") is not None
+    rig.relay()
+    rig.notify()
+    assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
