@@ -6,6 +6,7 @@ import email
 import email.policy
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_demo_rejects_a_bad_snapshot_file_in_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
 
 
-def _processes(marker: bytes, *, environ: bool = False) -> list[int]:
+def _processes(marker: bytes, *, environ: bool = False, cwd: Path | None = None) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -125,6 +126,8 @@ def _processes(marker: bytes, *, environ: bool = False) -> list[int]:
                 text = (entry / "cmdline").read_bytes()
                 if environ:
                     text += (entry / "environ").read_bytes()
+                if cwd is not None and Path(os.readlink(entry / "cwd")) != cwd:
+                    continue
             except OSError:
                 continue
             if marker in text:
@@ -132,10 +135,14 @@ def _processes(marker: bytes, *, environ: bool = False) -> list[int]:
     return found
 
 
+# This checkout's Azurite only: other checkouts on the machine start and stop their own.
+AZURITE = str(ROOT / "node_modules" / ".bin" / "azurite").encode()
+
+
 def _demo_processes() -> list[int]:
     """PIDs of what a demo started: its services run from its temporary state directory, and
     its workers and notifier carry that directory in their environment."""
-    return _processes(b"servicetags-demo-", environ=True)
+    return _processes(b"servicetags-demo-", environ=True, cwd=ROOT)  # not other checkouts' demos
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
@@ -143,7 +150,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     import time
 
     assert _demo_processes() == []
-    azurites = len(_processes(b"node_modules/.bin/azurite"))
+    azurites = len(_processes(AZURITE))
     demo = subprocess.Popen([sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "out")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -156,4 +163,4 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     assert demo.returncode == 130, err[-2000:]
     assert "interrupted; everything it started is stopped" in err
     assert _demo_processes() == []
-    assert len(_processes(b"node_modules/.bin/azurite")) == azurites
+    assert len(_processes(AZURITE)) == azurites
