@@ -122,7 +122,7 @@ class Stack:
             "SERVICETAGS_MAIL_BACKEND": "smtp",
             "SERVICETAGS_SMTP_HOST": "127.0.0.1",
             "SERVICETAGS_MAIL_FROM": "servicetags-watch@example.com",
-            "SERVICETAGS_RECIPIENTS": json.dumps([{"address": "network@example.com"}]),
+            "SERVICETAGS_RECIPIENTS": json.dumps([{"address": "network@example.com", "delivery": "report"}]),
             "SERVICETAGS_IDLE_SLEEP": str(setting.idle_sleep),
             "SERVICETAGS_VISIBILITY_TIMEOUT": "30",
         }

@@ -21,6 +21,11 @@ class Env:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
 
+    @property
+    def mapping(self) -> Mapping[str, str]:
+        """The environment itself, for settings read by name at run time (secrets by name)."""
+        return self._env
+
     def int(self, name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
         text = self.str(name)
         if text is None:

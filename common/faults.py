@@ -2,8 +2,8 @@
 
 `SERVICETAGS_CRASH_AT=<name>` makes the process kill itself with SIGKILL when it reaches that
 point, exactly as a node failure would (no cleanup, no finally blocks). Names in use:
-`after_snapshot`, `after_report`, `before_delete` (worker); `after_send` (notifier);
-`after_impact_records` (impact step).
+`after_snapshot`, `after_report`, `before_delete`, `after_outcome` (worker); `after_send`
+(notifier); `after_impact_records` (impact step).
 Never set in production; reading one environment variable per point costs nothing.
 """
 

@@ -46,7 +46,8 @@ class Queue(Protocol):
 
     def delete(self, message: Message) -> None: ...
 
-    def send(self, content: str) -> None: ...
+    def send(self, content: str, *, delay: int = 0) -> None:
+        """Enqueue; with `delay`, the message becomes visible only that many seconds later."""
 
     def peek(self, count: int = 32) -> list[Message]: ...
 

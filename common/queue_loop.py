@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 POISON_SCHEMA = "servicetags.poisoned/v1"
 Handler = Callable[[Message], None]
+PoisonHook = Callable[[Message, str], None]
 
 
 class LoopSettings(NamedTuple):
@@ -99,8 +100,9 @@ class _Lease:
 
 class QueueConsumer:
     def __init__(self, queue: Queue, poison: Queue, handler: Handler, settings: LoopSettings,
-                 *, stop: threading.Event | None = None) -> None:
+                 *, stop: threading.Event | None = None, on_poison: PoisonHook | None = None) -> None:
         self.queue, self.poison, self.handler, self.settings = queue, poison, handler, settings
+        self.on_poison = on_poison
         self.stop = stop or threading.Event()
         self.stats = Stats()
 
@@ -110,6 +112,8 @@ class QueueConsumer:
     def _to_poison(self, message: Message, reason: str) -> None:
         # Send first, delete second: a crash between them leaves a duplicate in poison, not a loss.
         self.poison.send(poison_record(self.queue.name, message, reason))
+        if self.on_poison is not None:  # before the delete: a crash here repeats it, never skips it
+            self.on_poison(message, reason)
         self.queue.delete(message)
         self._count(poisoned=1)
         log_event(log, "message_poisoned", f"message moved to {self.poison.name}: {reason}",

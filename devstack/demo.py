@@ -88,7 +88,7 @@ class Demo:
         from producer.main import ProducerSettings, produce
 
         settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": self.regions}))
-        produce(settings, run_id=f"demo-{label}-{int(time.time())}")
+        produce(settings, run_id=f"demo-{label.split(maxsplit=1)[0]}-{int(time.time())}")
         workers = [self._spawn("worker", "--until-empty") for _ in range(self.workers)]
         while any(w.poll() is None for w in workers):
             self.progress.show(f"{label}: {self.workers} workers, {self.queue.depth()} region messages left")
@@ -100,16 +100,20 @@ class Demo:
     def _checked(self) -> list[str]:
         return [n for n in self.clients.container("snapshots").names("Public/") if n.endswith("/latest.json")]
 
-    def notify(self, report_count: int, outbox: Path, recipients: int) -> None:
-        """Wait for the relay to raise every report's event, then drain them with a notifier."""
-        _wait(lambda: self.events.depth() >= report_count, 60, "the relay to deliver the report events")
-        notifier = self._spawn("notifier", "--until-empty")
-        while notifier.poll() is None:
-            self.progress.show(f"notifier: {len(list(outbox.glob('*.eml')))} e-mails sent")
-            time.sleep(0.3)
-        self._finish([notifier], "the notifier")
-        _wait(lambda: len(list(outbox.glob("*.eml"))) >= recipients, 30, "the SMTP sink to store the e-mails")
-        self.progress.show(f"notifier: {len(list(outbox.glob('*.eml')))} e-mails sent", final=True)
+    def deliveries(self, outbox: Path, expected: int, *, timeout: float = 120) -> None:
+        """With a notifier already running: wait for `expected` e-mails and as many messages
+        per channel in the outbox."""
+        def counts() -> dict[str, int]:
+            return {kind: len(list(outbox.glob(pattern))) for kind, pattern in DELIVERY_FILES.items()}
+
+        def done() -> bool:
+            got = counts()
+            self.progress.show("notifier: " + ", ".join(f"{n} {kind}" for kind, n in got.items()))
+            return all(n >= expected for n in got.values())
+
+        _wait(done, timeout, f"{expected} e-mail(s) and {expected} message(s) per channel")
+        final = ", ".join(f"{n} {kind}" for kind, n in counts().items())
+        self.progress.show(f"notifier: {final}", final=True)
 
     def stop_children(self) -> None:
         for process in self.children:
@@ -118,30 +122,60 @@ class Demo:
                 process.wait()
 
 
+DELIVERY_FILES = {"e-mail": "*.eml", "teams": "*.teams.json", "slack": "*.slack.json",
+                  "webhook": "*.webhook.json"}
+
+
+def demo_channels(env: dict[str, str], delivery: str) -> dict[str, str]:
+    """One catch-all recipient and one channel of each kind against the local receiver."""
+    base = env["SERVICETAGS_LOCAL_WEBHOOKS_URL"]
+    recipients = [{**r, "delivery": delivery} for r in json.loads(env["SERVICETAGS_RECIPIENTS"])]
+    channels = [{"name": "demo-teams", "type": "teams", "url_secret": "demo-teams-url",
+                 "delivery": delivery},
+                {"name": "demo-slack", "type": "slack", "url_secret": "demo-slack-url",
+                 "delivery": delivery},
+                {"name": "demo-webhook", "type": "webhook", "url_secret": "demo-webhook-url",
+                 "signing_secrets": ["demo-webhook-signing"], "delivery": delivery}]
+    return {"SERVICETAGS_RECIPIENTS": json.dumps(recipients), "SERVICETAGS_CHANNELS": json.dumps(channels),
+            "SERVICETAGS_SECRET_DEMO_TEAMS_URL": f"{base}/teams/demo-teams",
+            "SERVICETAGS_SECRET_DEMO_SLACK_URL": f"{base}/slack/demo-slack",
+            "SERVICETAGS_SECRET_DEMO_WEBHOOK_URL": f"{base}/webhook/demo-webhook",
+            "SERVICETAGS_SECRET_DEMO_WEBHOOK_SIGNING": env["SERVICETAGS_LOCAL_SIGNING_SECRET"],
+            "SERVICETAGS_DIGEST_DEADLINE": "900"}
+
+
+def _channel_messages(outbox: Path) -> list[dict[str, str]]:
+    return [{"channel": kind, "file": str(path)} for kind, pattern in DELIVERY_FILES.items()
+            if kind != "e-mail" for path in sorted(outbox.glob(pattern))]
+
+
 def _emails(outbox: Path) -> list[dict[str, str]]:
     out = []
     for path in sorted(outbox.glob("*.eml")):
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        region = message["X-Servicetags-Region"] or message["X-Servicetags-Regions"]
         out.append({"recipient": message["To"].addresses[0].addr_spec,
-                    "region": str(message["X-Servicetags-Region"]).strip(),
+                    "region": str(region).strip(),
                     "report": str(message["X-Servicetags-Report"] or "").strip(),
                     "subject": str(message["Subject"]), "file": str(path)})
     return out
 
 
 def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
-             progress: Progress) -> dict[str, Any]:
+             progress: Progress, delivery: str = "digest") -> dict[str, Any]:
     from common.render import summary_line
     from devstack import stack
 
     started = time.monotonic()
     outbox.mkdir(parents=True, exist_ok=True)
-    for stale in outbox.glob("*.eml"):
-        stale.unlink()
+    for pattern in DELIVERY_FILES.values():
+        for stale in outbox.glob(pattern):
+            stale.unlink()
     with tempfile.TemporaryDirectory(prefix="servicetags-demo-") as tmp:
         state_dir = Path(tmp)
         progress.show("starting the local stack (Azurite, ARM endpoint, relay, SMTP sink)", final=True)
         env = stack.up(state_dir, snapshot=old, persistent=False, outbox=outbox)
+        env.update(demo_channels(env, delivery))
         demo = Demo(env=env, workers=workers, regions=regions, progress=progress)
         try:
             timings = {"stack": time.monotonic() - started}
@@ -151,6 +185,7 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
             from devstack.arm_endpoint import ArmEndpointControl
 
             ArmEndpointControl.from_state_dir(state_dir / "arm").set_snapshot(new)
+            notifier = demo._spawn("notifier")  # running through the change: digests are event-driven
             mark = time.monotonic()
             checked = demo.cycle(f"change ({new.name})")
             timings["change"] = time.monotonic() - mark
@@ -159,10 +194,11 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
                 blob = demo.reports.read(name)
                 assert blob is not None
                 reports[name] = json.loads(blob.data)
-            recipients = json.loads(env["SERVICETAGS_RECIPIENTS"])
             mark = time.monotonic()
             if reports:
-                demo.notify(len(reports), outbox, len(reports) * len(recipients))
+                demo.deliveries(outbox, 1 if delivery == "digest" else len(reports))
+            notifier.terminate()
+            demo._finish([notifier], "the notifier")
             timings["notify"] = time.monotonic() - mark
             from common.config import Env
             from web.publish import sync_and_publish
@@ -179,6 +215,8 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
         "reports": [{"region": r["region"], "blob": name, "summary": summary_line(r),
                      "counts": r["summary"]} for name, r in sorted(reports.items())],
         "emails": [{k: e[k] for k in ("recipient", "region", "file", "subject")} for e in emails],
+        "channel_messages": _channel_messages(outbox),
+        "delivery": delivery,
         "seconds": round(time.monotonic() - started, 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "workers": workers,
@@ -188,13 +226,22 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
 
 def print_summary(result: dict[str, Any]) -> None:
     by_region = {e["region"]: e["file"] for e in result["emails"]}
+    digest = result.get("delivery") == "digest"
     print(f"\nservicetags-watch demo: {Path(result['old']).name} → {Path(result['new']).name}")
     print(f"{result['regions_checked']} regions checked with {result['workers']} workers; "
-          f"{len(result['reports'])} changed; {len(result['emails'])} e-mails\n")
+          f"{len(result['reports'])} changed; {len(result['emails'])} e-mails, "
+          f"{len(result.get('channel_messages', []))} channel messages "
+          f"({result.get('delivery', 'report')} delivery)\n")
     for report in result["reports"]:
         print(f"  {report['summary']}")
         print(f"      report: reports/{report['blob']}")
-        print(f"      e-mail: {by_region.get(report['region'], '(none)')}")
+        if not digest:
+            print(f"      e-mail: {by_region.get(report['region'], '(none)')}")
+    if digest:
+        for entry in result["emails"]:
+            print(f"  digest e-mail: {entry['file']}")
+    for entry in result.get("channel_messages", []):
+        print(f"  {entry['channel']}: {entry['file']}")
     totals: dict[str, int] = {}
     for report in result["reports"]:
         for key, value in report["counts"].items():
@@ -220,6 +267,9 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--outbox", type=Path, default=Path(".demo/outbox"), help="where e-mails land")
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
+    parser.add_argument("--delivery", choices=["digest", "report"], default="digest",
+                        help="digest: one message per run per recipient and channel (default); "
+                             "report: one per change report")
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 16:
         return fail(prog, f"--workers {args.workers} must be between 1 and 16")
@@ -241,7 +291,8 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = run_demo(old=args.old.resolve(), new=args.new.resolve(), regions=args.regions,
-                          workers=args.workers, outbox=args.outbox.resolve(), progress=Progress())
+                          workers=args.workers, outbox=args.outbox.resolve(), progress=Progress(),
+                          delivery=args.delivery)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
         return 130

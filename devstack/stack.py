@@ -9,8 +9,10 @@ delivered-events record and the SMTP outbox. `down` stops exactly the PIDs in `s
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -22,8 +24,9 @@ from devstack.azurite import start_azurite, stop_process_group
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-00000000c0de"
 DEFAULT_RECIPIENTS = json.dumps([{"address": "network-team@example.com", "name": "Network team"}])
-CONTAINERS = ("snapshots", "reports", "notifications", "history", "$web")
-QUEUES = ("regions", "regions-poison", "change-events", "change-events-poison")
+CONTAINERS = ("snapshots", "reports", "notifications", "runs", "history", "$web")
+QUEUES = ("regions", "regions-poison", "change-events", "change-events-poison", "run-deadlines",
+          "run-deadlines-poison")
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SNAPSHOT = ROOT / "data" / "snapshots" / "ServiceTags_Public_2025-01-12_cn340.json.gz"
 
@@ -62,12 +65,13 @@ def running(state_dir: Path) -> dict[str, Any] | None:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(name: str, argv: list[str], state_dir: Path) -> subprocess.Popen[bytes]:
+def _spawn(name: str, argv: list[str], state_dir: Path,
+           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{name}.log").open("ab") as log:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=ROOT, start_new_session=True)
+                                   cwd=ROOT, start_new_session=True, env=env)
     _CHILDREN[process.pid] = process
     return process
 
@@ -110,7 +114,7 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
             _CHILDREN[azurite.pid] = handle
         _ensure_resources(azurite.connection_string)
 
-        for stale in ("arm/arm.json", "smtp.json"):
+        for stale in ("arm/arm.json", "smtp.json", "webhooks.json"):
             (state_dir / stale).unlink(missing_ok=True)
         arm = _spawn("arm", [sys.executable, "-m", "devstack.arm_endpoint", "--snapshot", str(snapshot),
                              "--state-dir", str(state_dir / "arm"), "--fault-rate", str(fault_rate)],
@@ -130,10 +134,25 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
                                  "--queue", "change-events", "--schema", event_schema,
                                  "--interval", "0.2", "--state-dir", str(state_dir / "relay")], state_dir)
         pids["relay"] = relay.pid
+        # A run's complete marker raises an event too: it is what closes the run's digest.
+        runs_relay = _spawn("relay-runs", [sys.executable, "-m", "devstack.runs_relay", "--connection-string",
+                                           azurite.connection_string, "--container", "runs",
+                                           "--queue", "change-events", "--schema", event_schema,
+                                           "--interval", "0.2", "--state-dir", str(state_dir / "relay-runs")],
+                            state_dir)
+        pids["relay-runs"] = runs_relay.pid
+        signing_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        receiver = _spawn("webhooks", [sys.executable, "-m", "devstack.webhook_receiver", "--outbox",
+                                       str(outbox or state_dir / "outbox"),
+                                       "--state-file", str(state_dir / "webhooks.json")],
+                          state_dir, env={**os.environ, "WEBHOOK_RECEIVER_SECRETS": signing_secret})
+        pids["webhooks"] = receiver.pid
+        webhooks_info = _wait_for_file(state_dir / "webhooks.json", receiver, "webhooks", state_dir)
         time.sleep(0.3)
-        if relay.poll() is not None:
-            tail = (state_dir / "logs" / "relay.log").read_text(errors="replace")[-1500:]
-            raise StackError(f"relay did not start:\n{tail}")
+        for name, process in (("relay", relay), ("relay-runs", runs_relay)):
+            if process.poll() is not None:
+                tail = (state_dir / "logs" / f"{name}.log").read_text(errors="replace")[-1500:]
+                raise StackError(f"{name} did not start:\n{tail}")
         (state_dir / "web.json").unlink(missing_ok=True)
         web = _spawn("web", [sys.executable, "-m", "devstack.web_server", "--connection-string",
                              azurite.connection_string, "--container", "$web",
@@ -160,6 +179,10 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         "SERVICETAGS_LOCAL_OUTBOX": smtp_info["outbox"],
         # The static website ($web), served from Azurite by devstack/web_server.py.
         "SERVICETAGS_LOCAL_WEB_URL": web_info["url"],
+        # The local webhook receiver: channels point at <url>/teams/<name> (or slack, webhook);
+        # signed webhooks use this dev secret (a local value, like Azurite's key).
+        "SERVICETAGS_LOCAL_WEBHOOKS_URL": webhooks_info["url"],
+        "SERVICETAGS_LOCAL_SIGNING_SECRET": signing_secret,
     }
     (state_dir / "stack.json").write_text(json.dumps({"pids": pids, "env": env}, indent=1))
     return env

@@ -62,8 +62,9 @@ def _now() -> datetime:
 class Notifier:
     def __init__(self, *, reports: BlobStore, markers: BlobStore, sender: MailSender, mail_from: str,
                  recipients: Sequence[Recipient], claim_timeout: timedelta = timedelta(minutes=10),
-                 clock: Callable[[], datetime] = _now) -> None:
+                 clock: Callable[[], datetime] = _now, digests: Any = None) -> None:
         self.reports, self.markers, self.sender = reports, markers, sender
+        self.digests = digests  # notifier.digest_delivery.Digests: channels in per-report mode
         self.mail_from, self.recipients = mail_from, list(recipients)
         self.claim_timeout, self.clock = claim_timeout, clock
 
@@ -83,6 +84,9 @@ class Notifier:
         logged = self._log_once(blob_name, blob_url, report)
         sent, already, skipped, refused = [], [], [], []
         for recipient in self.recipients:
+            if recipient.delivery != "report":
+                skipped.append(recipient.address)  # theirs comes in the run's digest
+                continue
             filtered = filter_report(report, recipient) if recipient.wants_region(report["region"]) else None
             if filtered is None:
                 skipped.append(recipient.address)
@@ -94,6 +98,11 @@ class Notifier:
                     already.append(recipient.address)
             except PermanentError as exc:
                 refused.append(str(exc))  # the others still get theirs; the event is poisoned after
+        if self.digests is not None:
+            try:
+                sent += self.digests.deliver_report(blob_name, report)
+            except PermanentError as exc:
+                refused.append(str(exc))
         if refused:
             raise PermanentError("; ".join(refused))
         return Delivered(blob_name, tuple(sent), tuple(already), tuple(skipped), logged)

@@ -36,14 +36,25 @@ class NotifierSettings(NamedTuple):
     claim_timeout: int
     loop: LoopSettings
     logging: LogSettings
+    channels: tuple[Any, ...] = ()     # notifier.channels.Channel, secrets not yet read
+    runs_container: str = "runs"
+    deadlines_queue: str = "run-deadlines"
+    # credential -> secret reader, over this environment (a closure: its repr shows no value)
+    secret_reader: Any = None
 
     @classmethod
     def from_env(cls, env: Env) -> NotifierSettings:
         from common.adapters.storage import StorageSettings
+        from notifier.channels import parse_channels
         from notifier.recipients import parse_recipients
+        from notifier.secrets import reader_from_env
 
         backend = env.choice("SERVICETAGS_MAIL_BACKEND", ("smtp", "acs"), "smtp")
-        recipients = tuple(parse_recipients(env.str("SERVICETAGS_RECIPIENTS", "") or ""))
+        recipients_text = env.str("SERVICETAGS_RECIPIENTS", "") or ""
+        channels = tuple(parse_channels(env.str("SERVICETAGS_CHANNELS", "") or ""))
+        # Channels alone are a valid setup: then nobody is e-mailed.
+        recipients = tuple(parse_recipients(recipients_text)) if recipients_text.strip() or not channels \
+            else ()
         mail_from = env.str("SERVICETAGS_MAIL_FROM", required=bool(recipients)) or ""
         acs_endpoint = env.str("SERVICETAGS_ACS_ENDPOINT")
         acs_connection = env.str("SERVICETAGS_ACS_CONNECTION_STRING")
@@ -64,6 +75,10 @@ class NotifierSettings(NamedTuple):
             claim_timeout=env.int("SERVICETAGS_CLAIM_TIMEOUT", 600, minimum=1),
             loop=LoopSettings.from_env(env),
             logging=LogSettings.from_env(env),
+            channels=channels,
+            runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
+            deadlines_queue=env.str("SERVICETAGS_DEADLINES_QUEUE", "run-deadlines") or "run-deadlines",
+            secret_reader=lambda credential: reader_from_env(env.mapping, credential),
         )
 
 
@@ -71,6 +86,7 @@ class Wiring(NamedTuple):
     notifier: Any              # notifier.delivery.Notifier
     clients: Any               # common.adapters.storage.StorageClients
     reports_container: str
+    digests: Any = None        # notifier.digest_delivery.Digests
 
 
 def build(settings: NotifierSettings) -> Wiring:
@@ -86,8 +102,9 @@ def build(settings: NotifierSettings) -> Wiring:
     clients = StorageClients(settings.storage, credential)
     s = settings.storage
     if s.local:
-        clients.ensure([s.reports_container, settings.notifications_container],
-                       [s.events_queue, f"{s.events_queue}-poison"])
+        clients.ensure([s.reports_container, settings.notifications_container, settings.runs_container],
+                       [s.events_queue, f"{s.events_queue}-poison", settings.deadlines_queue,
+                        f"{settings.deadlines_queue}-poison"])
     sender: MailSender
     if settings.backend == "acs":
         sender = acs_sender_from(endpoint=settings.acs_endpoint,
@@ -95,25 +112,47 @@ def build(settings: NotifierSettings) -> Wiring:
     else:
         sender = SmtpSender(settings.smtp["host"], settings.smtp["port"], starttls=settings.smtp["starttls"],
                             username=settings.smtp["username"], password=settings.smtp["password"])
-    if not settings.recipients:
+    if not settings.recipients and not settings.channels:
         log.warning("SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is e-mailed")
-    notifier = Notifier(reports=clients.container(s.reports_container),
-                        markers=clients.container(settings.notifications_container), sender=sender,
+    from notifier.channels import ChannelPoster, with_secrets
+    from notifier.digest_delivery import Digests
+    channels = with_secrets(list(settings.channels), settings.secret_reader(credential)) \
+        if settings.channels else []
+    reports = clients.container(s.reports_container)
+    markers = clients.container(settings.notifications_container)
+    digests = Digests(runs_store=clients.container(settings.runs_container), reports=reports, markers=markers,
+                      report_url=reports.blob_url, sender=sender, mail_from=settings.mail_from,
+                      recipients=settings.recipients, channels=channels, poster=ChannelPoster(),
+                      claim_timeout=timedelta(seconds=settings.claim_timeout))
+    notifier = Notifier(reports=reports, markers=markers, sender=sender,
                         mail_from=settings.mail_from, recipients=settings.recipients,
-                        claim_timeout=timedelta(seconds=settings.claim_timeout))
-    return Wiring(notifier, clients, s.reports_container)
+                        claim_timeout=timedelta(seconds=settings.claim_timeout), digests=digests)
+    return Wiring(notifier, clients, s.reports_container, digests)
 
 
 def queue_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.Event) -> QueueConsumer:
+    from common.runs import parse_complete_name
     from notifier.events import NotAReportEvent, parse_queue_message
 
     ignored = 0
+
+    def run_completed(content: str) -> tuple[str, str] | None:
+        """(cloud, run) when the message is the BlobCreated event of a run's complete marker."""
+        try:
+            event = parse_queue_message(content, expected_container=settings.runs_container)
+        except NotAReportEvent:
+            return None
+        return parse_complete_name(event.blob_name)
 
     def handle(message: Message) -> None:
         nonlocal ignored
         try:
             event = parse_queue_message(message.content, expected_container=wiring.reports_container)
         except NotAReportEvent as exc:
+            completed = run_completed(message.content)
+            if completed is not None and wiring.digests is not None:
+                wiring.digests.deliver_run(*completed, closed_by="complete")
+                return
             ignored += 1
             log_event(log, "event_ignored", str(exc), message_id=message.id, ignored_total=ignored)
             return
@@ -122,6 +161,44 @@ def queue_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.E
     s = settings.storage
     queue, poison = wiring.clients.queue(s.events_queue), wiring.clients.queue(f"{s.events_queue}-poison")
     return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
+
+
+def deadline_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.Event) -> QueueConsumer:
+    """Run deadlines: each message turns visible when its run's time is up."""
+    from common.messages import BadMessage, decode_json_message
+    from common.runs import RunError, parse_deadline
+
+    def handle(message: Message) -> None:
+        try:
+            deadline = parse_deadline(decode_json_message(message.content))
+        except RunError as exc:
+            raise BadMessage(str(exc)) from None
+        if deadline is None:
+            raise BadMessage(f"not a run deadline message (schema servicetags.run-deadline/v1) on "
+                             f"{settings.deadlines_queue}")
+        wiring.digests.deliver_run(deadline.cloud, deadline.run_id, closed_by="deadline")
+
+    queue = wiring.clients.queue(settings.deadlines_queue)
+    return QueueConsumer(queue, wiring.clients.queue(f"{settings.deadlines_queue}-poison"), handle,
+                         settings.loop, stop=stop)
+
+
+def run_queues(settings: NotifierSettings, wiring: Wiring, stop: threading.Event, *,
+               until_empty: bool) -> Any:
+    """Both queues: change events, and run deadlines beside them. With `until_empty`, the
+    deadlines still invisible (runs whose time is not up) are left for a later start."""
+    events = queue_consumer(settings, wiring, stop)
+    deadlines = deadline_consumer(settings, wiring, stop)
+    if until_empty:
+        stats = events.run(until_empty=True)
+        while not stop.is_set() and (message := deadlines.queue.receive(settings.loop.visibility_timeout)):
+            deadlines.process(message)
+        return stats
+    thread = threading.Thread(target=deadlines.run, name="deadlines", daemon=True)
+    thread.start()
+    stats = events.run()
+    thread.join(timeout=10)
+    return stats
 
 
 def main(argv: list[str], prog: str = "servicetags notifier") -> int:
@@ -139,7 +216,7 @@ def main(argv: list[str], prog: str = "servicetags notifier") -> int:
             from notifier.serve import serve_webhook
 
             return serve_webhook(wiring, Env(), stop)
-        stats = queue_consumer(settings, wiring, stop).run(until_empty=args.until_empty)
+        stats = run_queues(settings, wiring, stop, until_empty=args.until_empty)
         log_event(log, "notifier_stopped", "notifier stopped", **stats._asdict())
         return 0
 

@@ -20,13 +20,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parseaddr
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Protocol
 
 from common.errors import ServiceTagsError
 from common.report import SUMMARY_KEYS
 
 SETTING = "SERVICETAGS_RECIPIENTS"
-_KEYS = ("address", "name", "regions", "tags")
+_KEYS = ("address", "name", "regions", "tags", "services", "delivery", "min_addresses", "family")
+FILTER_KEYS = ("regions", "tags", "services", "min_addresses", "family")
+DELIVERIES = ("digest", "report")
+FAMILIES = ("ipv4", "ipv6")
+SLASH64 = 2 ** 64  # IPv6 sizes are counted in /64 networks, the unit a subnet is made of
 # Deliberately simple: one @, no whitespace, brackets or separators. Anything cleverer belongs
 # to the mail server, which rejects what it cannot deliver (a permanent error, poisoned).
 _ADDRESS = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+\.[^@\s<>,;:\"()\[\]\\]+$")
@@ -42,11 +46,18 @@ class Recipient:
     name: str = ""
     regions: frozenset[str] | None = None  # None: every region
     tags: tuple[str, ...] | None = None  # lowercased fnmatch patterns; None: every tag
+    delivery: str = "digest"             # digest: one message per run; report: one per report
+    services: tuple[str, ...] | None = None  # lowercased fnmatch patterns on systemService
+    min_addresses: int = 0               # per tag: IPv4 addresses or IPv6 /64s changed, at least
+    family: str | None = None            # ipv4 | ipv6: only that family's prefixes
 
     def wants_region(self, region: str) -> bool:
         return self.regions is None or region.lower() in self.regions
 
     def wants_tag(self, tag: dict[str, Any]) -> bool:
+        if self.services is not None and not any(fnmatchcase(tag["system_service"].lower(), p)
+                                                 for p in self.services):
+            return False
         if self.tags is None:
             return True
         names = [tag["id"].lower()]
@@ -77,6 +88,30 @@ def _names(value: object, key: str, where: str) -> list[str]:
     return [v.strip().lower() for v in value]
 
 
+def filter_fields(item: dict[str, Any], where: str) -> dict[str, Any]:
+    """The filter and delivery keys of a recipient or channel entry, checked."""
+    out: dict[str, Any] = {}
+    if "regions" in item:
+        out["regions"] = frozenset(_names(item["regions"], "regions", where))
+    if "tags" in item:
+        out["tags"] = tuple(_names(item["tags"], "tags", where))
+    if "services" in item:
+        out["services"] = tuple(_names(item["services"], "services", where))
+    delivery = item.get("delivery", "digest")
+    if delivery not in DELIVERIES:
+        raise _fail(where, f"'delivery' must be one of {', '.join(DELIVERIES)}, not {delivery!r}")
+    out["delivery"] = delivery
+    minimum = item.get("min_addresses", 0)
+    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
+        raise _fail(where, "'min_addresses' must be a whole number, 0 or more")
+    out["min_addresses"] = minimum
+    family = item.get("family")
+    if family is not None and family not in FAMILIES:
+        raise _fail(where, f"'family' must be one of {', '.join(FAMILIES)}, not {family!r}")
+    out["family"] = family
+    return out
+
+
 def _entry(item: object, index: int) -> Recipient:
     where = f"entry {index + 1}"
     if not isinstance(item, dict):
@@ -91,14 +126,7 @@ def _entry(item: object, index: int) -> Recipient:
     name = item.get("name", "")
     if not isinstance(name, str) or "\n" in name or "\r" in name:
         raise _fail(where, "'name' must be a one-line string")
-    regions = _names(item["regions"], "regions", where) if "regions" in item else None
-    tags = _names(item["tags"], "tags", where) if "tags" in item else None
-    return Recipient(
-        address=address,
-        name=name.strip(),
-        regions=frozenset(regions) if regions is not None else None,
-        tags=tuple(tags) if tags is not None else None,
-    )
+    return Recipient(address=address, name=name.strip(), **filter_fields(item, where))
 
 
 def parse_recipients(text: str) -> list[Recipient]:
@@ -159,7 +187,37 @@ def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
     return summary
 
 
-def filter_report(report: dict[str, Any], recipient: Recipient) -> dict[str, Any] | None:
+class Filter(Protocol):
+    """What filter_report needs: a recipient or a channel."""
+
+    @property
+    def family(self) -> str | None: ...
+
+    @property
+    def min_addresses(self) -> int: ...
+
+    def wants_region(self, region: str) -> bool: ...
+
+    def wants_tag(self, tag: dict[str, Any]) -> bool: ...
+
+
+def _family_only(tag: dict[str, Any], family: str) -> dict[str, Any] | None:
+    version = 4 if family == "ipv4" else 6
+    keys = ("added_prefixes", "removed_prefixes", "net_added", "net_removed")
+    kept = {k: [p for p in tag[k] if (":" in p) == (version == 6)] for k in keys}
+    if not kept["added_prefixes"] and not kept["removed_prefixes"]:
+        return None  # no prefix of that family moved (metadata-only tags included)
+    return {**tag, **kept}
+
+
+def tag_size(tag: dict[str, Any]) -> int:
+    """A tag's change, in the units the messages show: IPv4 addresses plus IPv6 /64s."""
+    v4_added, v6_added = address_counts(tag["net_added"])
+    v4_removed, v6_removed = address_counts(tag["net_removed"])
+    return v4_added + v4_removed + (v6_added + v6_removed) // SLASH64
+
+
+def filter_report(report: dict[str, Any], recipient: Filter) -> dict[str, Any] | None:
     """The part of `report` this recipient asked for, or None when nothing in it matches.
 
     The result has the report's shape (it still validates and renders); only the tags and the
@@ -169,8 +227,14 @@ def filter_report(report: dict[str, Any], recipient: Recipient) -> dict[str, Any
     if not recipient.wants_region(report["region"]):
         return None
     kept = [t for t in report["tags"] if recipient.wants_tag(t)]
+    family = getattr(recipient, "family", None)
+    if family is not None:
+        kept = [t for t in (_family_only(tag, family) for tag in kept) if t is not None]
+    minimum = getattr(recipient, "min_addresses", 0)
+    if minimum:
+        kept = [t for t in kept if tag_size(t) >= minimum]
     if not kept:
         return None
-    if len(kept) == len(report["tags"]):
+    if family is None and len(kept) == len(report["tags"]):
         return report  # nothing filtered: keep the stored summary exactly as written
     return {**report, "summary": summarise_tags(kept), "tags": kept}

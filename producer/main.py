@@ -30,6 +30,9 @@ class ProducerSettings(NamedTuple):
     cloud: str
     regions: tuple[str, ...] | None   # None: all
     logging: LogSettings
+    runs_container: str = "runs"
+    deadlines_queue: str = "run-deadlines"
+    digest_deadline: int = 3600       # seconds after the start when the run's digest goes out anyway
 
     @classmethod
     def from_env(cls, env: Env) -> ProducerSettings:
@@ -45,7 +48,11 @@ class ProducerSettings(NamedTuple):
                                   "location name (use ARM names like francecentral, or 'all')")
             regions = tuple(dict.fromkeys([*names, "global"]))
         return cls(StorageSettings.from_env(env), env.cloud(), regions,
-                   LogSettings.from_env(env))
+                   LogSettings.from_env(env),
+                   runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
+                   deadlines_queue=env.str("SERVICETAGS_DEADLINES_QUEUE", "run-deadlines") or "run-deadlines",
+                   digest_deadline=env.int("SERVICETAGS_DIGEST_DEADLINE", 3600, minimum=1,
+                                           maximum=7 * 24 * 3600))
 
 
 def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime, *,
@@ -64,12 +71,15 @@ def produce(settings: ProducerSettings, *, run_id: str | None = None) -> list[Re
     clients = StorageClients(settings.storage, credential)
     names = settings.storage
     if names.local:
-        clients.ensure([names.snapshots_container], [names.regions_queue, f"{names.regions_queue}-poison"])
+        clients.ensure([names.snapshots_container, settings.runs_container],
+                       [names.regions_queue, f"{names.regions_queue}-poison", settings.deadlines_queue,
+                        f"{settings.deadlines_queue}-poison"])
     regions = list(settings.regions) if settings.regions is not None else known_regions(
         clients.container(names.snapshots_container), settings.cloud)
     run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     messages = region_messages(settings.cloud, regions, run_id, datetime.now(UTC),
                                discover=settings.regions is None)
+    _record_run(settings, clients, messages, run_id)
     queue = clients.queue(names.regions_queue)
     for message in messages:
         queue.send(message.to_json())
@@ -77,6 +87,29 @@ def produce(settings: ProducerSettings, *, run_id: str | None = None) -> list[Re
               run_id=run_id, count=len(messages), queue=names.regions_queue,
               discovery=settings.regions is None and not regions)
     return messages
+
+
+def _record_run(settings: ProducerSettings, clients: Any, messages: list[RegionMessage], run_id: str) -> None:
+    """The run's region list and its deadline, before any region message: the workers record
+    outcomes against the list, the notifier sends the digest when all are in or at the deadline."""
+    import json
+    from datetime import timedelta
+
+    from common import runs
+
+    started = datetime.now(UTC)
+    doc = runs.manifest(settings.cloud, run_id, [m.region for m in messages],
+                        started_at=started.isoformat(timespec="seconds"),
+                        deadline_at=(started + timedelta(seconds=settings.digest_deadline))
+                        .isoformat(timespec="seconds"),
+                        deadline_seconds=settings.digest_deadline,
+                        discover=any(m.discover for m in messages))
+    # Create-only (a rerun with the same id keeps the first list); the deadline always, since a
+    # second one is harmless and a crash in between must not leave a run without one.
+    clients.container(settings.runs_container).create(runs.manifest_name(settings.cloud, run_id),
+                                                      json.dumps(doc).encode())
+    clients.queue(settings.deadlines_queue).send(runs.Deadline(settings.cloud, run_id).to_json(),
+                                                 delay=settings.digest_deadline)
 
 
 def main(argv: list[str], prog: str = "servicetags produce") -> int:

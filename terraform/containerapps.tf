@@ -31,6 +31,9 @@ locals {
     SERVICETAGS_REGIONS             = var.regions
     SERVICETAGS_REGIONS_QUEUE       = azurerm_storage_queue.regions.name
     SERVICETAGS_SNAPSHOTS_CONTAINER = azurerm_storage_container.snapshots.name
+    SERVICETAGS_RUNS_CONTAINER      = azurerm_storage_container.runs.name
+    SERVICETAGS_DEADLINES_QUEUE     = azurerm_storage_queue.run_deadlines.name
+    SERVICETAGS_DIGEST_DEADLINE     = tostring(var.digest_deadline_seconds)
   })
 
   worker_env = merge(local.common_env, {
@@ -41,6 +44,7 @@ locals {
     SERVICETAGS_SNAPSHOTS_CONTAINER = azurerm_storage_container.snapshots.name
     SERVICETAGS_REPORTS_CONTAINER   = azurerm_storage_container.reports.name
     SERVICETAGS_MAX_TRIES           = tostring(var.max_tries)
+    SERVICETAGS_RUNS_CONTAINER      = azurerm_storage_container.runs.name
   })
 
   notifier_env = merge(local.common_env, {
@@ -53,6 +57,10 @@ locals {
     SERVICETAGS_ACS_ENDPOINT            = "https://${azurerm_communication_service.main.hostname}"
     SERVICETAGS_MAIL_FROM               = "DoNotReply@${azurerm_email_communication_service_domain.azure_managed.from_sender_domain}"
     SERVICETAGS_RECIPIENTS              = local.recipients_json
+    SERVICETAGS_RUNS_CONTAINER          = azurerm_storage_container.runs.name
+    SERVICETAGS_DEADLINES_QUEUE         = azurerm_storage_queue.run_deadlines.name
+    SERVICETAGS_CHANNELS                = local.channels_json
+    SERVICETAGS_KEYVAULT_URL            = azurerm_key_vault.channels.vault_uri
   })
 }
 
@@ -106,6 +114,8 @@ resource "azurerm_container_app_job" "producer" {
     azurerm_role_assignment.acr_pull,
     azurerm_role_assignment.producer_regions,
     azurerm_role_assignment.producer_snapshots,
+    azurerm_role_assignment.producer_runs,
+    azurerm_role_assignment.producer_run_deadlines,
   ]
 }
 
@@ -181,6 +191,7 @@ resource "azurerm_container_app_job" "worker" {
     azurerm_role_assignment.worker_snapshots,
     azurerm_role_assignment.worker_reports,
     azurerm_role_assignment.worker_service_tag_reader,
+    azurerm_role_assignment.worker_runs,
   ]
 }
 
@@ -210,6 +221,20 @@ resource "azurerm_container_app_job" "notifier" {
           accountName = azurerm_storage_account.main.name
           queueName   = azurerm_storage_queue.change_events.name
           queueLength = "1"
+        }
+      }
+
+      # A run's deadline message is invisible until the deadline: count visible ones only,
+      # or a job would start (and wait) for every run in progress.
+      rules {
+        name             = "run-deadlines-queue"
+        custom_rule_type = "azure-queue"
+        identity_id      = azurerm_user_assigned_identity.notifier.id
+        metadata = {
+          accountName         = azurerm_storage_account.main.name
+          queueName           = azurerm_storage_queue.run_deadlines.name
+          queueLength         = "1"
+          queueLengthStrategy = "visibleonly"
         }
       }
     }
@@ -252,5 +277,8 @@ resource "azurerm_container_app_job" "notifier" {
     azurerm_role_assignment.notifier_reports,
     azurerm_role_assignment.notifier_notifications,
     azurerm_role_assignment.notifier_email,
+    azurerm_role_assignment.notifier_runs,
+    azurerm_role_assignment.notifier_run_deadlines,
+    azurerm_role_assignment.notifier_keyvault_secrets,
   ]
 }

@@ -76,9 +76,13 @@ variable "producer_cron" {
 variable "recipients" {
   description = "Who receives change reports, and the filters each one wants (SERVICETAGS_RECIPIENTS). Omit regions/tags to receive everything; tags accept * wildcards."
   type = list(object({
-    address = string
-    regions = optional(list(string))
-    tags    = optional(list(string))
+    address       = string
+    regions       = optional(list(string))
+    tags          = optional(list(string))
+    services      = optional(list(string))
+    delivery      = optional(string)
+    min_addresses = optional(number)
+    family        = optional(string)
   }))
 
   validation {

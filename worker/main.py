@@ -36,6 +36,7 @@ class WorkerSettings(NamedTuple):
     loop: LoopSettings
     identity_wait: int
     logging: LogSettings
+    runs_container: str = "runs"
 
     @classmethod
     def from_env(cls, env: Env) -> WorkerSettings:
@@ -58,12 +59,14 @@ class WorkerSettings(NamedTuple):
             loop=LoopSettings.from_env(env),
             identity_wait=env.int("SERVICETAGS_IDENTITY_WAIT", 300, minimum=0),
             logging=LogSettings.from_env(env),
+            runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
         )
 
 
 def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueConsumer:
     from common.adapters.storage import StorageClients
     from common.identity import DevTokenCredential, azure_credential, wait_for_identity
+    from worker import run_progress
     from worker.discovery import discover
     from worker.handler import ParsedReplies, handle_region
     from worker.sources import ArmSource, FileSource, TagSource, arm_clients
@@ -75,8 +78,9 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
                           max_wait=settings.identity_wait)
     clients = StorageClients(settings.storage, storage_credential)
     names = settings.storage
+    runs = clients.container(settings.runs_container)
     if settings.storage.local:
-        clients.ensure([names.snapshots_container, names.reports_container],
+        clients.ensure([names.snapshots_container, names.reports_container, runs.name],
                        [names.regions_queue, f"{names.regions_queue}-poison"])
     snapshots = clients.container(names.snapshots_container)
     reports = clients.container(names.reports_container)
@@ -109,8 +113,11 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
                                 replies=replies)
         if region_message.discover:
             discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send)
+        run_progress.record_outcome(region_message, outcome.status, store=runs, report=outcome.report,
+                                    found=outcome.regions)
 
-    return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
+    return QueueConsumer(queue, poison, handle, settings.loop, stop=stop,
+                         on_poison=lambda m, reason: run_progress.record_poisoned(m, reason, store=runs))
 
 
 def main(argv: list[str], prog: str = "servicetags worker") -> int:

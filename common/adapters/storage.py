@@ -152,9 +152,10 @@ class AzureQueue:
         with suppress(ResourceNotFoundError):  # already gone: deleting is idempotent for us
             self._client.delete_message(message.id, message.pop_receipt)
 
-    def send(self, content: str) -> None:
+    def send(self, content: str, *, delay: int = 0) -> None:
         # time_to_live=-1: a region or event message must not silently expire in a backlog.
-        self._client.send_message(content, time_to_live=-1)
+        # A delay is the initial visibility timeout (a run's deadline), at most 7 days.
+        self._client.send_message(content, time_to_live=-1, visibility_timeout=delay or None)
 
     def peek(self, count: int = 32) -> list[Message]:
         return [self._message(m) for m in self._client.peek_messages(max_messages=min(count, 32))]

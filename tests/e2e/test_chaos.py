@@ -1,5 +1,7 @@
 """Chaos: a change cycle with API faults while workers and the notifier are SIGKILLed at
-random moments and restarted. Nothing is lost, nothing is duplicated."""
+random moments and restarted, events are delivered twice, and channels answer 500 first.
+Nothing is lost, nothing is duplicated: one report per changed region, one digest per run for
+the recipient and for each channel."""
 
 from __future__ import annotations
 
@@ -68,9 +70,27 @@ class Fleet:
                 process.wait()
 
 
+def _receiver(env: dict[str, str], path: str, body: dict | None = None) -> list[dict]:
+    import urllib.request
+
+    url = env["SERVICETAGS_LOCAL_WEBHOOKS_URL"] + path
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET"),
+                                timeout=10) as reply:
+        text = reply.read()
+    return json.loads(text) if text else []
+
+
 def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
+    from devstack.demo import demo_channels
+
     outbox = tmp_path / "outbox"
     env = stack.up(tmp_path / "stack", snapshot=snapshot_path(340), persistent=False, outbox=outbox)
+    env.update(demo_channels(env, "digest"))
+    env["SERVICETAGS_DIGEST_DEADLINE"] = "3600"
+    for path, answers in (("/slack/demo-slack", [500, 500]), ("/teams/demo-teams", [503]),
+                          ("/webhook/demo-webhook", [500])):
+        _receiver(env, "/_control", {"path": path, "answers": answers})
     env.update({"SERVICETAGS_VISIBILITY_TIMEOUT": "3", "SERVICETAGS_MAX_TRIES": "20",
                 "SERVICETAGS_RETRY_DELAY": "1", "SERVICETAGS_IDLE_SLEEP": "0",
                 "SERVICETAGS_CLAIM_TIMEOUT": "3", "SERVICETAGS_ARM_RETRIES": "1",
@@ -94,8 +114,10 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
         for name in ("worker1", "worker2", "notifier1"):
             fleet.start(name)
         deadline = time.monotonic() + CHAOS_SECONDS
+        seen_events: set[str] = set()
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.3, 1.5))
+            seen_events.update(m.content for m in queues["change-events"].peek(32))
             victim = rng.choice(sorted(fleet.processes))
             fleet.kill(victim)
             fleet.start(victim)
@@ -106,12 +128,22 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
         def settled() -> bool:
             return (all(queues[q].depth() == 0 for q in ("regions", "change-events"))
                     and len(list(clients.container("reports").names())) == len(expected)
-                    and len(list(outbox.glob("*.eml"))) >= len(expected))
+                    and all(list(outbox.glob(p)) for p in ("*.eml", "*.teams.json", "*.slack.json",
+                                                           "*.webhook.json")))
 
         end = time.monotonic() + 180
         while not settled() and time.monotonic() < end:
             time.sleep(0.5)
         assert settled(), {q: queues[q].depth() for q in stack.QUEUES}
+        # Every event seen during the chaos, delivered again (the complete marker's included).
+        seen_events.update(m.content for m in queues["change-events"].peek(32))
+        for text in sorted(seen_events):
+            queues["change-events"].send(text)
+        end = time.monotonic() + 120
+        while queues["change-events"].depth() and time.monotonic() < end:
+            time.sleep(0.5)
+        time.sleep(1)
+        requests = _receiver(env, "/_requests")
     finally:
         fleet.stop_all()
         control_state = tmp_path / "stack"
@@ -129,18 +161,28 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
     assert set(by_region) == set(expected) and set(by_region.values()) == {1}
     for report in reports.values():
         assert report == expected[report["region"]]
-    # Every report produced exactly its e-mail; a duplicate could only come from a notifier
-    # killed between sending and marking (the documented window), and would carry the same
-    # Message-ID: none may carry a different one.
+    # The change run produced exactly one digest e-mail naming every changed region (the
+    # baseline none); a duplicate could only come from a notifier killed between sending and
+    # marking (the documented window), and would carry the same Message-ID.
     mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
              for p in sorted(Path(outbox).glob("*.eml"))]
-    per_report = Counter(str(m["X-Servicetags-Report"]).strip() for m in mails)
-    assert set(per_report) == set(reports)
-    ids = {str(m["X-Servicetags-Report"]).strip(): set() for m in mails}
-    for m in mails:
-        ids[str(m["X-Servicetags-Report"]).strip()].add(m["Message-ID"])
-    assert all(len(v) == 1 for v in ids.values())
-    duplicates = sum(per_report.values()) - len(per_report)
-    assert duplicates <= fleet.kills["notifier"], per_report
-    # Queues hold nothing but documented poison (none expected at this fault rate).
-    assert queues_left == {q: 0 for q in stack.QUEUES}
+    assert {str(m["X-Servicetags-Run"]).strip() for m in mails} == {"change"}
+    assert len({m["Message-ID"] for m in mails}) == 1
+    assert str(mails[0]["X-Servicetags-Regions"]).strip().split(",") == sorted(expected)
+    duplicates = len(mails) - 1
+    # One message per channel: what was accepted, de-duplicated by body (Teams, Slack) or by
+    # webhook-id (signed), after the scripted 500s and 503 were retried.
+    accepted = [r for r in requests if 200 <= r["status"] < 300]
+    kinds = Counter(r["kind"] for r in accepted)
+    assert set(kinds) == {"teams", "slack", "webhook"}
+    for kind in ("teams", "slack"):
+        bodies = {Path(r["file"]).read_bytes() for r in accepted if r["kind"] == kind}
+        assert len(bodies) == 1, kind
+    assert len({r["headers"]["webhook-id"] for r in accepted if r["kind"] == "webhook"}) == 1
+    assert all(r["verified"] for r in accepted if r["kind"] == "webhook")
+    assert [r["status"] for r in requests if r["kind"] == "slack"][:2] == [500, 500]
+    duplicates += sum(kinds.values()) - 3
+    assert duplicates <= fleet.kills["notifier"], (kinds, len(mails))
+    # Queues hold nothing but documented poison (none expected at this fault rate), and the
+    # two runs' deadlines, not due for an hour.
+    assert queues_left == {**{q: 0 for q in stack.QUEUES}, "run-deadlines": 2}

@@ -6,6 +6,7 @@ import email
 import email.policy
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,13 +48,23 @@ def check_against_diff(summary: dict, old: Path, new: Path, outbox: Path) -> Non
     got = {r["region"]: r["counts"] for r in summary["reports"]}
     assert len(got) == len(summary["reports"]), "one report per changed region"
     assert got == expected
-    # One e-mail per report for the default recipient, each in the outbox.
-    assert sorted(e["region"] for e in summary["emails"]) == sorted(expected)
-    for entry in summary["emails"]:
-        message = email.message_from_bytes(Path(entry["file"]).read_bytes(), policy=email.policy.default)
-        assert str(message["X-Servicetags-Region"]).strip() == entry["region"]
-        assert entry["region"] in message["Subject"]
-    assert len(list(outbox.glob("*.eml"))) == len(expected)
+    # The default: ONE digest e-mail for the catch-all recipient naming every changed region,
+    # and one message per channel, each body in the outbox as sent.
+    [entry] = summary["emails"]
+    message = email.message_from_bytes(Path(entry["file"]).read_bytes(), policy=email.policy.default)
+    assert str(message["X-Servicetags-Regions"]).strip().split(",") == sorted(expected)
+    plain = message.get_body(("plain",)).get_content()
+    assert plain.splitlines()[2].startswith(f"{len(expected)} regions, ")
+    for region in expected:
+        assert f"\n{region} " in plain and f"== {region} (change" in plain
+    assert len(list(outbox.glob("*.eml"))) == 1
+    channels = {m["channel"]: json.loads(Path(m["file"]).read_text()) for m in summary["channel_messages"]}
+    assert sorted(m["channel"] for m in summary["channel_messages"]) == ["slack", "teams", "webhook"]
+    assert [c["region"] for c in channels["webhook"]["changes"]] == sorted(expected)
+    card = channels["teams"]["attachments"][0]["content"]
+    headings = [b["text"] for b in card["body"] if b["type"] == "TextBlock" and b.get("weight") == "Bolder"]
+    assert headings[1:] == sorted(expected)
+    assert channels["slack"]["text"].startswith("Service tags Public, run demo-change-")
 
 
 def test_default_demo_on_the_bundled_snapshots(tmp_path):
@@ -78,13 +89,23 @@ def test_demo_takes_an_api_shaped_file_and_a_download_file(tmp_path):
                                "serviceTags/Public", "type": "Microsoft.Network/serviceTags", **doc}))
     new = snapshot_path(345)
     summary = run_demo(tmp_path, "--old", str(old), "--new", str(new), "--workers", "1",
-                       "--regions", "australiacentral,francecentral,japaneast")
+                       "--regions", "australiacentral,francecentral,japaneast", "--delivery", "report")
     assert summary["regions_checked"] == 4  # three regions and global
     expected = {r: s for r, s in expected_summaries(old, new).items()
                 if r in {"australiacentral", "francecentral", "japaneast", "global"}}
     assert {r["region"]: r["counts"] for r in summary["reports"]} == expected
     assert expected["australiacentral"]["tags_added"] >= 1  # cn345 added PowerBI.AustraliaCentral
+    # Per-report delivery, as before digests: one e-mail and one message per channel per report.
     assert sorted(e["region"] for e in summary["emails"]) == sorted(expected)
+    for entry in summary["emails"]:
+        message = email.message_from_bytes(Path(entry["file"]).read_bytes(), policy=email.policy.default)
+        assert str(message["X-Servicetags-Region"]).strip() == entry["region"]
+        assert entry["region"] in message["Subject"]
+    kinds = [m["channel"] for m in summary["channel_messages"]]
+    assert {k: kinds.count(k) for k in set(kinds)} == {"teams": 4, "slack": 4, "webhook": 4}
+    hooks = [json.loads(Path(m["file"]).read_text()) for m in summary["channel_messages"]
+             if m["channel"] == "webhook"]
+    assert sorted(h["region"] for h in hooks) == sorted(expected)
 
 
 def test_demo_rejects_a_bad_snapshot_file_in_one_line(tmp_path):
@@ -97,7 +118,7 @@ def test_demo_rejects_a_bad_snapshot_file_in_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
 
 
-def _processes(marker: bytes, *, environ: bool = False) -> list[int]:
+def _processes(marker: bytes, *, environ: bool = False, cwd: Path | None = None) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -105,6 +126,8 @@ def _processes(marker: bytes, *, environ: bool = False) -> list[int]:
                 text = (entry / "cmdline").read_bytes()
                 if environ:
                     text += (entry / "environ").read_bytes()
+                if cwd is not None and Path(os.readlink(entry / "cwd")) != cwd:
+                    continue
             except OSError:
                 continue
             if marker in text:
@@ -112,10 +135,14 @@ def _processes(marker: bytes, *, environ: bool = False) -> list[int]:
     return found
 
 
+# This checkout's Azurite only: other checkouts on the machine start and stop their own.
+AZURITE = str(ROOT / "node_modules" / ".bin" / "azurite").encode()
+
+
 def _demo_processes() -> list[int]:
     """PIDs of what a demo started: its services run from its temporary state directory, and
     its workers and notifier carry that directory in their environment."""
-    return _processes(b"servicetags-demo-", environ=True)
+    return _processes(b"servicetags-demo-", environ=True, cwd=ROOT)  # not other checkouts' demos
 
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
@@ -123,7 +150,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     import time
 
     assert _demo_processes() == []
-    azurites = len(_processes(b"node_modules/.bin/azurite"))
+    azurites = len(_processes(AZURITE))
     demo = subprocess.Popen([sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "out")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -136,4 +163,4 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     assert demo.returncode == 130, err[-2000:]
     assert "interrupted; everything it started is stopped" in err
     assert _demo_processes() == []
-    assert len(_processes(b"node_modules/.bin/azurite")) == azurites
+    assert len(_processes(AZURITE)) == azurites

@@ -43,7 +43,14 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         assert env["SERVICETAGS_DEV_CREDENTIAL"] == "1"
         assert "AccountName=devstoreaccount1" in env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
         pids = json.loads((state / "stack.json").read_text())["pids"]
-        assert sorted(pids) == ["arm", "azurite", "relay", "smtp", "web"]
+        assert sorted(pids) == ["arm", "azurite", "relay", "relay-runs", "smtp", "web", "webhooks"]
+        # The webhook receiver answers on loopback, as the channels' URLs will point at it.
+        assert env["SERVICETAGS_LOCAL_WEBHOOKS_URL"].startswith("http://127.0.0.1:")
+        assert env["SERVICETAGS_LOCAL_SIGNING_SECRET"].startswith("whsec_")
+        import urllib.request
+
+        with urllib.request.urlopen(env["SERVICETAGS_LOCAL_WEBHOOKS_URL"] + "/_requests", timeout=10) as r:
+            assert json.loads(r.read()) == []
         assert all(alive(pid) for pid in pids.values())
 
         # The printed lines work with `set -a; eval "$(servicetags local up)"`.

@@ -30,10 +30,11 @@ from tests.conftest import ROOT, snapshot_path
 
 pytestmark = pytest.mark.integration
 PARSER = PrefixParser()
+# Per-report delivery: these tests are about one e-mail per report (digests: test_digest.py).
 RECIPIENTS = [
-    {"address": "network@example.com", "name": "Network team"},
-    {"address": "storage@example.com", "tags": ["Storage*"]},
-    {"address": "tokyo@example.com", "regions": ["japaneast"]},
+    {"address": "network@example.com", "name": "Network team", "delivery": "report"},
+    {"address": "storage@example.com", "tags": ["Storage*"], "delivery": "report"},
+    {"address": "tokyo@example.com", "regions": ["japaneast"], "delivery": "report"},
 ]
 
 

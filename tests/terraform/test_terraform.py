@@ -274,9 +274,9 @@ def test_containers_and_queues_have_the_documented_names(resources: dict) -> Non
     containers = {_attr(b, "name") for b in resources["azurerm_storage_container"].values()}
     queues = {_attr(b, "name") for b in resources["azurerm_storage_queue"].values()}
     assert containers == {"snapshots", "reports", "notifications", "event-deadletter", "impact", "history",
-                          "$web"}
+                          "$web", "runs"}
     assert queues == {"regions", "regions-poison", "change-events", "change-events-poison", "impact",
-                      "impact-poison", "publish-events"}
+                      "impact-poison", "publish-events", "run-deadlines", "run-deadlines-poison"}
     for body in resources["azurerm_storage_container"].values():
         assert _attr(body, "container_access_type") == "private"
         # Through ARM, which works with shared keys off; storage_account_name would not.
@@ -336,6 +336,7 @@ SINGLE_RESOURCE_SCOPE = re.compile(
     r"|azurerm_communication_service\.[a-z0-9_]+\.id"
     r"|azurerm_container_app_job\.[a-z0-9_]+\.id"
     r"|azurerm_eventgrid_system_topic\.[a-z0-9_]+\.id"
+    r"|azurerm_key_vault\.[a-z0-9_]+\.id"
     r")\}"
 )
 SUBSCRIPTION_SCOPE = "${data.azurerm_subscription.current.id}"
@@ -396,6 +397,8 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
             {
                 ("Storage Queue Data Message Sender", "queue.regions"),
                 ("Storage Blob Data Reader", "container.snapshots"),
+                ("Storage Blob Data Contributor", "container.runs"),
+                ("Storage Queue Data Message Sender", "queue.run_deadlines"),
                 ("AcrPull", "registry"),
             },
         ),
@@ -406,6 +409,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("Storage Queue Data Contributor", "queue.regions_poison"),
                 ("Storage Blob Data Contributor", "container.snapshots"),
                 ("Storage Blob Data Contributor", "container.reports"),
+                ("Storage Blob Data Contributor", "container.runs"),
                 ("service_tag_reader", "subscription"),
                 ("AcrPull", "registry"),
             },
@@ -419,6 +423,10 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("Storage Blob Data Contributor", "container.notifications"),
                 ("Communication and Email Service Owner", "communication_service"),
                 ("EventGrid EventSubscription Reader", "event_topic"),
+                ("Storage Blob Data Reader", "container.runs"),
+                ("Storage Queue Data Contributor", "queue.run_deadlines"),
+                ("Storage Queue Data Contributor", "queue.run_deadlines_poison"),
+                ("Key Vault Secrets User", "key_vault.channels"),
                 ("AcrPull", "registry"),
             },
         ),
@@ -487,6 +495,7 @@ def _scope_label(scope: str) -> str:
         "azurerm_communication_service": "communication_service",
         "azurerm_container_app_job": f"job.{name}",
         "azurerm_eventgrid_system_topic": "event_topic",
+        "azurerm_key_vault": f"key_vault.{name}",
     }
     return short[kind]
 
@@ -498,8 +507,9 @@ def _scope_label(scope: str) -> str:
 
 def test_event_grid_sends_only_report_blob_creations_to_change_events(resources: dict) -> None:
     subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
-    # The others feed the impact step (test_impact_terraform.py) and the publisher (test_web_terraform.py).
-    assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher"}
+    # The others feed the impact step (test_impact_terraform.py), the publisher (test_web_terraform.py)
+    # and the run digests (runs_complete_to_queue).
+    assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher", "runs_complete_to_queue"}
     sub = subs["reports_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
@@ -522,6 +532,46 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(resources:
         assert _attr(sub, block, "user_assigned_identity") == ("${azurerm_user_assigned_identity.events.id}")
     topic = resources["azurerm_eventgrid_system_topic"]["storage"]
     assert _attr(topic, "topic_type") == "Microsoft.Storage.StorageAccounts"
+
+
+def test_event_grid_sends_only_run_complete_markers_to_change_events(resources: dict) -> None:
+    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["runs_complete_to_queue"]
+    assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
+    assert _attr(sub, "subject_filter", "subject_begins_with") == (
+        "/blobServices/default/containers/${azurerm_storage_container.runs.name}/blobs/"
+    )
+    assert _attr(sub, "subject_filter", "subject_ends_with") == "/complete.json"
+    endpoint = _attr(sub, "storage_queue_endpoint")
+    assert _attr(endpoint, "queue_name") == "${azurerm_storage_queue.change_events.name}"
+    for block in ("delivery_identity", "dead_letter_identity"):
+        assert _attr(sub, block, "user_assigned_identity") == ("${azurerm_user_assigned_identity.events.id}")
+
+
+def test_channel_secrets_vault_uses_rbac_and_only_the_notifier_reads_it(resources: dict) -> None:
+    (vault,) = resources["azurerm_key_vault"].values()
+    assert _attr(vault, "rbac_authorization_enabled") is True
+    assert _attr(vault, "purge_protection_enabled") is True
+    assert not vault.get("access_policy")
+    on_vault = {n: b for n, b in resources["azurerm_role_assignment"].items()
+                if "azurerm_key_vault." in _attr(b, "scope")}
+    assert list(on_vault) == ["notifier_keyvault_secrets"]
+    grant = on_vault["notifier_keyvault_secrets"]
+    assert _attr(grant, "role_definition_name") == "Key Vault Secrets User"
+    assert _attr(grant, "scope") == "${azurerm_key_vault.channels.id}"
+    assert "azurerm_user_assigned_identity.notifier.principal_id" in _attr(grant, "principal_id")
+    assert not resources.get("azurerm_key_vault_secret"), "secret values must not pass through Terraform"
+
+
+def test_notifier_reads_channels_from_the_vault_and_counts_only_due_deadlines(
+    module: list[dict[str, Any]], resources: dict
+) -> None:
+    env = _job_env(module, "notifier")
+    assert env["SERVICETAGS_KEYVAULT_URL"] == "${azurerm_key_vault.channels.vault_uri}"
+    assert env["SERVICETAGS_CHANNELS"] == "${local.channels_json}"
+    scale = _attr(resources["azurerm_container_app_job"]["notifier"], "event_trigger_config", "scale")
+    deadlines = [r for r in scale["rules"] if _one(r["name"]) == "run-deadlines-queue"]
+    assert len(deadlines) == 1
+    assert _one(deadlines[0]["metadata"])["queueLengthStrategy"] == "visibleonly"
 
 
 # ---------------------------------------------------------------------------------------
@@ -621,10 +671,13 @@ def test_notifier_sends_through_acs_and_logs_json(module: list[dict[str, Any]]) 
     assert env["SERVICETAGS_MAIL_FROM"].startswith("DoNotReply@")
 
 
-@pytest.mark.parametrize(("job", "queue"), [("worker", "regions"), ("notifier", "change_events")])
+@pytest.mark.parametrize(("job", "queue"), [("worker", "regions"), ("notifier", "change_events"),
+                                            ("notifier", "run_deadlines")])
 def test_keda_rule_reads_its_queue_with_the_jobs_own_identity(resources: dict, job: str, queue: str) -> None:
     body = resources["azurerm_container_app_job"][job]
-    rule = _attr(body, "event_trigger_config", "scale", "rules")
+    rules = _attr(body, "event_trigger_config", "scale")["rules"]
+    name = f"${{azurerm_storage_queue.{queue}.name}}"
+    [rule] = [r for r in rules if _attr(r, "metadata")["queueName"] == name]
     assert _attr(rule, "custom_rule_type") == "azure-queue"
     assert _attr(rule, "identity_id") == f"${{azurerm_user_assigned_identity.{job}.id}}"
     assert _attr(rule, "metadata")["queueName"] == f"${{azurerm_storage_queue.{queue}.name}}"

@@ -54,7 +54,8 @@ def test_comma_separated_addresses_mean_everything_for_each():
     ('[{"address": "Net <net@example.com>"}]', "is not a plain e-mail address"),
     ('[{"address": "net.example.com"}]', "'net.example.com' is not a plain e-mail address"),
     ('[{"address": "a@example.com"}, {"address": "b@example.com", "region": ["x"]}]',
-     "entry 2 (b@example.com): unknown key 'region' (allowed: address, name, regions, tags)"),
+     "entry 2 (b@example.com): unknown key 'region' (allowed: address, name, regions, tags, services, "
+     "delivery, min_addresses, family)"),
     ('[{"address": "a@example.com", "regions": "japaneast"}]',
      "'regions' must be a list of non-empty strings"),
     ('[{"address": "a@example.com", "tags": [1]}]', "'tags' must be a list of non-empty strings"),

@@ -1,0 +1,146 @@
+"""The digest of one producer run for one recipient or channel: the contract and its table. Pure.
+
+A digest gathers the run's change reports (each already filtered for the recipient) into one
+document, `servicetags.digest/v1`, the body a signed webhook receives and what the e-mail,
+Teams and Slack renderers draw from:
+
+- `region_events`: regions new or retired in this run, stated first everywhere;
+- `rows`: one per (region, tag) that changed, with prefix counts and sizes: IPv4 in
+  addresses, IPv6 in /64 networks (an IPv6 address count is a 20-digit number nobody reads);
+- `missing` / `poisoned`: regions the run did not check by its deadline, or gave up on.
+
+No prefix lists: those stay in the reports (named and linked per region), so a digest of the
+biggest week stays a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+SCHEMA = "servicetags.digest/v1"
+SLASH64 = 2 ** 64
+
+
+class DigestReport(NamedTuple):
+    blob: str                 # report blob name
+    url: str                  # where the stored report is
+    report: dict[str, Any]    # the change report, filtered for the recipient
+
+
+def _sizes(cidrs: Iterable[str]) -> tuple[int, int]:
+    v4 = v6 = 0
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr)
+        if network.version == 4:
+            v4 += network.num_addresses
+        else:
+            v6 += network.num_addresses
+    return v4, v6
+
+
+def _row(region: str, tag: dict[str, Any]) -> dict[str, Any]:
+    v4_added, v6_added = _sizes(tag["net_added"])
+    v4_removed, v6_removed = _sizes(tag["net_removed"])
+    return {"region": region, "tag": tag["id"], "status": tag["status"],
+            "prefixes_added": len(tag["added_prefixes"]), "prefixes_removed": len(tag["removed_prefixes"]),
+            "ipv4_added": v4_added, "ipv4_removed": v4_removed,
+            "ipv6_added": v6_added, "ipv6_removed": v6_removed}
+
+
+def build_digest(run: dict[str, Any], outcomes: dict[str, dict[str, Any]], missing: Sequence[str],
+                 reports: Sequence[DigestReport], *, closed_by: str) -> dict[str, Any]:
+    """The digest document. `outcomes` are every region's recorded outcome in the run;
+    `reports` only those matching the recipient; `closed_by` is `complete` or `deadline`."""
+    changes, rows, events = [], [], []
+    ordered = sorted(reports, key=lambda r: (r.report.get("region_event") is None, r.report["region"]))
+    for item in ordered:
+        report = item.report
+        event = report.get("region_event")
+        if event in ("added", "removed"):
+            events.append({"region": report["region"], "event": event})
+        changes.append({"region": report["region"], "region_event": event, "report": item.blob,
+                        "report_url": item.url, "from": report["from"]["changeNumber"],
+                        "to": report["to"]["changeNumber"], "summary": report["summary"],
+                        "tags": len(report["tags"])})
+        rows += [_row(report["region"], tag) for tag in report["tags"]]
+    totals = {key: sum(r[key] for r in rows) for key in
+              ("prefixes_added", "prefixes_removed", "ipv4_added", "ipv4_removed", "ipv6_added",
+               "ipv6_removed")}
+    poisoned = [{"region": region, "reason": doc.get("reason", "")}
+                for region, doc in sorted(outcomes.items()) if doc.get("status") == "poisoned"]
+    return {
+        "schema": SCHEMA, "cloud": run["cloud"], "run_id": run["run_id"], "started_at": run["started_at"],
+        "closed_by": closed_by, "regions_expected": len(set(outcomes) | set(missing)),
+        "regions_checked": len(outcomes), "regions_changed": len(changes),
+        "region_events": events, "missing": sorted(missing), "poisoned": poisoned,
+        "totals": {**totals, "tags": len(rows)}, "changes": changes, "rows": rows,
+    }
+
+
+def worth_sending(digest: dict[str, Any]) -> bool:
+    """A digest with no change and nothing unchecked says nothing: it is not sent."""
+    return bool(digest["rows"] or digest["missing"] or digest["poisoned"])
+
+
+# ---- the words and numbers every rendering shares -----------------------------------------------
+
+def n(value: int) -> str:
+    return f"{value:,}"
+
+
+def v6_64(addresses: int) -> str:
+    """IPv6 addresses as /64 networks: whole numbers, or `<1` for less than one /64."""
+    whole, rest = divmod(addresses, SLASH64)
+    if not rest:
+        return n(whole)
+    if whole == 0:
+        return "<1"
+    hundredths = rest * 100 // SLASH64
+    return f"{n(whole)}.{hundredths:02d}" if hundredths else n(whole)
+
+
+def pm(added: str, removed: str) -> str:
+    return f"+{added}/-{removed}"
+
+
+def title(digest: dict[str, Any]) -> str:
+    if digest["closed_by"] == "report" and digest["changes"]:
+        c = digest["changes"][0]
+        return f"Service tags {digest['cloud']}, {c['region']}: change {c['from']} → {c['to']}"
+    changed = digest["regions_changed"]
+    what = f"{changed} region{'s' if changed != 1 else ''} changed" if changed else "no change matched"
+    return f"Service tags {digest['cloud']}, run {digest['run_id']}: {what}"
+
+
+def headline(digest: dict[str, Any]) -> list[str]:
+    """The first lines of every rendering: region events, then what is missing."""
+    lines = []
+    for event in digest["region_events"]:
+        lines.append(f"New region: {event['region']}" if event["event"] == "added"
+                     else f"Retired region: {event['region']}")
+    t = digest["totals"]
+    if digest["rows"]:
+        lines.append(f"{digest['regions_changed']} regions, {t['tags']} tag changes; prefixes "
+                     f"{pm(n(t['prefixes_added']), n(t['prefixes_removed']))}; IPv4 addresses "
+                     f"{pm(n(t['ipv4_added']), n(t['ipv4_removed']))}; IPv6 /64s "
+                     f"{pm(v6_64(t['ipv6_added']), v6_64(t['ipv6_removed']))}")
+    if digest["missing"]:
+        missing = digest["missing"]
+        lines.append(f"Not checked by the deadline ({len(missing)}): {', '.join(missing)}")
+    if digest["poisoned"]:
+        lines.append("Gave up on (poisoned): " + ", ".join(p["region"] for p in digest["poisoned"]))
+    return lines
+
+
+TABLE_HEADER = ("region", "tag", "prefixes +/-", "IPv4 addresses +/-", "IPv6 /64s +/-")
+
+
+def table_cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    return (row["region"], row["tag"], pm(n(row["prefixes_added"]), n(row["prefixes_removed"])),
+            pm(n(row["ipv4_added"]), n(row["ipv4_removed"])),
+            pm(v6_64(row["ipv6_added"]), v6_64(row["ipv6_removed"])))
+
+
+UNITS_NOTE = "IPv4 sizes in addresses; IPv6 sizes in /64 networks (one /64 = 2^64 addresses)."

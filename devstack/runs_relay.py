@@ -1,0 +1,80 @@
+"""The local relay for run markers: BlobCreated events for `*/complete.json` in `runs` only.
+
+The Azure event subscription filters on the subject (`subject_ends_with = "/complete.json"`,
+terraform/digest.tf), so manifests and region outcomes raise no events there; this relay does
+the same in front of `devstack.relay.BlobEventRelay`, whose events and delivery it reuses.
+
+    python -m devstack.runs_relay --connection-string CS [--container runs] [--queue change-events]
+        [--schema eventgrid|cloudevents] [--state-dir DIR] [--interval S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from common.logs import configure
+from devstack.relay import STATE_FILE, BlobEventRelay, _account_name, queue_deliverer
+
+SUFFIX = "/complete.json"
+
+
+class EndsWith:
+    """A container client that lists only blobs whose name ends with `suffix`."""
+
+    def __init__(self, client: Any, suffix: str) -> None:
+        self._client, self._suffix = client, suffix
+        self.container_name = client.container_name
+
+    def list_blobs(self) -> Iterator[Any]:
+        return (b for b in self._client.list_blobs() if b.name.endswith(self._suffix))
+
+    def get_blob_client(self, blob: str) -> Any:
+        return self._client.get_blob_client(blob)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.runs_relay",
+                                     description=__doc__.split("\n\n")[0])
+    connection = os.environ.get("SERVICETAGS_STORAGE_CONNECTION_STRING")
+    parser.add_argument("--connection-string", default=connection, required=not connection)
+    parser.add_argument("--container", default="runs")
+    parser.add_argument("--queue", default="change-events")
+    parser.add_argument("--schema", choices=("eventgrid", "cloudevents"), default="eventgrid")
+    parser.add_argument("--state-dir", type=Path)
+    parser.add_argument("--interval", type=float, default=0.2)
+    args = parser.parse_args(argv)
+    configure(os.environ.get("SERVICETAGS_LOG_FORMAT", "json"),
+              os.environ.get("SERVICETAGS_LOG_LEVEL", "INFO"))
+    container = BlobServiceClient.from_connection_string(args.connection_string).get_container_client(
+        args.container)
+    with contextlib.suppress(ResourceExistsError):
+        container.create_container()
+    queue = QueueClient.from_connection_string(args.connection_string, args.queue)
+    with contextlib.suppress(ResourceExistsError):
+        queue.create_queue()
+    if args.state_dir:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+    relay = BlobEventRelay(EndsWith(container, SUFFIX), account_name=_account_name(args.connection_string),
+                           container=args.container, deliver=queue_deliverer(queue), schema=args.schema,
+                           state_path=args.state_dir / STATE_FILE if args.state_dir else None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    relay.run(stop, args.interval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
