@@ -47,8 +47,6 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         # The webhook receiver answers on loopback, as the channels' URLs will point at it.
         assert env["SERVICETAGS_LOCAL_WEBHOOKS_URL"].startswith("http://127.0.0.1:")
         assert env["SERVICETAGS_LOCAL_SIGNING_SECRET"].startswith("whsec_")
-        import urllib.request
-
         with urllib.request.urlopen(env["SERVICETAGS_LOCAL_WEBHOOKS_URL"] + "/_requests", timeout=10) as r:
             assert json.loads(r.read()) == []
         assert all(alive(pid) for pid in pids.values())

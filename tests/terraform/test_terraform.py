@@ -509,7 +509,8 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(resources:
     subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
     # The others feed the impact step (test_impact_terraform.py), the publisher (test_web_terraform.py)
     # and the run digests (runs_complete_to_queue).
-    assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher", "runs_complete_to_queue"}
+    assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher",
+                         "runs_complete_to_queue"}
     sub = subs["reports_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
