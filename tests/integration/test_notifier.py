@@ -189,7 +189,7 @@ def test_bad_events_are_dropped_or_poisoned_and_good_ones_still_served(bench):
     good = bench.write_report(real_report("francecentral"))
     bench.reports.create("Public/x/broken.json", b'{"schema": "servicetags.change-report/v1"}')
     subject = f"/blobServices/default/containers/{container}/blobs/"
-    url = f"http://127.0.0.1/devstoreaccount1/{container}/"
+    url = f"{bench.reports.url}/"
     no_data = json.loads(_event(subject + "a.json", url + "a.json"))
     del no_data["data"]
     bad = {
@@ -284,10 +284,10 @@ def test_acs_backend_sends_through_the_real_email_client(bench, tmp_path):
                             sender=sender, mail_from="DoNotReply@example.azurecomm.net",
                             recipients=parse_recipients(json.dumps(RECIPIENTS)))
         fake.fail_next(1, status=429)
-        delivered = notifier.deliver(name, "http://example/report")
+        delivered = notifier.deliver(name, bench.reports.blob_url(name))
         assert delivered.sent == ("network@example.com",)
         assert delivered.skipped == ("storage@example.com", "tokyo@example.com")
-        assert notifier.deliver(name, "http://example/report").already == ("network@example.com",)
+        assert notifier.deliver(name).already == ("network@example.com",)
         [message] = fake.messages
         assert message["recipients"]["to"][0]["address"] == "network@example.com"
         assert "francecentral" in message["content"]["subject"]
