@@ -14,11 +14,13 @@ def poisoned(message: Message) -> dict[str, Any]:
     """A poison record; messages someone put there by hand are shown as they are."""
     try:
         record = json.loads(message.content)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or hostile JSON
         record = None
-    if not isinstance(record, dict) or "content" not in record:
+    if not isinstance(record, dict) or not isinstance(record.get("content"), str):
         return {"reason": "not a servicetags poison record", "content": message.content,
                 "dequeue_count": None, "poisoned_at": None}
+    if not isinstance(record.get("reason"), str):
+        record = {**record, "reason": str(record.get("reason"))}
     return record
 
 

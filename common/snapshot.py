@@ -52,12 +52,11 @@ def read_bytes(path: str | os.PathLike[str], *, limit: int = DEFAULT_MAX_BYTES) 
 
 def decompress(data: bytes, source: str, *, gz_expected: bool = False,
                limit: int = DEFAULT_MAX_BYTES) -> bytes:
-    """`data` un-gzipped if it is gzip (every member), refusing more than `limit` bytes out."""
+    """`data` un-gzipped if it is gzip (every member), refusing more than `limit` bytes out.
+    (Data not gzipped is returned as it is: whoever read it bounded it.)"""
     if data[:2] != GZIP_MAGIC:
         if gz_expected and data.strip():
             raise SnapshotError(source, "named .gz but is not gzip data")
-        if len(data) > limit:
-            raise too_large(source, limit)
         return data
     out = bytearray()
     rest = data
