@@ -33,7 +33,7 @@ def queues(storage, prefix: str = "rel"):
 
 
 def test_a_stale_receipt_is_lost_receipt_for_delete_and_extend(storage):
-    raw, queue, _ = queues(storage)
+    _, queue, _ = queues(storage)
     queue.send("hello")
     first = queue.receive(1)
     assert first is not None
