@@ -1,5 +1,8 @@
 """Chaos: a change cycle with API faults while workers and the notifier are SIGKILLed at
-random moments and restarted. Nothing is lost, nothing is duplicated."""
+random moments and restarted, notifiers also die between claiming and sending an e-mail,
+workers lose their receipts (a one-second visibility under slow replies), a forger races
+every genuine event with one carrying another account's URL, and Azurite restarts. Nothing
+is lost, nothing is duplicated beyond the documented window, no link is forged."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,16 +42,36 @@ def expected_reports() -> dict[str, dict]:
     return {r: rep for r, rep in reports.items() if rep["tags"]}
 
 
+# Notifiers: a claim (10 s) far longer than the event's retry window (20 tries, no delay:
+# about 2 s per try), the case where a kill between claim and send lost the e-mail (issue 16).
+NOTIFIER_ENV = {"SERVICETAGS_CLAIM_TIMEOUT": "10", "SERVICETAGS_RETRY_DELAY": "0",
+                "SERVICETAGS_VISIBILITY_TIMEOUT": "2"}
+# A worker with a one-second visibility, now and then frozen (SIGSTOP) for longer: its receipt
+# expires mid-message and the other worker takes the message, as after a long GC pause or a
+# throttled container.
+WORKER_ENV = {"worker1": {"SERVICETAGS_VISIBILITY_TIMEOUT": "1"}}
+ATTACKER = "https://attacker.blob.core.windows.net"
+RECHECK = "westeurope,francecentral,japaneast"
+
+
 class Fleet:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env = {**os.environ, **env, "SERVICETAGS_LOG_LEVEL": "WARNING"}
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.kills: Counter[str] = Counter()
+        self.started = 0
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, crash_at: str | None = None) -> None:
         module = "notifier" if name.startswith("notifier") else "worker"
-        self.processes[name] = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=self.env,
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {**self.env, **(NOTIFIER_ENV if module == "notifier" else WORKER_ENV.get(name, {}))}
+        if crash_at:
+            env["SERVICETAGS_CRASH_AT"] = crash_at
+        self.started += 1
+        with (self.logs / f"{name}-{self.started}.log").open("wb") as log:
+            self.processes[name] = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
+                                                    stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
@@ -55,6 +79,25 @@ class Fleet:
             process.send_signal(signal.SIGKILL)
             self.kills[name.rstrip("0123456789")] += 1
         process.wait()
+
+    def freeze(self, name: str, seconds: float) -> None:
+        process = self.processes[name]
+        if process.poll() is None:
+            process.send_signal(signal.SIGSTOP)
+            time.sleep(seconds)
+            process.send_signal(signal.SIGCONT)
+            self.kills["freeze"] += 1
+
+    def events(self) -> Counter[str]:
+        return Counter(json.loads(line).get("event") for line in self.log_text().splitlines()
+                       if line.startswith("{"))
+
+    def restart_crashed(self) -> None:
+        """Start again whoever killed itself at a crash point (or died otherwise)."""
+        for name, process in list(self.processes.items()):
+            if process.poll() is not None:
+                self.kills["crash point" if process.returncode == -signal.SIGKILL else "exit"] += 1
+                self.start(name)
 
     def stop_all(self) -> None:
         for process in self.processes.values():
@@ -67,19 +110,57 @@ class Fleet:
                 process.kill()
                 process.wait()
 
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in sorted(self.logs.glob("*.log")))
 
-def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
+
+def forged_event(subject: str) -> str:
+    """An event for a real report whose URL points elsewhere, as an attacker with write access
+    to the events queue (or a misrouted subscription) could send."""
+    name = subject.split("/blobs/", 1)[1]
+    return json.dumps({"id": f"forged-{name}", "topic": "/subscriptions/x/resourceGroups/r/providers/"
+                       "Microsoft.Storage/storageAccounts/attacker", "subject": subject,
+                       "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2026-11-24T10:00:00Z",
+                       "data": {"api": "PutBlob", "url": f"{ATTACKER}/reports/{name}", "eTag": "0x1",
+                                "blobType": "BlockBlob", "sequencer": "0" * 32},
+                       "dataVersion": "", "metadataVersion": "1"})
+
+
+class Forger(threading.Thread):
+    """Races every genuine event: as soon as a report blob exists, a forged event for it."""
+
+    def __init__(self, clients: StorageClients) -> None:
+        super().__init__(name="forger", daemon=True)
+        self.clients, self.sent, self.stop = clients, [], threading.Event()
+
+    def run(self) -> None:
+        seen: set[str] = set()
+        while not self.stop.wait(0.1):
+            try:
+                names = set(self.clients.container("reports").names()) - seen
+                for name in sorted(names):
+                    content = forged_event(f"/blobServices/default/containers/reports/blobs/{name}")
+                    self.clients.queue("change-events").send(content)
+                    self.sent.append(content)
+                    seen.add(name)
+            except Exception:  # Azurite restarting: try again next round
+                continue
+
+
+def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_path):
     outbox = tmp_path / "outbox"
-    env = stack.up(tmp_path / "stack", snapshot=snapshot_path(340), persistent=False, outbox=outbox)
+    state_dir = tmp_path / "stack"
+    env = stack.up(state_dir, snapshot=snapshot_path(340), persistent=True, outbox=outbox)
     env.update({"SERVICETAGS_VISIBILITY_TIMEOUT": "3", "SERVICETAGS_MAX_TRIES": "20",
                 "SERVICETAGS_RETRY_DELAY": "1", "SERVICETAGS_IDLE_SLEEP": "0",
-                "SERVICETAGS_CLAIM_TIMEOUT": "3", "SERVICETAGS_ARM_RETRIES": "1",
-                "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
+                "SERVICETAGS_ARM_RETRIES": "1", "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
     clients = StorageClients(StorageSettings.from_env(Env(env)))
     queues = {n: clients.queue(n) for n in stack.QUEUES}
-    control = ArmEndpointControl.from_state_dir(tmp_path / "stack" / "arm")
-    fleet = Fleet(env)
+    control = ArmEndpointControl.from_state_dir(state_dir / "arm")
+    fleet = Fleet(env, tmp_path / "logs")
+    forger = Forger(clients)
     rng = random.Random(20261124)
+    restarts = rechecks = 0
     try:
         from producer.main import ProducerSettings, produce
 
@@ -89,21 +170,60 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
         assert baseline.returncode == 0, baseline.stderr[-2000:]
 
         control.set_snapshot(snapshot_path(341))
-        control.set_fault_rate(0.25, seed=7)
+        control.set_fault_rate(0.25, seed=7)  # 429, 500, 503, resets, truncations, slow replies
         produce(ProducerSettings.from_env(Env(env)), run_id="change")
-        for name in ("worker1", "worker2", "notifier1"):
-            fleet.start(name)
-        deadline = time.monotonic() + CHAOS_SECONDS
-        while time.monotonic() < deadline:
-            time.sleep(rng.uniform(0.3, 1.5))
-            victim = rng.choice(sorted(fleet.processes))
+        forger.start()
+        fleet.start("worker1")
+        fleet.start("worker2")
+
+        def start_first_notifier() -> None:
+            # The first notifier dies holding its first claim, for certain: it starts once there
+            # is a report to send, and is spared the random kills until then.
+            if "notifier1" not in fleet.processes and forger.sent:
+                fleet.start("notifier1", crash_at="before_send")
+
+        started = time.monotonic()
+        restart_at = started + CHAOS_SECONDS / 2
+
+        def chaos_goes_on() -> bool:
+            # At least CHAOS_SECONDS, and until a notifier died at its claim and one was killed
+            # at random afterwards (reports, hence claims, come only after the workers' first
+            # rounds), within a cap.
+            elapsed = time.monotonic() - started
+            return elapsed < CHAOS_SECONDS or (elapsed < 4 * CHAOS_SECONDS and not (
+                fleet.kills["crash point"] and fleet.kills["notifier"] and fleet.events()["receipt_lost"]))
+
+        while chaos_goes_on():
+            time.sleep(rng.uniform(0.5, 2.0))
+            fleet.restart_crashed()
+            start_first_notifier()
+            if restarts == 0 and time.monotonic() > restart_at:
+                stack.restart_azurite(state_dir, pause=1.0)  # storage restarts under everyone
+                restarts += 1
+                continue
+            depth = queues["regions"].depth()
+            if 0 < depth <= 3 and rng.random() < 0.7:
+                # Few messages left: worker2 soon takes the one worker1 holds, and still holds
+                # it when worker1 wakes up to extend or delete it (PopReceiptMismatch).
+                fleet.freeze("worker1", 1.6)
+                continue
+            if depth == 0 and not fleet.events()["receipt_lost"]:
+                rechecks += 1  # a few more region messages to freeze worker1 over
+                produce(ProducerSettings.from_env(Env({**env, "SERVICETAGS_REGIONS": RECHECK})),
+                        run_id=f"recheck-{rechecks}")
+            spared = "notifier1" if fleet.kills["crash point"] == 0 else None
+            victim = rng.choice(sorted(n for n in fleet.processes if n != spared))
             fleet.kill(victim)
-            fleet.start(victim)
+            # Half the notifiers restarted this way die again between their claim and send.
+            fleet.start(victim, crash_at="before_send" if victim.startswith("notifier")
+                        and rng.random() < 0.5 else None)
         control.set_fault_rate(0.0)
 
         expected = expected_reports()
 
         def settled() -> bool:
+            fleet.restart_crashed()
+            start_first_notifier()
             return (all(queues[q].depth() == 0 for q in ("regions", "change-events"))
                     and len(list(clients.container("reports").names())) == len(expected)
                     and len(list(outbox.glob("*.eml"))) >= len(expected))
@@ -113,17 +233,25 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
             time.sleep(0.5)
         assert settled(), {q: queues[q].depth() for q in stack.QUEUES}
     finally:
+        forger.stop.set()
+        forger.join(timeout=10)
         fleet.stop_all()
-        control_state = tmp_path / "stack"
         queues_left = {n: q.depth() for n, q in queues.items()}
+        poisoned = [json.loads(m.content) for m in queues["change-events-poison"].peek(32)]
         reports = {}
         for name in clients.container("reports").names():
             blob = clients.container("reports").read(name)
             assert blob is not None
             reports[name] = json.loads(blob.data)
-        stack.down(control_state)
+        reports_url = clients.container("reports").url
+        stack.down(state_dir)
 
+    logs = fleet.log_text()
+    assert "Traceback" not in logs, logs[-3000:]
     assert fleet.kills["worker"] >= 3 and fleet.kills["notifier"] >= 1, fleet.kills
+    assert fleet.kills["crash point"] >= 1, fleet.kills  # killed between claim and send
+    events = fleet.events()
+    assert restarts == 1 and events["receipt_lost"] >= 1, (fleet.kills, events)
     # Every changed region has exactly one report, equal to servicetags diff's.
     by_region = Counter(r["region"] for r in reports.values())
     assert set(by_region) == set(expected) and set(by_region.values()) == {1}
@@ -142,5 +270,13 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
     assert all(len(v) == 1 for v in ids.values())
     duplicates = sum(per_report.values()) - len(per_report)
     assert duplicates <= fleet.kills["notifier"], per_report
-    # Queues hold nothing but documented poison (none expected at this fault rate).
-    assert queues_left == {q: 0 for q in stack.QUEUES}
+    # Every link is the configured account's: the forged events planted none, and suppressed none.
+    for m in mails:
+        name = str(m["X-Servicetags-Report"]).strip()
+        text = m.get_body(preferencelist=("plain",)).get_content()
+        assert f"Stored report: {reports_url}/{name}" in text and "attacker" not in m.as_string()
+    # The forged events, and nothing else, are in the events' poison queue, each as forged.
+    assert forger.sent and {p["content"] for p in poisoned} == set(forger.sent)
+    assert all("refused as forged" in p["reason"] for p in poisoned)
+    assert {q: n for q, n in queues_left.items() if q != "change-events-poison"} == {
+        "regions": 0, "regions-poison": 0, "change-events": 0}

@@ -86,6 +86,7 @@ def test_two_workers_with_a_one_second_visibility_and_slow_arm_replies(azurite, 
         arm_endpoint.add_faults(["slow:1.6"] * 8)  # each reply outlasts the visibility timeout
         workers = [pipeline.spawn_worker(SERVICETAGS_LOG_LEVEL="WARNING") for _ in range(2)]
         outputs = [w.communicate(timeout=240) for w in workers]
+        assert '"event": "receipt_lost"' in "".join(out for out, _ in outputs)  # the case did occur
         for worker, (out, err) in zip(workers, outputs, strict=True):
             assert worker.returncode == 0, err[-3000:]
             assert "Traceback" not in err and "PopReceiptMismatch" not in out + err
