@@ -184,7 +184,7 @@ def _report(envelope: _Envelope, expected_container: str) -> ReportEvent:
         raise NotAReportEvent(f"subject {envelope.subject!r} is a directory, not a report blob")
     data = envelope.data
     api = data.get("api")
-    if api in _UNCOMMITTED_APIS:
+    if isinstance(api, str) and api in _UNCOMMITTED_APIS:  # any JSON value may come: a list is unhashable
         raise NotAReportEvent(f"api {api!r} creates the blob before its data is committed")
     url = data.get("url")
     if not isinstance(url, str) or not url:

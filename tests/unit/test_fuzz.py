@@ -37,7 +37,8 @@ from notifier.webhook import EntraTokenAuth, SharedSecretAuth, WebhookApp
 EXAMPLES = int(os.environ.get("SERVICETAGS_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-pytestmark = pytest.mark.timeout(300)
+# A hang fails the test; the long budget of bench/fuzz.py gets proportionally longer.
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 2))
 # Hypothesis raises the recursion limit while a test runs, so nesting a few thousand deep (all
 # a 4 KB region message can hold) decodes here where it would not in a worker: that case is in
 # test_hostile_input.py; the documents here nest 50,000 deep.
