@@ -46,10 +46,9 @@ def expected_reports() -> dict[str, dict]:
 # about 2 s per try), the case where a kill between claim and send lost the e-mail (issue 16).
 NOTIFIER_ENV = {"SERVICETAGS_CLAIM_TIMEOUT": "10", "SERVICETAGS_RETRY_DELAY": "0",
                 "SERVICETAGS_VISIBILITY_TIMEOUT": "2"}
-# A worker with a one-second visibility, now and then frozen (SIGSTOP) for longer: its receipt
-# expires mid-message and the other worker takes the message, as after a long GC pause or a
-# throttled container.
-WORKER_ENV = {"worker1": {"SERVICETAGS_VISIBILITY_TIMEOUT": "1"}}
+# A worker that stalls (SIGSTOP) just before deleting a message: its receipt expires and is
+# superseded while it is stopped, as after a long GC pause or in a throttled container.
+WORKER_ENV = {"stalled": {"SERVICETAGS_VISIBILITY_TIMEOUT": "1", "SERVICETAGS_STOP_AT": "before_delete"}}
 ATTACKER = "https://attacker.blob.core.windows.net"
 RECHECK = "westeurope,francecentral,japaneast"
 
@@ -80,13 +79,12 @@ class Fleet:
             self.kills[name.rstrip("0123456789")] += 1
         process.wait()
 
-    def freeze(self, name: str, seconds: float) -> None:
-        process = self.processes[name]
-        if process.poll() is None:
-            process.send_signal(signal.SIGSTOP)
-            time.sleep(seconds)
-            process.send_signal(signal.SIGCONT)
-            self.kills["freeze"] += 1
+    def stopped(self, name: str) -> bool:
+        process = self.processes.get(name)
+        if process is None or process.poll() is not None:
+            return False
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "T"
 
     def events(self) -> Counter[str]:
         return Counter(json.loads(line).get("event") for line in self.log_text().splitlines()
@@ -95,6 +93,8 @@ class Fleet:
     def restart_crashed(self) -> None:
         """Start again whoever killed itself at a crash point (or died otherwise)."""
         for name, process in list(self.processes.items()):
+            if name == "stalled":
+                continue
             if process.poll() is not None:
                 self.kills["crash point" if process.returncode == -signal.SIGKILL else "exit"] += 1
                 self.start(name)
@@ -102,6 +102,7 @@ class Fleet:
     def stop_all(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a stopped one handles no SIGTERM
                 process.terminate()
         for process in self.processes.values():
             try:
@@ -160,7 +161,7 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     fleet = Fleet(env, tmp_path / "logs")
     forger = Forger(clients)
     rng = random.Random(20261124)
-    restarts = rechecks = 0
+    restarts = stalls = 0
     try:
         from producer.main import ProducerSettings, produce
 
@@ -201,18 +202,28 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
                 stack.restart_azurite(state_dir, pause=1.0)  # storage restarts under everyone
                 restarts += 1
                 continue
-            depth = queues["regions"].depth()
-            if 0 < depth <= 3 and rng.random() < 0.7:
-                # Few messages left: worker2 soon takes the one worker1 holds, and still holds
-                # it when worker1 wakes up to extend or delete it (PopReceiptMismatch).
-                fleet.freeze("worker1", 1.6)
+            if (time.monotonic() > restart_at and "stalled" not in fleet.processes and stalls < 5
+                    and not fleet.events()["receipt_lost"]):
+                stalls += 1
+                fleet.start("stalled")
+                if queues["regions"].depth() == 0:  # something for it to handle
+                    produce(ProducerSettings.from_env(Env({**env, "SERVICETAGS_REGIONS": RECHECK})),
+                            run_id="recheck")
+            if fleet.stopped("stalled"):
+                # Its message's visibility runs out; another consumer receives it, so the stalled
+                # worker's receipt no longer holds when it resumes and deletes (PopReceiptMismatch).
+                time.sleep(1.5)
+                list(clients.queues.get_queue_client("regions").receive_messages(
+                    max_messages=32, visibility_timeout=1))
+                stalled = fleet.processes["stalled"]
+                stalled.send_signal(signal.SIGCONT)
+                time.sleep(0.5)
+                stalled.kill()  # it would stop again at its next message
+                stalled.wait()
+                del fleet.processes["stalled"]
                 continue
-            if depth == 0 and not fleet.events()["receipt_lost"]:
-                rechecks += 1  # a few more region messages to freeze worker1 over
-                produce(ProducerSettings.from_env(Env({**env, "SERVICETAGS_REGIONS": RECHECK})),
-                        run_id=f"recheck-{rechecks}")
-            spared = "notifier1" if fleet.kills["crash point"] == 0 else None
-            victim = rng.choice(sorted(n for n in fleet.processes if n != spared))
+            spared = {"stalled", "notifier1" if fleet.kills["crash point"] == 0 else ""}
+            victim = rng.choice(sorted(n for n in fleet.processes if n not in spared))
             fleet.kill(victim)
             # Half the notifiers restarted this way die again between their claim and send.
             fleet.start(victim, crash_at="before_send" if victim.startswith("notifier")
