@@ -29,7 +29,9 @@ def message_region(content: str) -> str | None:
         doc = decode_json_message(content)
     except BadMessage:
         return None
-    return doc.get("region") if isinstance(doc, dict) else None
+    region = doc.get("region") if isinstance(doc, dict) else None
+    # Any JSON may sit in poison: a list here was unhashable in `requeue --region`'s set test.
+    return region.lower() if isinstance(region, str) else None
 
 
 def requeue(poison: Queue, target: Queue, *, keep: Callable[[str], bool] = lambda _: True,

@@ -19,7 +19,7 @@ from common import logs
 from common.errors import ServiceTagsError, SnapshotError
 from common.json_input import JsonInputError, load_json
 from common.messages import BadMessage, parse_region_message
-from common.operations import poisoned
+from common.operations import message_region, poisoned
 from common.ports import Message
 from common.prefixes import PrefixParser, normalise
 from common.regions import index_from_names
@@ -242,3 +242,9 @@ def test_status_shows_a_corrupt_state_and_a_numeric_poison_record(capsys):
     assert "westeurope" in out and "(unreadable state blob Public/westeurope/latest.json)" in out
     assert "y\\nforged" in out and "\ny\n" not in out
     assert out.count("not a servicetags poison record") == 3
+
+
+def test_requeue_region_filter_takes_any_json_region():
+    assert message_region('{"region": ["westeurope"]}') is None
+    assert message_region('{"region": "WestEurope"}') == "westeurope"
+    assert message_region("[" * 5000) is None
