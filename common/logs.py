@@ -31,15 +31,29 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RESERVED and k != "event"})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from outside: escaped, still one line
+            line = json.dumps(entry, default=str)
+        return line
+
+
+def _escaped(value: object) -> str:
+    """Text with its control characters escaped: a value from outside (a run_id, a reason, a
+    subject) holding a newline cannot start a forged log line."""
+    text = str(value)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record (a traceback, when there is one, follows it)."""
+
     def format(self, record: logging.LogRecord) -> str:
         fields = {k: v for k, v in vars(record).items() if k not in _RESERVED and k != "event"}
-        extra = " ".join(f"{k}={v}" for k, v in fields.items())
-        line = f"{record.levelname.lower():7} {getattr(record, 'event', '') or record.name}: "
-        line += record.getMessage() + (f" [{extra}]" if extra else "")
+        extra = " ".join(f"{_escaped(k)}={_escaped(v)}" for k, v in fields.items())
+        line = f"{record.levelname.lower():7} {_escaped(getattr(record, 'event', '') or record.name)}: "
+        line += _escaped(record.getMessage()) + (f" [{extra}]" if extra else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

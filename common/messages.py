@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 
 from common.config import CLOUDS
 from common.errors import ServiceTagsError
+from common.json_input import JsonInputError, load_json
 
 SCHEMA = "servicetags.region-check/v1"
 MAX_BYTES = 4096  # a region message is ~150 bytes; anything larger is not ours
@@ -55,9 +56,10 @@ def decode_json_message(content: str | bytes) -> Any:
         except (binascii.Error, ValueError):
             raise BadMessage("message is neither JSON nor base64-encoded JSON") from None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadMessage(f"message is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        return load_json(text)
+    except JsonInputError as exc:
+        # Malformed, deeply nested, a lone surrogate: permanent, so poisoned at once.
+        raise BadMessage(f"message {exc}") from None
 
 
 def parse_region_message(content: str | bytes) -> RegionMessage:

@@ -14,11 +14,13 @@ def poisoned(message: Message) -> dict[str, Any]:
     """A poison record; messages someone put there by hand are shown as they are."""
     try:
         record = json.loads(message.content)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or hostile JSON
         record = None
-    if not isinstance(record, dict) or "content" not in record:
+    if not isinstance(record, dict) or not isinstance(record.get("content"), str):
         return {"reason": "not a servicetags poison record", "content": message.content,
                 "dequeue_count": None, "poisoned_at": None}
+    if not isinstance(record.get("reason"), str):
+        record = {**record, "reason": str(record.get("reason"))}
     return record
 
 
@@ -27,7 +29,9 @@ def message_region(content: str) -> str | None:
         doc = decode_json_message(content)
     except BadMessage:
         return None
-    return doc.get("region") if isinstance(doc, dict) else None
+    region = doc.get("region") if isinstance(doc, dict) else None
+    # Any JSON may sit in poison: a list here was unhashable in `requeue --region`'s set test.
+    return region.lower() if isinstance(region, str) else None
 
 
 def requeue(poison: Queue, target: Queue, *, keep: Callable[[str], bool] = lambda _: True,

@@ -36,15 +36,24 @@ class Message(NamedTuple):
     inserted_on: str = ""
 
 
+class LostReceipt(Exception):
+    """A message's pop receipt is no longer valid: its visibility ran out and another consumer
+    received it (or will), or the service forgot it (a restart). The message is not lost; it
+    is simply not ours any more. Raised by `Queue.extend` and `Queue.delete`."""
+
+
 class Queue(Protocol):
     name: str
 
     def receive(self, visibility_timeout: int) -> Message | None: ...
 
     def extend(self, message: Message, visibility_timeout: int) -> Message:
-        """Keep the message invisible longer; returns it with its new pop receipt."""
+        """Keep the message invisible longer; returns it with its new pop receipt. LostReceipt
+        when the receipt no longer holds."""
 
-    def delete(self, message: Message) -> None: ...
+    def delete(self, message: Message) -> None:
+        """Delete the message; nothing if it is gone already. LostReceipt when the receipt no
+        longer holds (the message is still there, now someone else's)."""
 
     def send(self, content: str, *, delay: int = 0) -> None:
         """Enqueue; with `delay`, the message becomes visible only that many seconds later."""

@@ -59,9 +59,16 @@ def normalise(text: object) -> str:
     import ipaddress  # only for text not in canonical form: keeps start-up fast
 
     try:
-        return str(ipaddress.ip_network(text.strip(), strict=True))
+        network = ipaddress.ip_network(text.strip(), strict=True)
     except ValueError as exc:
         raise InvalidPrefixError(f"{text!r} is not a valid CIDR prefix ({exc})") from None
+    # ipaddress takes an IPv6 zone ("fe80::%eth0/64"): an interface of one host, not a range.
+    if getattr(network.network_address, "scope_id", None) is not None:
+        raise InvalidPrefixError(f"{text!r} is not a valid CIDR prefix (it names an IPv6 zone)")
+    normal = str(network)
+    if canonical_range(normal) is None:  # pragma: no cover - ipaddress and inet_pton disagree
+        raise InvalidPrefixError(f"{text!r} is not a valid CIDR prefix (no canonical form)")
+    return normal
 
 
 class PrefixParser:
@@ -112,7 +119,8 @@ class PrefixParser:
             found = canonical_range(text)
             if found is None:  # not normalised: normalise (or raise) first
                 found = canonical_range(normalise(text))
-                assert found is not None
+                if found is None:  # pragma: no cover - normalise returns canonical text only
+                    raise InvalidPrefixError(f"{text!r} has no integer range")
             self._ranges[text] = found
         return found
 

@@ -8,6 +8,11 @@
 - Errors decide by type: PermanentError (and BadMessage) go to `<queue>-poison` at once;
   anything else is retried with growing delay, and poisoned after `max_tries` deliveries.
 - Poisoned messages keep their original content, so `servicetags requeue` can put them back.
+- A lost pop receipt (the visibility ran out while the handler ran, or storage restarted) is
+  routine for an at-least-once consumer: the delete or extend that needed it is skipped, the
+  event `receipt_lost` is logged and counted, and the message reappears to be handled again,
+  idempotently. A storage call that fails (storage down, restarting) is logged as
+  `queue_unavailable` and retried after a pause; neither ever stops the consumer.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from common.errors import PermanentError, ServiceTagsError
 from common.faults import crash_point
 from common.logs import log_event
 from common.messages import BadMessage
-from common.ports import Message, Queue
+from common.ports import LostReceipt, Message, Queue
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ class Stats(NamedTuple):
     processed: int = 0
     retried: int = 0
     poisoned: int = 0
+    lost_receipts: int = 0      # a delete or extend whose receipt no longer held
+    storage_errors: int = 0     # queue calls that failed and were retried after a pause
 
 
 def poison_record(queue: str, message: Message, reason: str) -> str:
@@ -75,6 +82,7 @@ class _Lease:
         self._queue, self.message, self._timeout = queue, message, timeout
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self.lost = False
         self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
 
     def __enter__(self) -> _Lease:
@@ -90,8 +98,17 @@ class _Lease:
             try:
                 with self._lock:
                     self.message = self._queue.extend(self.message, self._timeout)
-            except Exception:  # a lost lease is a duplicate later, not a failure now
-                log.warning("could not extend the lease of message %s", self.message.id, exc_info=True)
+            except LostReceipt as exc:
+                # Another consumer may have it now: a duplicate later, not a failure now. No
+                # later extend can succeed with this receipt.
+                self.lost = True
+                log_event(log, "receipt_lost", f"lease not extended: {exc}", level=logging.WARNING,
+                          queue=self._queue.name, message_id=self.message.id, step="extend")
+                return
+            except Exception as exc:  # storage unreachable for now: try again next period
+                log_event(log, "queue_unavailable", f"could not extend the lease of message "
+                          f"{self.message.id}: {type(exc).__name__}", level=logging.WARNING,
+                          queue=self._queue.name, message_id=self.message.id)
 
     def current(self) -> Message:
         with self._lock:
@@ -109,12 +126,27 @@ class QueueConsumer:
     def _count(self, **deltas: int) -> None:
         self.stats = self.stats._replace(**{k: getattr(self.stats, k) + v for k, v in deltas.items()})
 
+    def _receipt_lost(self, message: Message, step: str, exc: LostReceipt) -> None:
+        self._count(lost_receipts=1)
+        log_event(log, "receipt_lost", f"{step} skipped, the message will come again: {exc}",
+                  level=logging.WARNING, queue=self.queue.name, message_id=message.id,
+                  dequeue_count=message.dequeue_count, step=step)
+
+    def _delete(self, message: Message, step: str) -> bool:
+        try:
+            self.queue.delete(message)
+        except LostReceipt as exc:
+            self._receipt_lost(message, step, exc)
+            return False
+        return True
+
     def _to_poison(self, message: Message, reason: str) -> None:
         # Send first, delete second: a crash between them leaves a duplicate in poison, not a loss.
+        # So does a lost receipt: the message comes again and is poisoned again.
         self.poison.send(poison_record(self.queue.name, message, reason))
         if self.on_poison is not None:  # before the delete: a crash here repeats it, never skips it
             self.on_poison(message, reason)
-        self.queue.delete(message)
+        self._delete(message, "delete after poisoning")
         self._count(poisoned=1)
         log_event(log, "message_poisoned", f"message moved to {self.poison.name}: {reason}",
                   level=logging.WARNING, queue=self.queue.name, message_id=message.id,
@@ -140,7 +172,7 @@ class QueueConsumer:
             return
         message = lease.current()
         crash_point("before_delete")
-        self.queue.delete(message)
+        self._delete(message, "delete")
         self._count(processed=1)
 
     def _retry_later(self, message: Message, exc: Exception) -> None:
@@ -156,19 +188,44 @@ class QueueConsumer:
         self._count(retried=1)
         try:
             self.queue.extend(message, delay)  # come back after the delay, not the full lease
-        except Exception:
-            log.warning("could not shorten the retry delay of %s", message.id, exc_info=True)
+        except LostReceipt as lost:
+            self._receipt_lost(message, "retry delay", lost)
+        except Exception as failed:  # it comes back after its lease instead
+            log_event(log, "queue_unavailable", f"could not shorten the retry delay of {message.id}: "
+                      f"{type(failed).__name__}", level=logging.WARNING, queue=self.queue.name,
+                      message_id=message.id)
 
     def run(self, *, until_empty: bool = False) -> Stats:
         """Consume until stopped; with `until_empty`, return once nothing is left, counting
         messages still invisible (being retried or held by another consumer)."""
+        pause = 0.0
         while not self.stop.is_set():
-            message = self.queue.receive(self.settings.visibility_timeout)
-            if message is not None:
-                self.process(message)
+            try:
+                message = self.queue.receive(self.settings.visibility_timeout)
+                if message is not None:
+                    self.process(message)
+                    pause = 0.0
+                    continue
+                if until_empty and self.queue.depth() == 0:
+                    break
+                pause = 0.0
+            except Exception as exc:
+                # Storage down or restarting (the handler's own errors never get here): a
+                # message being handled reappears after its lease. Back off, up to a minute.
+                pause = min(max(1.0, pause * 2), UNAVAILABLE_PAUSE_MAX)
+                self._count(storage_errors=1)
+                log_event(log, "queue_unavailable", f"queue {self.queue.name} unavailable "
+                          f"({type(exc).__name__}: {_first_line(exc)}); trying again in {pause:.0f}s",
+                          level=logging.WARNING, queue=self.queue.name, retry_in=pause)
+                self.stop.wait(pause)
                 continue
-            if until_empty and self.queue.depth() == 0:
-                break
             self.stop.wait(self.settings.idle_sleep)
         return self.stats
+
+
+UNAVAILABLE_PAUSE_MAX = 60.0
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]
 

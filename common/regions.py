@@ -78,10 +78,11 @@ def index_from_names(pairs: Iterable[tuple[str, str]]) -> RegionIndex:
     """From (tag name, region code) pairs."""
     suffixes: dict[str, Counter[str]] = {}
     for name, region in pairs:
-        if not region:
+        if not region or not isinstance(region, str):
             continue
         counter = suffixes.setdefault(region, Counter())
-        _, dot, suffix = name.rpartition(".")
+        # A name that is not a string (malformed input) has no suffix to learn from.
+        _, dot, suffix = name.rpartition(".") if isinstance(name, str) else ("", "", "")
         if dot and suffix:
             counter[suffix.lower()] += 1
     name_by_code: dict[str, str] = {}

@@ -213,3 +213,34 @@ def down(state_dir: Path) -> list[str]:
             child.wait(timeout=5)
     (state_dir / "stack.json").unlink(missing_ok=True)
     return stopped
+
+
+def restart_azurite(state_dir: Path, *, pause: float = 0.0) -> None:
+    """Stop the stack's Azurite and start it again on the same ports and data directory, as
+    a storage restart (chaos tests). Needs a persistent stack: in-memory data would be lost."""
+    from devstack.azurite import ACCOUNT_NAME
+
+    state_dir = state_dir.resolve()
+    state = read_state(state_dir)
+    if state is None:
+        raise StackError(f"no stack in {state_dir}")
+    location = state_dir / "azurite"
+    if not location.is_dir():
+        raise StackError("restarting Azurite needs a persistent stack (its data would be lost)")
+    connection = state["env"]["SERVICETAGS_STORAGE_CONNECTION_STRING"]
+    ports = {kind: int(connection.split(f"{kind}Endpoint=http://")[1].split(":")[1].split("/")[0])
+             for kind in ("Blob", "Queue")}
+    assert connection.count(ACCOUNT_NAME) >= 2  # the dev account, on explicit endpoints
+    pid = state["pids"]["azurite"]
+    stop_process_group(pid, timeout=10)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=5)
+    time.sleep(pause)
+    azurite = start_azurite(location=location, blob_port=ports["Blob"], queue_port=ports["Queue"],
+                            log_path=state_dir / "logs" / "azurite.log")
+    handle = getattr(azurite, "_process", None)
+    if handle is not None:
+        _CHILDREN[azurite.pid] = handle
+    state["pids"]["azurite"] = azurite.pid
+    (state_dir / "stack.json").write_text(json.dumps(state, indent=1))

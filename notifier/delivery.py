@@ -8,9 +8,18 @@ container:
 2. send the e-mail;
 3. mark: replace the claim with state "sent" under its ETag.
 
-A fresh claim held by someone else means "retry later" (the event comes back and then finds
-"sent"); a claim older than `claim_timeout` was abandoned by a crashed notifier and is taken
-over; a failed send releases its claim at once.
+A claim older than `claim_timeout` was abandoned by a crashed notifier and is taken over; a
+failed send releases its claim at once. A fresh claim held by someone else is waited for,
+polling the marker, until it turns "sent" (nothing to do) or expires (taken over), for at most
+`claim_wait` (by default the claim's whole lifetime): so a notifier killed between its claim
+and its send costs the event no delivery attempt, and no retry window, however short, can run
+out before the claim does (issue 16). The webhook waits less than Event Grid's 30 s response
+timeout and answers 503 (`ClaimHeld`): Event Grid retries for 24 hours, far past any claim.
+
+The report's location in the log record and the e-mail is derived from the configured reports
+container and the blob name, never taken from the event: an event whose `data.url` is not that
+blob is refused (PermanentError), so a forged event can neither plant a link nor, by marking the
+report delivered, suppress the genuine event.
 
 The one crash window left is between 2 and 3: the mail went out but is not marked, so it is
 sent again. That side is chosen on purpose: a duplicate (with the same Message-ID, which
@@ -23,9 +32,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
+from urllib.parse import quote, unquote, urlsplit
 
 from common.errors import PermanentError, TransientError
 from common.faults import crash_point
@@ -59,24 +70,49 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class ClaimHeld(TransientError):
+    """Another notifier holds a fresh claim on a send; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def same_blob_url(event_url: str, expected_url: str) -> bool:
+    """Whether an event's URL names the expected blob: same scheme, host and port, and path
+    (compared decoded, as producers differ in what they percent-encode), no query."""
+    a, b = urlsplit(event_url), urlsplit(expected_url)
+    return (a.scheme.lower() == b.scheme.lower() and a.netloc.lower() == b.netloc.lower()
+            and unquote(a.path) == unquote(b.path) and not a.query and not a.fragment)
+
+
+CLAIM_POLL_SECONDS = 2.0
+
+
 class Notifier:
     def __init__(self, *, reports: BlobStore, markers: BlobStore, sender: MailSender, mail_from: str,
                  recipients: Sequence[Recipient], claim_timeout: timedelta = timedelta(minutes=10),
-                 clock: Callable[[], datetime] = _now, digests: Any = None) -> None:
+                 clock: Callable[[], datetime] = _now, digests: Any = None, reports_url: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.reports, self.markers, self.sender = reports, markers, sender
         self.digests = digests  # notifier.digest_delivery.Digests: channels in per-report mode
         self.mail_from, self.recipients = mail_from, list(recipients)
-        self.claim_timeout, self.clock = claim_timeout, clock
+        self.claim_timeout, self.clock, self.sleep = claim_timeout, clock, sleep
+        # The reports container's URL (the configured account's): links are built from it.
+        self.reports_url = (reports_url if reports_url is not None
+                            else str(getattr(reports, "url", ""))).rstrip("/")
 
-    def deliver(self, blob_name: str, blob_url: str) -> Delivered:
-        blob = self.reports.read(blob_name)
-        if blob is None:
-            raise PermanentError(f"report blob {blob_name!r} is gone (deleted after its event was sent)")
-        try:
-            report = validate_report(json.loads(blob.data))
-        except (ValueError, ReportSchemaError) as exc:
-            raise PermanentError(f"report blob {blob_name!r} is not a valid change report: {exc}") from None
+    def report_url(self, blob_name: str) -> str:
+        """Where the report is, from configuration alone (the event is not trusted for it)."""
+        return f"{self.reports_url}/{quote(blob_name, safe='/~')}" if self.reports_url else blob_name
 
+    def deliver(self, blob_name: str, event_url: str | None = None, *,
+                claim_wait: timedelta | None = None) -> Delivered:
+        """Log and e-mail one report. `event_url`, the event's own `data.url`, is only checked:
+        an event naming another account, container or blob is refused as forged."""
+        blob_url = self.report_url(blob_name)
+        report = self._checked_report(blob_name, blob_url, event_url)
+        wait = self.claim_timeout if claim_wait is None else claim_wait
         if is_imported(self.markers, blob_name):
             # Backfilled by `servicetags import` (without --notify): history, not news.
             log_event(log, "report_imported", f"{blob_name}: imported, not announced", report=blob_name)
@@ -92,7 +128,7 @@ class Notifier:
                 skipped.append(recipient.address)
                 continue
             try:
-                if self._send_once(blob_name, blob_url, filtered, recipient):
+                if self._send_once(blob_name, blob_url, filtered, recipient, wait):
                     sent.append(recipient.address)
                 else:
                     already.append(recipient.address)
@@ -106,6 +142,20 @@ class Notifier:
         if refused:
             raise PermanentError("; ".join(refused))
         return Delivered(blob_name, tuple(sent), tuple(already), tuple(skipped), logged)
+
+    def _checked_report(self, blob_name: str, blob_url: str, event_url: str | None) -> dict[str, Any]:
+        """The report the event names, read from the configured container and validated."""
+        if event_url is not None and self.reports_url and not same_blob_url(event_url, blob_url):
+            shown = event_url if len(event_url) <= 200 else event_url[:197] + "..."
+            raise PermanentError(f"event data.url {shown!r} is not report blob {blob_name!r} of the "
+                                 f"configured reports container {self.reports_url}; refused as forged")
+        blob = self.reports.read(blob_name)
+        if blob is None:
+            raise PermanentError(f"report blob {blob_name!r} is gone (deleted after its event was sent)")
+        try:
+            return validate_report(json.loads(blob.data))
+        except (ValueError, ReportSchemaError) as exc:
+            raise PermanentError(f"report blob {blob_name!r} is not a valid change report: {exc}") from None
 
     def _log_once(self, blob_name: str, blob_url: str, report: dict[str, Any]) -> bool:
         name = f"{blob_name}/_logged.json"
@@ -122,29 +172,50 @@ class Notifier:
     def _iso(self) -> str:
         return self.clock().isoformat(timespec="seconds")
 
-    def _send_once(self, blob_name: str, blob_url: str, report: dict[str, Any], recipient: Recipient) -> bool:
-        """True when this call sent the e-mail, False when it had been sent before."""
-        name = marker_name(blob_name, recipient.address)
-        claim = {"schema": MARKER_SCHEMA, "state": "sending", "report": blob_name,
-                 "claimed_at": self._iso()}
-        etag: str | None
-        if self.markers.create(name, json.dumps(claim).encode()):
-            etag = self.markers.read(name).etag  # type: ignore[union-attr]
-        else:
+    def _claim(self, name: str, blob_name: str, claim_wait: timedelta) -> tuple[str, dict[str, Any]] | None:
+        """The ETag and content of our claim on marker `name`, or None when the e-mail was sent
+        before. Waits (up to `claim_wait`) for a fresh claim someone else holds: see the module doc."""
+        waited = 0.0
+        while True:
+            claim = {"schema": MARKER_SCHEMA, "state": "sending", "report": blob_name,
+                     "claimed_at": self._iso()}
+            if self.markers.create(name, json.dumps(claim).encode()):
+                created = self.markers.read(name)
+                if created is None:
+                    raise TransientError(f"marker {name} vanished after being claimed")
+                return created.etag, claim
             existing = self.markers.read(name)
             if existing is None:
                 raise TransientError(f"marker {name} vanished while being claimed")
-            state = json.loads(existing.data)
-            if state["state"] == "sent":
-                return False
-            claimed = datetime.fromisoformat(state["claimed_at"])
-            if state["state"] == "sending" and self.clock() - claimed < self.claim_timeout:
-                raise TransientError(f"another notifier is sending {blob_name} to a recipient; "
-                                     "checking again later")
-            # Abandoned by a crashed notifier: take it over.
+            state = _marker_state(existing.data)
+            if state.get("state") == "sent":
+                return None
+            claimed = _claimed_at(state)
+            if state.get("state") == "sending" and claimed is not None:
+                held = (claimed + self.claim_timeout - self.clock()).total_seconds()
+                if held > 0:
+                    if waited + min(held, CLAIM_POLL_SECONDS) > claim_wait.total_seconds():
+                        raise ClaimHeld(f"another notifier is sending {blob_name} to a recipient; "
+                                        "checking again later", retry_after=held)
+                    pause = min(held, CLAIM_POLL_SECONDS)
+                    self.sleep(pause)
+                    waited += pause
+                    continue
+            # Abandoned by a crashed notifier, released after a failed send, or unreadable: take it over.
             etag = self.markers.replace(name, json.dumps(claim).encode(), etag=existing.etag)
             if etag is None:
                 raise TransientError(f"lost the race to take over {name}")
+            return etag, claim
+
+    def _send_once(self, blob_name: str, blob_url: str, report: dict[str, Any], recipient: Recipient,
+                   claim_wait: timedelta) -> bool:
+        """True when this call sent the e-mail, False when it had been sent before."""
+        name = marker_name(blob_name, recipient.address)
+        claimed = self._claim(name, blob_name, claim_wait)
+        if claimed is None:
+            return False
+        etag, claim = claimed
+        crash_point("before_send")
 
         message = render_email(report, sender=self.mail_from, recipient=recipient,
                                message_id=f"{blob_name}|{recipient.address.lower()}",
@@ -164,3 +235,19 @@ class Notifier:
         log_event(log, "email_sent", f"report e-mailed to {recipient.address}", report=blob_name,
                   region=report["region"], recipient=recipient.address, provider_id=provider_id)
         return True
+
+
+def _marker_state(data: bytes) -> dict[str, Any]:
+    try:
+        state = json.loads(data)
+    except ValueError:  # not ours, or torn: taken over like an abandoned claim
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _claimed_at(state: dict[str, Any]) -> datetime | None:
+    try:
+        claimed = datetime.fromisoformat(str(state.get("claimed_at")))
+    except ValueError:
+        return None
+    return claimed if claimed.tzinfo is not None else claimed.replace(tzinfo=UTC)

@@ -141,6 +141,10 @@ class Digests:
         existing = self.markers.read(name)
         if existing is not None:
             return dict(json.loads(existing.data))
+        if closed_by == "complete" and self.runs.read(runs.complete_name(cloud, run_id)) is None:
+            # An event is trusted only to say which blob to look at: no marker, no completion.
+            raise PermanentError(f"run {run_id} of {cloud} has no complete marker "
+                                 f"({runs.complete_name(cloud, run_id)}); event refused as forged")
         manifest = self.runs.read(runs.manifest_name(cloud, run_id))
         if manifest is None:
             raise PermanentError(f"run {run_id} of {cloud} has no manifest "

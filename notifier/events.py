@@ -13,7 +13,6 @@ or a single CloudEvent / a CloudEvents batch to a webhook.
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
@@ -22,12 +21,15 @@ from urllib.parse import urlsplit
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, SystemEventNames
 
+from common.json_input import JsonInputError, load_json
 from common.messages import BadMessage, decode_json_message
 
 BLOB_CREATED = str(SystemEventNames.StorageBlobCreatedEventName.value)
 SUBSCRIPTION_VALIDATION = str(SystemEventNames.EventGridSubscriptionValidationEventName.value)
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json"
 CLOUDEVENTS_BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+# What Event Grid sends: its own schema as application/json, CloudEvents in structured mode.
+CONTENT_TYPES = ("application/json", CLOUDEVENTS_CONTENT_TYPE, CLOUDEVENTS_BATCH_CONTENT_TYPE)
 
 Schema = Literal["eventgrid", "cloudevents"]
 
@@ -35,6 +37,10 @@ _SUBJECT = re.compile(r"^/blobServices/default/containers/(?P<container>[^/]+)/b
 # HNS accounts raise BlobCreated for CreateFile before any data is flushed; the
 # FlushWithClose event that follows is the one that means "complete".
 _UNCOMMITTED_APIS = frozenset({"CreateFile"})
+
+
+class UnsupportedMediaType(BadMessage):
+    """A webhook body in a content type Event Grid does not send (415)."""
 
 
 class NotAReportEvent(Exception):
@@ -94,14 +100,14 @@ def parse_webhook_body(body: bytes, content_type: str, *,
                        expected_container: str = "reports") -> list[WebhookItem]:
     """All events in a webhook POST. Any malformed event makes the whole body BadMessage, so
     nothing is handled from a body the caller will be told to fix."""
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadMessage("body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise BadMessage(f"body is not valid JSON ({exc.msg} at {where})") from None
     media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type not in CONTENT_TYPES:
+        raise UnsupportedMediaType(f"content type {content_type[:100]!r} is not one of "
+                                   f"{', '.join(CONTENT_TYPES)}")
+    try:
+        doc = load_json(body)
+    except JsonInputError as exc:
+        raise BadMessage(f"body {exc}") from None
     if media_type == CLOUDEVENTS_CONTENT_TYPE and not isinstance(doc, dict):
         raise BadMessage(f"{CLOUDEVENTS_CONTENT_TYPE} body must be one JSON object")
     if media_type == CLOUDEVENTS_BATCH_CONTENT_TYPE and not isinstance(doc, list):
@@ -178,7 +184,7 @@ def _report(envelope: _Envelope, expected_container: str) -> ReportEvent:
         raise NotAReportEvent(f"subject {envelope.subject!r} is a directory, not a report blob")
     data = envelope.data
     api = data.get("api")
-    if api in _UNCOMMITTED_APIS:
+    if isinstance(api, str) and api in _UNCOMMITTED_APIS:  # any JSON value may come: a list is unhashable
         raise NotAReportEvent(f"api {api!r} creates the blob before its data is committed")
     url = data.get("url")
     if not isinstance(url, str) or not url:

@@ -14,7 +14,6 @@ case-insensitive fnmatch patterns matched against each tag's id and its system s
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
 from common.errors import ServiceTagsError
+from common.json_input import JsonInputError, load_json
 from common.report import SUMMARY_KEYS
 
 SETTING = "SERVICETAGS_RECIPIENTS"
@@ -136,9 +136,9 @@ def parse_recipients(text: str) -> list[Recipient]:
         raise RecipientsError(f"{SETTING}: no recipients given")
     if text.startswith(("[", "{")):
         try:
-            items = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecipientsError(f"{SETTING}: not valid JSON ({exc})") from None
+            items = load_json(text)
+        except JsonInputError as exc:  # also nesting, huge numbers, lone surrogates
+            raise RecipientsError(f"{SETTING}: {exc}") from None
         if not isinstance(items, list):
             kind = type(items).__name__
             raise RecipientsError(f"{SETTING}: expected a JSON list of recipients, got {kind}")

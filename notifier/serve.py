@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 from common.config import ConfigError, Env
 from common.logs import log_event
 
 log = logging.getLogger(__name__)
+WEBHOOK_CLAIM_WAIT = 20  # seconds
 
 
 def authenticator(env: Env) -> Any:
@@ -43,7 +45,9 @@ def serve_webhook(wiring: Any, env: Env, stop: threading.Event) -> int:
 
     host = env.str("SERVICETAGS_WEBHOOK_HOST", "0.0.0.0") or "0.0.0.0"
     port = env.int("SERVICETAGS_WEBHOOK_PORT", 8080, minimum=1, maximum=65535)
-    app = make_app(lambda event: wiring.notifier.deliver(event.blob_name, event.url),
+    # Event Grid waits 30 s for an answer: a claim held longer is a 503, retried for 24 hours.
+    wait = timedelta(seconds=WEBHOOK_CLAIM_WAIT)
+    app = make_app(lambda event: wiring.notifier.deliver(event.blob_name, event.url, claim_wait=wait),
                    auth=authenticator(env), expected_container=wiring.reports_container)
     log_event(log, "webhook_listening", f"webhook on {host}:{port}", host=host, port=port)
     serve(app, host, port)

@@ -4,11 +4,19 @@ Routes: `POST /api/events` (or `/`) takes Event Grid schema (an array), a single
 or a CloudEvents batch; `OPTIONS` answers the CloudEvents abuse-protection handshake.
 Every call, handshakes included, must carry the configured credential.
 
-Status codes are chosen for Event Grid's retry policy: 200 when every event was handled
-or ignored; 500 when the handler raised (Event Grid retries); 503 when the credential
-cannot be checked right now (JWKS unreachable: a retry may succeed, a 401 would not be
-retried); 400/413 for bodies that can never succeed (not retried, dead-lettered); 401
-without a valid credential.
+Status codes are chosen for Event Grid's retry policy, which retries everything but 400,
+401, 403 and 413 (those are dead-lettered):
+- 200 when every event was handled or ignored;
+- 400 for what can never succeed: a malformed body (not JSON, too deeply nested, a number
+  too long to read, a lone surrogate), an event whose report is gone or fails the schema,
+  or whose URL is not the configured reports container's (the other events of the body are
+  still handled);
+- 413 for a body over MAX_BODY; 415 for a content type Event Grid does not send;
+- 401 without a valid credential;
+- 503 for what may succeed later: a transient failure of a handler (storage or mail down,
+  another notifier sending) or a credential that cannot be checked now (JWKS unreachable);
+- 500 only for a bug (an unexpected exception), logged with its traceback.
+Every refusal is one log line.
 """
 
 from __future__ import annotations
@@ -26,9 +34,16 @@ import jwt
 from waitress import wasyncore
 from waitress.server import create_server
 
+from common.errors import PermanentError, TransientError
 from common.logs import log_event
 from common.messages import BadMessage
-from notifier.events import IgnoredEvent, ReportEvent, SubscriptionValidation, parse_webhook_body
+from notifier.events import (
+    IgnoredEvent,
+    ReportEvent,
+    SubscriptionValidation,
+    UnsupportedMediaType,
+    parse_webhook_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +135,13 @@ class WebhookApp:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        status, body, headers = self._respond(environ)
+        try:
+            status, body, headers = self._respond(environ)
+        except Exception:  # a bug: one JSON log record (traceback inside), never waitress's page
+            self._count("failed")
+            log_event(log, "webhook_error", "unexpected error answering a request", level=logging.ERROR,
+                      exc_info=True)
+            status, body, headers = "500 Internal Server Error", {"error": "internal error; retry later"}, []
         payload = json.dumps(body).encode("utf-8") if body is not None else b""
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
                                 *headers])
@@ -168,6 +189,10 @@ class WebhookApp:
         try:
             items = parse_webhook_body(body, environ.get("CONTENT_TYPE", ""),
                                        expected_container=self.expected_container)
+        except UnsupportedMediaType as exc:
+            self._count("rejected")
+            log_event(log, "webhook_bad_request", str(exc), level=logging.WARNING, reason=str(exc))
+            return "415 Unsupported Media Type", {"error": str(exc)}, []
         except BadMessage as exc:
             self._count("rejected")
             log_event(log, "webhook_bad_request", str(exc), level=logging.WARNING, reason=str(exc))
@@ -184,6 +209,7 @@ class WebhookApp:
 
     def _handle_all(self, items: list[Any]) -> tuple[str, Any, list[tuple[str, str]]]:
         handled = ignored = 0
+        rejected: list[str] = []
         for item in items:
             if isinstance(item, IgnoredEvent):
                 ignored += 1
@@ -193,15 +219,30 @@ class WebhookApp:
                 continue
             try:
                 self.handle(item)
-            except Exception:
+            except (PermanentError, BadMessage) as exc:
+                # Never succeeds: the others are still handled, then 400 dead-letters the body.
+                self._count("rejected")
+                rejected.append(f"event {item.id}: {exc}")
+                log_event(log, "webhook_event_rejected", str(exc), level=logging.WARNING,
+                          event_id=item.id, blob=item.blob_name, reason=str(exc))
+                continue
+            except TransientError as exc:
                 # The whole delivery is retried; events handled before this one come again,
                 # which the handler's idempotence absorbs.
+                self._count("failed")
+                log_event(log, "webhook_handler_failed", f"handling {item.blob_name} failed: {exc}",
+                          level=logging.WARNING, event_id=item.id, blob=item.blob_name, reason=str(exc))
+                return "503 Service Unavailable", {"error": "handling an event failed; retry later"}, []
+            except Exception:
                 self._count("failed")
                 log_event(log, "webhook_handler_failed", f"handling {item.blob_name} failed",
                           level=logging.ERROR, exc_info=True, event_id=item.id, blob=item.blob_name)
                 return "500 Internal Server Error", {"error": "handling an event failed; retry later"}, []
             handled += 1
             self._count("handled")
+        if rejected:
+            return "400 Bad Request", {"error": "; ".join(rejected)[:2000], "handled": handled,
+                                       "ignored": ignored}, []
         return "200 OK", {"handled": handled, "ignored": ignored}, []
 
     def _too_large(self) -> tuple[str, Any, list[tuple[str, str]]]:

@@ -13,11 +13,14 @@ from functools import partial
 from typing import Any
 
 from common.compare import compare
+from common.config import Env
 from common.errors import ServiceTagsError
 from common.model import Snapshot
 from common.prefixes import PrefixParser
 from common.render import RENDERERS
 from common.snapshot import (
+    DEFAULT_MAX_BYTES,
+    MAX_BYTES_VARIABLE,
     baseline_of,
     check_document,
     read_document,
@@ -62,18 +65,25 @@ def main(argv: list[str], prog: str = "servicetags diff", *, hard_exit: bool = F
 
 def _run(args: Namespace, prog: str, *, hard_exit: bool) -> int:
     try:
+        limit = Env().int(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, minimum=1024)
         # The snapshots stay referenced until the end: see hard_exit.
         *_snapshots, report = compare_files(args.old, args.new, region=args.region,
-                                            parallel=forked.available())
+                                            parallel=forked.available(), limit=limit)
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
     code = EXIT_CHANGED if args.exit_code and report["tags"] else 0
+    if sys.stdout is None:  # started with file descriptor 1 closed
+        return fail(prog, "cannot write the report: standard output is closed")
     try:
         sys.stdout.write(RENDERERS[args.format](report))
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader (e.g. `head`) went away; that is not an error of ours.
+        _discard_stdout()
         sys.stderr.close()
+    except OSError as exc:  # a full disk (/dev/full), a closed descriptor, an I/O error
+        _discard_stdout()
+        return fail(prog, f"cannot write the report: {exc.strerror or exc}")
     if hard_exit:
         # The process ends here and everything is written: skip freeing the two snapshots
         # object by object, which would take longer than diffing them.
@@ -81,8 +91,18 @@ def _run(args: Namespace, prog: str, *, hard_exit: bool) -> int:
     return code
 
 
-def compare_files(old_path: str, new_path: str, *, region: str = "all",
-                  parallel: bool = False) -> tuple[Snapshot, Snapshot, dict[str, Any]]:
+def _discard_stdout() -> None:
+    """Drop what is still buffered for stdout, so exiting does not fail on it a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - no descriptor to replace
+        pass
+
+
+def compare_files(old_path: str, new_path: str, *, region: str = "all", parallel: bool = False,
+                  limit: int = DEFAULT_MAX_BYTES) -> tuple[Snapshot, Snapshot, dict[str, Any]]:
     """Both snapshot files, loaded, and the change report between them.
 
     With `parallel`, a forked child checks the old snapshot's prefixes and hashes its tags
@@ -91,16 +111,19 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all",
     parse again.
     """
     parser = PrefixParser()
-    old_doc = read_document(old_path)
+    old_doc = read_document(old_path, limit=limit)
     if parallel:
         old = snapshot_from_document(old_doc, old_path, parser, check=False)
         checked = forked.Pending(partial(_check_and_hash, old_doc, old))
         try:
-            new = _load_against(new_path, old_doc, old, parser)
+            new = _load_against(new_path, old_doc, old, parser, limit)
             report = compare(old, new, region=region, parser=parser, old_digests=lambda: checked.result()[1])
             normalised = checked.result()[0]
-        except ServiceTagsError:
-            checked.result()  # an error in the old file comes first, as it would serially
+        except Exception:
+            # An error in the old file comes first, as it would serially. Diffing an old file
+            # not yet checked can also fail on what the check reports properly: an invalid
+            # prefix (InvalidPrefixError from a range), so anything is re-raised only after it.
+            checked.result()
             raise
         finally:
             checked.close()
@@ -109,13 +132,14 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all",
         # Some old prefix was not in normalised form, so the diff above compared raw text:
         # rare (Microsoft publishes normalised prefixes), and redone here the plain way.
     old = snapshot_from_document(old_doc, old_path, parser)
-    new = _load_against(new_path, old_doc, old, parser)
+    new = _load_against(new_path, old_doc, old, parser, limit)
     return old, new, compare(old, new, region=region, parser=parser)
 
 
-def _load_against(path: str, old_doc: Any, old: Snapshot, parser: PrefixParser) -> Snapshot:
+def _load_against(path: str, old_doc: Any, old: Snapshot, parser: PrefixParser, limit: int) -> Snapshot:
     """The new snapshot, its unchanged tags being the old ones (see `Baseline`)."""
-    return snapshot_from_document(read_document(path), path, parser, baseline=baseline_of(old_doc, old))
+    return snapshot_from_document(read_document(path, limit=limit), path, parser,
+                                  baseline=baseline_of(old_doc, old))
 
 
 def _check_and_hash(doc: Any, snapshot: Snapshot) -> tuple[bool, dict[str, bytes]]:

@@ -69,12 +69,15 @@ class Pending(Generic[T]):
             import signal  # only when cancelling
 
             os.kill(self._pid, signal.SIGKILL)
-            os.close(self._read_fd)
+            if self._read_fd >= 0:  # not if collecting raised (the fallback run failed)
+                os.close(self._read_fd)
+                self._read_fd = -1
             self._outcome = (_ERROR, "cancelled")
         _reap(self._pid)
 
     def _collect(self) -> tuple[int, Any]:
-        with open(self._read_fd, "rb", closefd=True) as pipe:
+        read_fd, self._read_fd = self._read_fd, -1  # closed below, whatever happens next
+        with open(read_fd, "rb", closefd=True) as pipe:
             data = pipe.read()
         # The result is complete when its length says so; the child's exit status is not
         # waited for here (unmapping its memory takes a few ms, off the critical path).

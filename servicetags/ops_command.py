@@ -70,11 +70,25 @@ def collect_status(clients: Any, cloud: str) -> dict[str, Any]:
     for name in sorted(names):
         blob = snapshots.read(name)
         if blob is not None:
-            state = json.loads(blob.data)
-            regions.append({k: state.get(k) for k in (
-                "region", "last_checked_at", "location_change_number", "changeNumber",
-                "last_change_at", "last_report")})
+            regions.append(_region_row(name, blob.data))
     return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions}
+
+
+_REGION_FIELDS = ("region", "last_checked_at", "location_change_number", "changeNumber",
+                  "last_change_at", "last_report")
+
+
+def _region_row(name: str, data: bytes) -> dict[str, Any]:
+    """One region's state; a corrupt state blob is shown as such, never a crash."""
+    try:
+        state = json.loads(data)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        region = name.rsplit("/", 2)[-2] if name.count("/") >= 2 else name
+        return {**dict.fromkeys(_REGION_FIELDS), "region": region,
+                "last_report": f"(unreadable state blob {name})"}
+    return {k: state.get(k) for k in _REGION_FIELDS}
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -83,14 +97,22 @@ def _print_status(status: dict[str, Any]) -> None:
         print(f"  {name:28} {'(missing)' if depth is None else depth}")
     print(f"\nPoisoned messages ({len(status['poisoned'])} shown)")
     for p in status["poisoned"]:
-        content = p["content"] if len(p["content"]) <= 80 else p["content"][:77] + "..."
+        content = _cell(p["content"])
+        content = content if len(content) <= 80 else content[:77] + "..."
         print(f"  [{p['queue']}] {p.get('poisoned_at') or '?'} tries={p.get('dequeue_count')} "
-              f"reason: {p['reason']}\n      message: {content}")
+              f"reason: {_cell(p['reason'])}\n      message: {content}")
     print(f"\nRegions ({status['cloud']}, {len(status['regions'])})")
     print(f"  {'region':22} {'last check':22} {'location cn':>11} {'cn':>5}  last change")
     for r in status["regions"]:
-        print(f"  {r['region']:22} {r['last_checked_at'] or '-':22} {r['location_change_number'] or '-':>11} "
-              f"{r['changeNumber'] or '-':>5}  {r['last_change_at'] or 'none'} {r['last_report'] or ''}")
+        print(f"  {_cell(r['region']):22} {_cell(r['last_checked_at'], '-'):22} "
+              f"{_cell(r['location_change_number'], '-'):>11} {_cell(r['changeNumber'], '-'):>5}  "
+              f"{_cell(r['last_change_at'], 'none')} {_cell(r['last_report'])}")
+
+
+def _cell(value: Any, empty: str = "") -> str:
+    """A state field as text: whatever type a hand-edited blob holds, no control characters."""
+    text = empty if value is None or value == "" else str(value)
+    return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
 
 
 def status_main(argv: list[str], prog: str) -> int:

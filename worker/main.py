@@ -37,6 +37,7 @@ class WorkerSettings(NamedTuple):
     identity_wait: int
     logging: LogSettings
     runs_container: str = "runs"
+    max_reply_bytes: int = 64 * 1024 * 1024   # SERVICETAGS_MAX_SNAPSHOT_BYTES
 
     @classmethod
     def from_env(cls, env: Env) -> WorkerSettings:
@@ -60,6 +61,7 @@ class WorkerSettings(NamedTuple):
             identity_wait=env.int("SERVICETAGS_IDENTITY_WAIT", 300, minimum=0),
             logging=LogSettings.from_env(env),
             runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
+            max_reply_bytes=env.int("SERVICETAGS_MAX_SNAPSHOT_BYTES", 64 * 1024 * 1024, minimum=1024),
         )
 
 
@@ -90,7 +92,7 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
     source: TagSource
     if settings.source == "file":
         assert settings.source_file is not None
-        source = FileSource(settings.source_file)
+        source = FileSource(settings.source_file, max_bytes=settings.max_reply_bytes)
     else:
         assert settings.subscription_id is not None
         credentials: dict[str, Any] = {}
@@ -104,7 +106,7 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
                                        credential_for=credential_for, endpoint=settings.arm_endpoint,
                                        ca_bundle=settings.arm_ca_bundle, retry_total=settings.arm_retries,
                                        retry_backoff=settings.arm_retry_backoff)
-        source = ArmSource(clients_by_cloud, settings.subscription_id)
+        source = ArmSource(clients_by_cloud, settings.subscription_id, max_bytes=settings.max_reply_bytes)
     replies = ParsedReplies()
 
     def handle(message: Message) -> None:

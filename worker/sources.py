@@ -17,7 +17,8 @@ import urllib.error
 import urllib.request
 from typing import Any, NamedTuple, Protocol
 
-from common.errors import PermanentError, TransientError
+from common.errors import PermanentError, SnapshotError, TransientError
+from common.snapshot import DEFAULT_MAX_BYTES, MAX_BYTES_VARIABLE, decompress
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,11 @@ class ArmSource:
     """The Service Tag Discovery API through an ARM pipeline client, one per cloud."""
 
     def __init__(self, clients: dict[str, Any], subscription_id: str,
-                 api_version: str = DEFAULT_API_VERSION) -> None:
+                 api_version: str = DEFAULT_API_VERSION, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._clients = clients
         self._subscription = subscription_id
         self._api_version = api_version
+        self._max_bytes = max_bytes
 
     def fetch(self, cloud: str, location: str) -> Fetched:
         from azure.core.exceptions import (
@@ -80,6 +82,8 @@ class ArmSource:
                 buffer = bytearray()
                 for chunk in response.iter_bytes():
                     buffer += chunk
+                    if len(buffer) > self._max_bytes:
+                        raise _too_large(origin, self._max_bytes)
                 body = bytes(buffer)
             finally:
                 response.close()
@@ -104,15 +108,23 @@ class ArmSource:
 class FileSource:
     """A download file (either shape, gzipped or not) from a path or an https URL."""
 
-    def __init__(self, location: str, timeout: float = 60.0) -> None:
+    def __init__(self, location: str, timeout: float = 60.0, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._location = location
         self._timeout = timeout
+        self._max_bytes = max_bytes
 
     def fetch(self, cloud: str, location: str) -> Fetched:
+        fetched = self._fetch()
+        try:  # un-gzipped here, where the bound is known
+            return fetched._replace(body=decompress(fetched.body, fetched.origin, limit=self._max_bytes))
+        except SnapshotError as exc:
+            raise PermanentError(str(exc)) from None
+
+    def _fetch(self) -> Fetched:
         if self._location.startswith(("https://", "http://")):
             try:
                 with urllib.request.urlopen(self._location, timeout=self._timeout) as reply:
-                    return Fetched(reply.read(), self._location)
+                    return Fetched(self._bounded(reply.read(self._max_bytes + 1)), self._location)
             except urllib.error.HTTPError as exc:
                 kind = PermanentError if exc.code in (400, 401, 403, 404, 410) else TransientError
                 raise kind(f"{self._location}: HTTP {exc.code}") from None
@@ -120,11 +132,23 @@ class FileSource:
                 raise TransientError(f"{self._location}: {exc}") from None
         try:
             with open(self._location, "rb") as f:
-                return Fetched(f.read(), self._location)
+                return Fetched(self._bounded(f.read(self._max_bytes + 1)), self._location)
         except FileNotFoundError:
             raise PermanentError(f"{self._location}: no such file") from None
         except OSError as exc:
             raise TransientError(f"{self._location}: {exc.strerror}") from None
+
+
+    def _bounded(self, body: bytes) -> bytes:
+        if len(body) > self._max_bytes:
+            raise _too_large(self._location, self._max_bytes)
+        return body
+
+
+def _too_large(origin: str, limit: int) -> PermanentError:
+    # Permanent: the same source gives the same size; an operator raises the limit and requeues.
+    return PermanentError(f"{origin}: reply is over the {limit:,}-byte limit for a snapshot "
+                          f"(set {MAX_BYTES_VARIABLE} to allow more)")
 
 
 def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | None = None,

@@ -11,12 +11,17 @@ from contextlib import suppress
 from typing import Any, NamedTuple
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from common.config import ConfigError, Env
-from common.ports import Blob, Message
+from common.ports import Blob, LostReceipt, Message
 
 
 class StorageSettings(NamedTuple):
@@ -59,8 +64,12 @@ class StorageClients:
     def __init__(self, settings: StorageSettings, credential: Any = None) -> None:
         self.settings = settings
         if settings.connection_string:
-            self.blobs = BlobServiceClient.from_connection_string(settings.connection_string)
-            self.queues = QueueServiceClient.from_connection_string(settings.connection_string)
+            try:
+                self.blobs = BlobServiceClient.from_connection_string(settings.connection_string)
+                self.queues = QueueServiceClient.from_connection_string(settings.connection_string)
+            except ValueError as exc:  # the SDK's "malformed"; the value holds a key: never shown
+                raise ConfigError("SERVICETAGS_STORAGE_CONNECTION_STRING is not a storage connection "
+                                  f"string ({_first_line(exc)})") from None
         else:
             self.blobs = BlobServiceClient(settings.blob_endpoint, credential=credential)  # type: ignore[arg-type]
             self.queues = QueueServiceClient(settings.queue_endpoint, credential=credential)  # type: ignore[arg-type]
@@ -143,14 +152,26 @@ class AzureQueue:
         return self._message(raw) if raw is not None else None
 
     def extend(self, message: Message, visibility_timeout: int) -> Message:
-        updated = self._client.update_message(message.id, message.pop_receipt,
-                                              visibility_timeout=visibility_timeout)
-        assert updated.pop_receipt is not None  # the service always hands out a new one
+        try:
+            updated = self._client.update_message(message.id, message.pop_receipt,
+                                                  visibility_timeout=visibility_timeout)
+        except ResourceNotFoundError:  # deleted by whoever received it after us
+            raise LostReceipt(f"message {message.id} is gone from {self.name}") from None
+        except HttpResponseError as exc:
+            _raise_lost_receipt(exc, message, self.name)
+            raise
+        if updated.pop_receipt is None:  # pragma: no cover - the service always hands out one
+            raise LostReceipt(f"message {message.id}: the service returned no pop receipt")
         return message._replace(pop_receipt=updated.pop_receipt)
 
     def delete(self, message: Message) -> None:
-        with suppress(ResourceNotFoundError):  # already gone: deleting is idempotent for us
+        try:
             self._client.delete_message(message.id, message.pop_receipt)
+        except ResourceNotFoundError:  # already gone: deleting is idempotent for us
+            pass
+        except HttpResponseError as exc:
+            _raise_lost_receipt(exc, message, self.name)
+            raise
 
     def send(self, content: str, *, delay: int = 0) -> None:
         # time_to_live=-1: a region or event message must not silently expire in a backlog.
@@ -162,3 +183,14 @@ class AzureQueue:
 
     def depth(self) -> int:
         return int(self._client.get_queue_properties().approximate_message_count or 0)
+
+
+def _raise_lost_receipt(exc: HttpResponseError, message: Message, queue: str) -> None:
+    """LostReceipt for the service's "that receipt is stale" answer (400 PopReceiptMismatch)."""
+    if getattr(exc, "error_code", None) == "PopReceiptMismatch":
+        raise LostReceipt(f"message {message.id} in {queue}: its pop receipt no longer holds "
+                          "(its visibility ran out, or the service restarted)") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]

@@ -190,7 +190,7 @@ def test_bad_events_are_dropped_or_poisoned_and_good_ones_still_served(bench):
     good = bench.write_report(real_report("francecentral"))
     bench.reports.create("Public/x/broken.json", b'{"schema": "servicetags.change-report/v1"}')
     subject = f"/blobServices/default/containers/{container}/blobs/"
-    url = f"http://127.0.0.1/devstoreaccount1/{container}/"
+    url = f"{bench.reports.url}/"
     no_data = json.loads(_event(subject + "a.json", url + "a.json"))
     del no_data["data"]
     bad = {
@@ -285,10 +285,10 @@ def test_acs_backend_sends_through_the_real_email_client(bench, tmp_path):
                             sender=sender, mail_from="DoNotReply@example.azurecomm.net",
                             recipients=parse_recipients(json.dumps(RECIPIENTS)))
         fake.fail_next(1, status=429)
-        delivered = notifier.deliver(name, "http://example/report")
+        delivered = notifier.deliver(name, bench.reports.blob_url(name))
         assert delivered.sent == ("network@example.com",)
         assert delivered.skipped == ("storage@example.com", "tokyo@example.com")
-        assert notifier.deliver(name, "http://example/report").already == ("network@example.com",)
+        assert notifier.deliver(name).already == ("network@example.com",)
         [message] = fake.messages
         assert message["recipients"]["to"][0]["address"] == "network@example.com"
         assert "francecentral" in message["content"]["subject"]
@@ -331,3 +331,50 @@ def test_webhook_mode_end_to_end_with_the_relay_posting_events(bench):
         server.terminate()
         server.communicate(timeout=30)
     assert server.returncode == 0
+
+
+def test_a_notifier_killed_between_claim_and_send_loses_no_email(bench):
+    """Issue 16 item 2. The claim outlives this event's whole retry window (3 tries, 1 s
+    visibility, no delay: about 2 s; the claim: 6 s). Before the fix every later delivery saw
+    "another notifier is sending" and the event was poisoned with nothing sent."""
+    name = bench.write_report(real_report("francecentral"))
+    bench.relay().poll_once()
+    one = {"SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1]), "SERVICETAGS_CLAIM_TIMEOUT": "6",
+           "SERVICETAGS_VISIBILITY_TIMEOUT": "1", "SERVICETAGS_MAX_TRIES": "3"}
+    env = {**os.environ, **bench.env, **one, "SERVICETAGS_CRASH_AT": "before_send"}
+    victim = subprocess.run([sys.executable, "-m", "notifier", "--until-empty"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert victim.returncode == -9, victim.stderr
+    assert bench.emails() == []  # claimed, never sent
+    started = time.monotonic()
+    stats = bench.notify(**one)
+    assert stats.poisoned == 0 and stats.processed == 1, stats
+    [mail] = bench.emails()
+    assert mail["X-Servicetags-Report"].strip() == name
+    assert time.monotonic() - started < 20  # waited out the 6 s claim, no longer
+
+
+def test_a_forged_event_plants_no_link_and_does_not_suppress_the_genuine_one(bench):
+    """Issue 16 item 3: the event's data.url is checked, never used. A forged event for a real
+    report (another account's URL) comes first: it is poisoned as forged, the genuine event
+    after it is delivered, and every link is the configured container's."""
+    name = bench.write_report(real_report("francecentral"))
+    container = bench.settings.reports_container
+    subject = f"/blobServices/default/containers/{container}/blobs/{name}"
+    forged = {
+        "other account": f"https://attacker.blob.core.windows.net/{container}/{name}",
+        "other container": f"{bench.reports.url.rsplit('/', 1)[0]}/elsewhere/{name}",
+        "other blob": f"{bench.reports.url}/Public/x/other.json",
+        "with a query": f"{bench.reports.blob_url(name)}?redirect=https://attacker.example",
+    }
+    for url in forged.values():
+        bench.queue.send(_event(subject, url))
+    bench.relay().poll_once()  # the genuine event, behind the forged ones
+    stats = bench.notify(SERVICETAGS_RECIPIENTS=json.dumps(RECIPIENTS[:1]))
+    assert stats.poisoned == len(forged) and stats.processed == 1
+    reasons = [p["reason"] for p in bench.poisoned()]
+    assert all("refused as forged" in r for r in reasons) and len(reasons) == len(forged)
+    [mail] = bench.emails()
+    text = body_text(mail)
+    assert f"Stored report: {bench.reports.blob_url(name)}" in text
+    assert "attacker" not in mail.as_string() and "elsewhere" not in mail.as_string()

@@ -255,6 +255,80 @@ def test_a_failing_handler_is_a_500_so_event_grid_retries(start_webhook):
     assert webhook.app.stats["failed"] == 1
 
 
+def webhook_records(caplog) -> list:
+    return [r for r in caplog.records if r.name.startswith(("notifier", "waitress")) and r.levelno >= 30]
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [(b'[{"id": "x", "n": ' + b"9" * 5000 + b"}]", "4300 digits"),
+     (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects too deeply"),
+     (b'[{"id": "\\ud800"}]', "lone UTF-16 surrogate"),
+     (b"[NaN]", "NaN is not a JSON value")],
+    ids=["5000-digits", "100k-nesting", "surrogate", "nan"],
+)
+def test_hostile_json_is_a_400_with_one_log_line_not_waitress_500(webhook, caplog, body, problem):
+    """Issue 16 item 5: the first two reached waitress's own 500 with a traceback."""
+    with caplog.at_level("INFO"):
+        response = webhook.post(body)
+
+    assert response.status == 400, response.body[:300]
+    assert problem in response.json()["error"]
+    [record] = webhook_records(caplog)
+    assert record.event == "webhook_bad_request" and not record.exc_info
+    assert webhook.handled == []
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "", "application/jsonp",
+                                          "multipart/form-data; boundary=x"])
+def test_content_types_event_grid_does_not_send_are_415(webhook, content_type):
+    response = webhook.post(sample_bytes("eventgrid-blobcreated.docs.json"), content_type=content_type)
+
+    assert response.status == 415
+    assert "application/cloudevents-batch+json" in response.json()["error"]
+    assert webhook.handled == []
+
+
+def test_a_permanent_failure_is_a_400_and_the_other_events_are_still_handled(start_webhook, caplog):
+    """A report that is gone or fails the schema can never succeed: 400, so Event Grid
+    dead-letters it instead of retrying for 24 hours."""
+    from common.errors import PermanentError
+
+    handled = []
+
+    def handle(event: ReportEvent) -> None:
+        if event.id == "gone":
+            raise PermanentError("report blob 'x' is gone (deleted after its event was sent)")
+        handled.append(event.id)
+
+    webhook = start_webhook(handle=handle)
+    event = json.loads(sample_bytes("eventgrid-blobcreated.docs.json"))[0]
+    body = json.dumps([{**event, "id": "gone"}, {**event, "id": "fine"}]).encode()
+    with caplog.at_level("INFO"):
+        response = webhook.post(body)
+
+    assert response.status == 400
+    assert "is gone" in response.json()["error"] and response.json()["handled"] == 1
+    assert handled == ["fine"]
+    [record] = webhook_records(caplog)
+    assert record.event == "webhook_event_rejected" and not record.exc_info
+
+
+def test_a_transient_failure_is_a_503_with_one_line(start_webhook, caplog):
+    from common.errors import TransientError
+
+    def handle(event: ReportEvent) -> None:
+        raise TransientError("another notifier is sending new-file.txt to a recipient")
+
+    webhook = start_webhook(handle=handle)
+    with caplog.at_level("INFO"):
+        response = webhook.post(sample_bytes("eventgrid-blobcreated.docs.json"))
+
+    assert response.status == 503
+    [record] = webhook_records(caplog)
+    assert record.event == "webhook_handler_failed" and not record.exc_info
+
+
 def test_wrong_method_and_path(webhook):
     assert webhook.call("GET", f"/api/events?code={SECRET}").status == 405
     assert webhook.call("PUT", f"/api/events?code={SECRET}").headers["allow"] == "POST, OPTIONS"

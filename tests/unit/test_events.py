@@ -245,3 +245,11 @@ def test_webhook_single_cloudevent_and_batch():
 def test_webhook_malformed_bodies_are_bad_messages(body, content_type, problem):
     with pytest.raises(BadMessage, match=problem):
         parse_webhook_body(body, content_type, expected_container="test-container")
+
+
+@pytest.mark.parametrize("api", [["CreateFile"], {"a": 1}, 7, None])
+def test_an_api_field_of_any_json_type_is_no_crash(api):
+    """Found by bench/fuzz.py: a list as data.api raised TypeError (unhashable) in a set test."""
+    doc = {**EVENTGRID, "data": {**EVENTGRID["data"], "api": api}}
+    event = parse_event(doc, expected_container="test-container")
+    assert event.blob_name == EVENTGRID["subject"].rsplit("/blobs/", 1)[1]
