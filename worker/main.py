@@ -107,8 +107,10 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
         region_message = parse_region_message(message.content)
         outcome = handle_region(region_message, source=source, snapshots=snapshots, reports=reports,
                                 replies=replies)
-        if region_message.discover:
-            discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send)
+        if region_message.region == "global" and outcome.status != "stale":
+            # Every `global` check keeps the cloud document; only an `all` run fans out.
+            discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send,
+                     change_number=outcome.change_number, fan_out=region_message.discover)
 
     return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
 
