@@ -98,11 +98,9 @@ def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_
     arm_endpoint.set_snapshot(snapshot_path(361))
     pipeline.produce()
     pipeline.work()
-    assert pipeline.produce() == 70  # 69 regions and global
-    pipeline.work()
 
     arm_endpoint.set_snapshot(without_region(361, "austriaeast", tmp_path, change_number=362))
-    pipeline.produce()
+    assert pipeline.produce() == 70  # 69 regions and global
     stats = pipeline.work()
     assert stats.poisoned == 0 and pipeline.poisoned() == []
     [removed] = [r for r in pipeline.reports().values() if r["region"] == "austriaeast"]
