@@ -69,11 +69,40 @@ def collect_status(clients: Any, cloud: str) -> dict[str, Any]:
     for name in sorted(names):
         blob = snapshots.read(name)
         if blob is not None:
-            state = json.loads(blob.data)
-            regions.append({k: state.get(k) for k in (
-                "region", "last_checked_at", "location_change_number", "changeNumber",
-                "last_change_at", "last_report")})
-    return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions}
+            regions.append(region_status(json.loads(blob.data)))
+    cloud_blob = snapshots.read(f"{cloud}/regions.json") if names else None
+    cloud_doc = json.loads(cloud_blob.data) if cloud_blob else {}
+    return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions,
+            "watched_since": cloud_doc.get("watched_since"), "retired": cloud_doc.get("retired") or {}}
+
+
+def _number(text: Any) -> int | None:
+    return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+def region_status(state: dict[str, Any]) -> dict[str, Any]:
+    """One region's line of `status`: its last check, its lifecycle, and how far the observed
+    source (the API, when the file is primary) is behind."""
+    out = {k: state.get(k) for k in ("region", "last_checked_at", "location_change_number", "changeNumber",
+                                     "last_change_at", "last_report", "last_outcome",
+                                     "last_report_propagated_at")}
+    retired = state.get("retired") or None
+    out["retired_since"] = retired.get("since") if isinstance(retired, dict) else None
+    stale = state.get("stale") if state.get("last_outcome") == "stale" else None
+    out["stale"] = stale if isinstance(stale, dict) else None
+    observed = state.get("observed")
+    if isinstance(observed, dict) and "change_number" in observed:
+        primary, seen = _number(state.get("location_change_number")), _number(observed.get("change_number"))
+        out["observed"] = {
+            "change_number": observed.get("change_number"), "equal": observed.get("equal"),
+            "since": observed.get("since"), "error": observed.get("error"),
+            # Change numbers behind the primary; 0 once the contents agree.
+            "lag": 0 if observed.get("equal") else (primary - seen if primary is not None and seen is not None
+                                                    else None),
+        }
+    else:
+        out["observed"] = None
+    return out
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -85,11 +114,37 @@ def _print_status(status: dict[str, Any]) -> None:
         content = p["content"] if len(p["content"]) <= 80 else p["content"][:77] + "..."
         print(f"  [{p['queue']}] {p.get('poisoned_at') or '?'} tries={p.get('dequeue_count')} "
               f"reason: {p['reason']}\n      message: {content}")
-    print(f"\nRegions ({status['cloud']}, {len(status['regions'])})")
+    watched = f", watched since {status['watched_since']}" if status.get("watched_since") else ""
+    print(f"\nRegions ({status['cloud']}, {len(status['regions'])}{watched})")
     print(f"  {'region':22} {'last check':22} {'location cn':>11} {'cn':>5}  last change")
     for r in status["regions"]:
         print(f"  {r['region']:22} {r['last_checked_at'] or '-':22} {r['location_change_number'] or '-':>11} "
               f"{r['changeNumber'] or '-':>5}  {r['last_change_at'] or 'none'} {r['last_report'] or ''}")
+        for note in _region_notes(r):
+            print(f"      {note}")
+
+
+def _region_notes(r: dict[str, Any]) -> list[str]:
+    notes = []
+    if r.get("retired_since"):
+        notes.append(f"retired since {r['retired_since']} (missing from a newer reply; not enqueued)")
+    if r.get("stale"):
+        stale = r["stale"]
+        notes.append(f"stale since {stale.get('since')}: the source served change "
+                     f"{stale.get('change_number')}, older than the {stale.get('recorded')} recorded")
+    observed = r.get("observed")
+    if observed:
+        if observed.get("equal"):
+            notes.append(f"observed source: same content (change {observed['change_number']}) "
+                         f"since {observed['since']}")
+        else:
+            lag = observed.get("lag")
+            behind = f"{lag} change{'s' if lag != 1 else ''} behind" if lag is not None else "differs"
+            notes.append(f"observed source: {behind} (change {observed['change_number']}) since "
+                         f"{observed['since']}")
+    if r.get("last_report_propagated_at"):
+        notes.append(f"last report propagated to the observed source at {r['last_report_propagated_at']}")
+    return notes
 
 
 def status_main(argv: list[str], prog: str) -> int:
