@@ -42,7 +42,7 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         assert env["SERVICETAGS_DEV_CREDENTIAL"] == "1"
         assert "AccountName=devstoreaccount1" in env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
         pids = json.loads((state / "stack.json").read_text())["pids"]
-        assert sorted(pids) == ["arm", "azurite", "relay", "smtp"]
+        assert sorted(pids) == ["arm", "azurite", "download", "relay", "smtp"]
         assert all(alive(pid) for pid in pids.values())
 
         # The printed lines work with `set -a; eval "$(servicetags local up)"`.
