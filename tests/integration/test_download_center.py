@@ -115,3 +115,60 @@ def test_a_page_without_a_link_is_retried_then_poisoned_with_the_reason(pipeline
 def test_the_download_file_is_gzip_free_and_byte_faithful(center):
     published = center.set_file(snapshot_path(347))
     assert published.body == gzip.decompress(snapshot_path(347).read_bytes())
+
+
+def run_cli(*args: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "servicetags", *args], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, **env}, timeout=60, check=True)
+    return result.stdout
+
+
+def test_the_api_observed_beside_the_file_shows_its_lag_and_the_propagation_time(
+        azurite, arm_endpoint, center):
+    p = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path),
+                 SERVICETAGS_SOURCE="download-center", SERVICETAGS_OBSERVED_SOURCE="arm",
+                 SERVICETAGS_DOWNLOAD_CENTER_URL=center.url, SERVICETAGS_DOWNLOAD_FILES_URL=center.url)
+    try:
+        center.state.set_mode("variable")
+        center.set_file(snapshot_path(346))
+        arm_endpoint.set_snapshot(snapshot_path(346))
+        p.produce("francecentral,japaneast")
+        p.work()
+        assert p.state("francecentral")["observed"]["equal"] is True
+
+        center.set_file(snapshot_path(347))  # the file moves first
+        arm_endpoint.set_snapshot(snapshot_path(347))
+        arm_endpoint.set_snapshot(snapshot_path(346), locations=["francecentral"])  # a lagging location
+        p.produce("francecentral,japaneast")
+        assert p.work().poisoned == 0
+        reports = {r["region"]: r for r in p.reports().values()}
+        assert reports["francecentral"] == real_report(346, 347, "francecentral")  # from the file only
+        lagging = p.state("francecentral")
+        assert lagging["observed"]["change_number"] == "346" and lagging["observed"]["equal"] is False
+        assert "last_report_propagated_at" not in lagging
+        status = json.loads(run_cli("status", "--json", env=p.env))
+        regions = {r["region"]: r for r in status["regions"]}
+        assert regions["francecentral"]["observed"]["lag"] == 1
+        assert regions["francecentral"]["observed"]["since"] == lagging["observed"]["since"]
+        assert regions["japaneast"]["observed"]["lag"] == 0  # its location already serves 347
+        assert regions["japaneast"]["last_report_propagated_at"] == p.state("japaneast")["last_checked_at"]
+        text = run_cli("status", env=p.env)
+        assert f"observed source: 1 change behind (change 346) since {lagging['observed']['since']}" in text
+
+        arm_endpoint.clear_location_overrides()  # the API catches up
+        p.produce("francecentral,japaneast")
+        p.work()
+        caught_up = p.state("francecentral")
+        assert caught_up["observed"]["equal"] is True and caught_up["last_outcome"] == "unchanged"
+        assert caught_up["last_report_propagated_at"] == caught_up["last_checked_at"]
+        assert caught_up["last_report"] == lagging["last_report"]
+        text = run_cli("status", env=p.env)
+        assert f"last report propagated to the observed source at {caught_up['last_checked_at']}" in text
+    finally:
+        p.cleanup()

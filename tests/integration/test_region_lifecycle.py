@@ -28,6 +28,17 @@ def pipeline(azurite, arm_endpoint) -> Iterator[Pipeline]:
         p.cleanup()
 
 
+def run_cli(*args: str, env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "servicetags", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **env}, timeout=60, check=True).stdout
+
+
 def by_region(reports: dict[str, dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for report in reports.values():
@@ -113,11 +124,15 @@ def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_
     cloud = pipeline.cloud()
     assert "austriaeast" not in cloud["regions"] and cloud["retired"]["austriaeast"]["report"]
     assert len(events(caplog, "region_retired")) == 1
+    status = json.loads(run_cli("status", "--json", env=pipeline.env))
+    [line] = [r for r in status["regions"] if r["region"] == "austriaeast"]
+    assert line["retired_since"] == state["retired"]["since"] and line["last_outcome"] == "removed"
+    assert status["retired"]["austriaeast"]["change_number"] == "362"
+    assert f"retired since {state['retired']['since']}" in run_cli("status", env=pipeline.env)
 
-    messages = pipeline.produce_messages()
+    messages = pipeline.produce_messages()  # the next run
     assert "austriaeast" not in [m.region for m in messages] and len(messages) == 69
-    pipeline.work()
-    assert pipeline.poisoned() == []
+    pipeline.clients.queues.get_queue_client(pipeline.settings.regions_queue).clear_messages()
 
     arm_endpoint.set_snapshot(snapshot_path(364))  # it is back
     pipeline.produce()
