@@ -2,7 +2,7 @@
 
 `SERVICETAGS_CRASH_AT=<name>` makes the process kill itself with SIGKILL when it reaches that
 point, exactly as a node failure would (no cleanup, no finally blocks). Names in use:
-`after_snapshot`, `after_report`, `before_delete` (worker); `after_send` (notifier).
+`after_snapshot`, `after_report`, `after_retire`, `before_delete` (worker); `after_send` (notifier).
 Never set in production; reading one environment variable per point costs nothing.
 """
 
