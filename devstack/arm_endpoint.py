@@ -87,7 +87,7 @@ _INVALID_HEADER_CHALLENGE = (
 # Download-file fields the ARM API does not return.
 _DOWNLOAD_ONLY_PROPERTIES = frozenset({"regionId", "platform"})
 
-FAULT_KINDS = ("429", "500", "503", "reset", "truncate", "slow")
+FAULT_KINDS = ("429", "500", "503", "reset", "truncate", "slow", "400")
 DEFAULT_RETRY_AFTER = 1  # seconds; small so retries in tests stay fast
 DEFAULT_SLOW_SECONDS = 2.0
 _MAX_ADMIN_BODY = 1 << 20
@@ -480,6 +480,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "503":
             message = "The service is temporarily unavailable. Please try again later."
             self._send_json(503, arm_error("ServiceUnavailable", message))
+        elif kind == "400":
+            # What ARM answers for a location the provider does not serve (a retired region's).
+            message = ("No registered resource provider found for location and API version for type "
+                       "'locations/serviceTags'.")
+            self._send_json(400, arm_error("NoRegisteredProviderFound", message))
         elif kind == "reset":
             self._reset_connection()
         elif kind == "truncate":

@@ -250,3 +250,28 @@ def test_two_workers_with_duplicated_messages_report_a_new_region_once(pipeline,
         assert w.returncode == 0, stderr
     reports = [r for r in pipeline.reports().values() if r["region"] == "indonesiacentral"]
     assert len(reports) == 1 and reports[0]["region_event"] == "added"
+
+
+def test_a_region_whose_location_is_gone_is_read_from_the_default_location_and_retired(
+        pipeline, arm_endpoint, tmp_path):
+    arm_endpoint.set_snapshot(snapshot_path(361))
+    pipeline.produce("austriaeast")
+    pipeline.work()
+    arm_endpoint.set_snapshot(without_region(361, "austriaeast", tmp_path, change_number=362))
+    arm_endpoint.fail_always("austriaeast", "400")  # ARM: NoRegisteredProviderFound for that location
+    arm_endpoint.reset_counts()
+    pipeline.produce("austriaeast")
+    assert pipeline.work().poisoned == 0 and pipeline.poisoned() == []
+    [report] = pipeline.reports().values()
+    assert report["region"] == "austriaeast" and report["region_event"] == "removed"
+    state = pipeline.state("austriaeast")
+    assert state["retired"]["change_number"] == "362" and state["location"] == "westeurope"
+    assert arm_endpoint.request_count("austriaeast") == 1  # a 400 is not retried
+
+
+def test_an_unknown_name_without_a_state_is_still_an_unknown_region(pipeline, arm_endpoint):
+    arm_endpoint.fail_always("atlantis", "400")
+    pipeline.queue.send(json.dumps({"cloud": "Public", "region": "atlantis", "run_id": "x"}))
+    assert pipeline.work().poisoned == 1
+    [record] = pipeline.poisoned()
+    assert "unknown region 'atlantis'" in record["reason"] and record["dequeue_count"] == 1
