@@ -29,6 +29,7 @@ from common.lifecycle import (
     Status,
     after_retirement,
     decide,
+    is_newer,
     is_older,
     is_retired,
     recorded_change_number,
@@ -195,10 +196,17 @@ def _record(message: RegionMessage, current: Snapshot, sha: str, seen: Seen, *,
     cloud_doc, _ = _read_json(snapshots, layout.regions_name(cloud))
     decision = decide(state=state, present=seen.present, sha256=sha, change_number=current.change_number,
                       cloud=cloud_doc, region=region)
+    now = _iso(clock())
     if decision is None:
+        sighting = ((cloud_doc or {}).get("first_seen") or {}).get(region)
+        if (cloud_doc and sighting and region in (cloud_doc.get("regions") or [])
+                and is_newer(current.change_number, {"changeNumber": str(sighting.get("change_number"))})):
+            # Watched, gone again before its first check: nothing to report, but no poison either.
+            _retire_in_cloud(snapshots, cloud, region,
+                             {"since": now, "change_number": current.change_number, "report": None})
+            return Outcome("retired", sha)
         raise PermanentError(f"{seen.reply.regions.unknown(region)} in {seen.origin} "
                              f"(change {current.change_number})")
-    now = _iso(clock())
     visited = {"last_checked_at": now, "run_id": message.run_id, "last_outcome": decision.status,
                **({"observed": observed_state(state, observation, sha, now)} if observation else {}),
                **propagated(state, observation, now)}

@@ -275,3 +275,15 @@ def test_an_unknown_name_without_a_state_is_still_an_unknown_region(pipeline, ar
     assert pipeline.work().poisoned == 1
     [record] = pipeline.poisoned()
     assert "unknown region 'atlantis'" in record["reason"] and record["dequeue_count"] == 1
+
+
+def test_a_watched_region_gone_before_its_first_check_is_retired_not_poisoned(
+        pipeline, arm_endpoint, tmp_path):
+    arm_endpoint.set_snapshot(snapshot_path(361))
+    pipeline.produce("francecentral")  # the global check records austriaeast as watched
+    pipeline.work()
+    assert "austriaeast" in pipeline.cloud()["regions"] and pipeline.state("austriaeast") is None
+    arm_endpoint.set_snapshot(without_region(361, "austriaeast", tmp_path, change_number=362))
+    pipeline.queue.send(json.dumps({"cloud": "Public", "region": "austriaeast", "run_id": "late"}))
+    assert pipeline.work().poisoned == 0
+    assert pipeline.reports() == {} and pipeline.cloud()["retired"]["austriaeast"]["report"] is None
