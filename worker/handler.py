@@ -193,7 +193,9 @@ def _record(message: RegionMessage, current: Snapshot, sha: str, seen: Seen, *,
     cloud, region = message.cloud, message.region
     state_name = layout.state_name(cloud, region)
     state, etag = _read_json(snapshots, state_name)
-    cloud_doc, _ = _read_json(snapshots, layout.regions_name(cloud))
+    # The cloud document matters only to a region without a state (new, or baseline): one
+    # read fewer for every other check.
+    cloud_doc = _read_json(snapshots, layout.regions_name(cloud))[0] if state is None else None
     decision = decide(state=state, present=seen.present, sha256=sha, change_number=current.change_number,
                       cloud=cloud_doc, region=region)
     now = _iso(clock())
