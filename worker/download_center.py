@@ -62,8 +62,9 @@ def download_pipeline_client(base_url: str, *, retry_total: int = 3, retry_backo
 
 class DownloadCenterSource:
     def __init__(self, client: Any, *, pages_base: str = DEFAULT_PAGES,
-                 files_base: str | None = None) -> None:
+                 files_base: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> None:
         self._client = client
+        self._max_bytes = max_bytes
         self._pages = pages_base.rstrip("/")
         self._files = files_base.rstrip("/") if files_base else None
         self._lock = threading.Lock()
@@ -76,7 +77,8 @@ class DownloadCenterSource:
 
     def fetch(self, cloud: str, location: str) -> Fetched:
         page_url = self.page_url(cloud)
-        page = self._get(page_url, what="details page").text()
+        _, _, raw = self._get(page_url, what="details page")
+        page = raw.decode("utf-8", "replace")
         link = find_file_link(page)
         if link is None:
             log_event(log, "download_link_missing", f"{page_url}: no file link", level=logging.ERROR,
@@ -98,17 +100,17 @@ class DownloadCenterSource:
         with self._lock:
             last = self._last.get(url)
         headers = {"If-None-Match": last[0]} if last else {}
-        response = self._get(url, what="file", headers=headers, allow={304})
-        if response.status_code == 304 and last is not None:
+        status, response_headers, body = self._get(url, what="file", headers=headers, allow={304})
+        if status == 304 and last is not None:
             return last[1]
-        body = bytes(response.content)
-        etag = response.headers.get("ETag")
+        etag = response_headers.get("ETag")
         with self._lock:
             self._last = {url: (etag, body)} if etag else {}
         return body
 
     def _get(self, url: str, *, what: str, headers: dict[str, str] | None = None,
-             allow: frozenset[int] | set[int] = frozenset()) -> Any:
+             allow: frozenset[int] | set[int] = frozenset()) -> tuple[int, Any, bytes]:
+        """Status, headers and body (read up to the limit, whatever the server claims)."""
         from azure.core.exceptions import (
             HttpResponseError,
             IncompleteReadError,
@@ -118,15 +120,19 @@ class DownloadCenterSource:
         from azure.core.rest import HttpRequest
 
         try:
-            response = self._client.send_request(HttpRequest("GET", url, headers=headers or {}))
-            if response.status_code not in allow:
-                response.raise_for_status()
-            length = int(response.headers.get("Content-Length") or 0)
-            if length > MAX_FILE_BYTES:
-                raise PermanentError(f"{url}: {what} of {length} bytes, over the {MAX_FILE_BYTES} allowed")
-            response.read()
+            response = self._client.send_request(HttpRequest("GET", url, headers=headers or {}), stream=True)
+            try:
+                if response.status_code not in allow:
+                    response.raise_for_status()
+                buffer = bytearray()
+                for chunk in response.iter_bytes():
+                    buffer += chunk
+                    if len(buffer) > self._max_bytes:
+                        raise PermanentError(f"{url}: {what} is over the {self._max_bytes:,} bytes allowed")
+                return response.status_code, response.headers, bytes(buffer)
+            finally:
+                response.close()
         except (ServiceRequestError, ServiceResponseError, IncompleteReadError) as exc:
             raise TransientError(f"{url}: {what} not fetched ({type(exc).__name__})") from None
         except HttpResponseError as exc:
             raise TransientError(f"{url}: {what} answered HTTP {exc.status_code}") from None
-        return response

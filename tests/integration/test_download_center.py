@@ -172,3 +172,15 @@ def test_the_api_observed_beside_the_file_shows_its_lag_and_the_propagation_time
         assert f"last report propagated to the observed source at {caught_up['last_checked_at']}" in text
     finally:
         p.cleanup()
+
+
+def test_a_file_over_the_limit_is_refused_without_reading_it_all(center):
+    from common.errors import PermanentError
+
+    center.state.set_mode("variable")
+    center.set_file(snapshot_path(347))
+    client = download_pipeline_client(center.url, retry_total=0, timeout=10)
+    small = DownloadCenterSource(client, pages_base=center.url, files_base=center.url, max_bytes=1_000_000)
+    with pytest.raises(PermanentError, match=r"ServiceTags_Public_20250314\.json: file is over the 1,000,000 "
+                                             "bytes allowed"):
+        small.fetch("Public", "westeurope")
