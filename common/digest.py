@@ -111,7 +111,11 @@ def title(digest: dict[str, Any]) -> str:
         return f"Service tags {digest['cloud']}, {c['region']}: change {c['from']} → {c['to']}"
     changed = digest["regions_changed"]
     what = f"{changed} region{'s' if changed != 1 else ''} changed" if changed else "no change matched"
-    return f"Service tags {digest['cloud']}, run {digest['run_id']}: {what}"
+    # A new or retired region is the news of the week: it comes first, in the subject too.
+    events = "; ".join(f"{'New' if e['event'] == 'added' else 'Retired'} region {e['region']}"
+                       for e in digest["region_events"])
+    lead = f"{events}. " if events else ""
+    return f"{lead}Service tags {digest['cloud']}, run {digest['run_id']}: {what}"
 
 
 def headline(digest: dict[str, Any]) -> list[str]:

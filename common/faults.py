@@ -2,9 +2,10 @@
 
 `SERVICETAGS_CRASH_AT=<name>` makes the process kill itself with SIGKILL when it reaches that
 point, exactly as a node failure would (no cleanup, no finally blocks). Names in use:
-`after_snapshot`, `after_report`, `before_delete`, `after_outcome` (worker); `before_send`
-(claimed, not sent) and `after_send` (sent, not marked) (notifier); `after_impact_records`
-(impact step). `SERVICETAGS_STOP_AT=<name>` stops it (SIGSTOP) there instead, until a SIGCONT.
+`after_snapshot`, `after_report`, `after_retire`, `before_delete`, `after_outcome` (worker);
+`before_send` (claimed, not sent) and `after_send` (sent, not marked) (notifier);
+`after_impact_records` (impact step). `SERVICETAGS_STOP_AT=<name>` stops it (SIGSTOP) there
+instead, until a SIGCONT.
 Never set in production; reading one environment variable per point costs nothing.
 """
 

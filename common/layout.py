@@ -2,7 +2,8 @@
 
 snapshots/<cloud>/<region>/latest.json             region state: current content and bookkeeping
 snapshots/<cloud>/<region>/snapshots/<sha256>.json immutable, named by content
-snapshots/<cloud>/regions.json                     region names seen in the data (for the producer)
+snapshots/<cloud>/regions.json                     the cloud: regions watched, first seen, retired
+snapshots/<cloud>/regressions/<reply sha256>.json  one per distinct reply older than what was recorded
 reports/<cloud>/<region>/<from cn>-<to cn>_<from sha>_<to sha>.json   immutable change report
 
 Content-derived names make every write repeatable: a rerun writes the same name and the
@@ -30,6 +31,10 @@ def snapshot_name(cloud: str, region: str, sha256: str) -> str:
 
 def regions_name(cloud: str) -> str:
     return f"{cloud}/regions.json"
+
+
+def regression_name(cloud: str, reply_sha256: str) -> str:
+    return f"{cloud}/regressions/{reply_sha256}.json"
 
 
 def report_name(report: dict[str, Any]) -> str:

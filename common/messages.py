@@ -79,6 +79,10 @@ def parse_region_message(content: str | bytes) -> RegionMessage:
     region = doc["region"].lower()
     if not _REGION.match(region):
         raise BadMessage(f"region {doc['region']!r} is not a location name")
+    if region == "all":
+        # `servicetags diff --region all` means the whole cloud; a worker checks one region.
+        raise BadMessage(f"region {doc['region']!r} is not a location: a message names one ARM "
+                         "location (such as francecentral) or global")
     discover = doc.get("discover", False)
     if not isinstance(discover, bool):
         raise BadMessage("message field discover must be true or false")

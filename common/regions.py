@@ -49,6 +49,36 @@ class RegionIndex(NamedTuple):
         hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(self.names)} regions known)"
         raise UnknownRegionError(f"unknown region {region!r}{hint}")
 
+    def location_code(self, region: str) -> str | None:
+        """For a region message: the data code of an ARM location name (`""` for `global`), or
+        None when this data does not list it (a region that vanished, or never existed).
+
+        Stricter than `code_for`: a message must name an ARM location, so `all` and the data's
+        own codes (`germanywc`) are refused rather than read as another region's state.
+        """
+        key = region.strip().lower()
+        if key == GLOBAL:
+            return ""
+        if key in self.code_by_name:
+            return self.code_by_name[key]
+        if selects_all(key):
+            raise UnknownRegionError(f"region {region!r} is not a location: a message names one ARM "
+                                     "location, or global")
+        if key in self.name_by_code:
+            raise UnknownRegionError(f"region {region!r} is the data's code for "
+                                     f"{self.name_by_code[key]}; a message names the ARM location "
+                                     f"{self.name_by_code[key]!r}")
+        return None
+
+    def unknown(self, region: str) -> UnknownRegionError:
+        """The error for a name this data does not know, with close matches as a hint."""
+        import difflib  # only for this message; keeps start-up fast
+
+        known = [*self.names, GLOBAL]
+        close = difflib.get_close_matches(region, known, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else f" ({len(self.names)} regions known)"
+        return UnknownRegionError(f"unknown region {region!r}{hint}")
+
     def name_for(self, code: str) -> str:
         return GLOBAL if code == "" else self.name_by_code.get(code, code)
 

@@ -51,6 +51,34 @@ def summarise(changes: Iterable[TagChange]) -> dict[str, int]:
     return summary
 
 
+REGION_EVENTS = ("added", "removed")
+
+
+def with_region_event(report: dict[str, Any], event: str) -> dict[str, Any]:
+    """The report of a region that appeared (every tag `added`) or vanished (every tag
+    `removed`), marked so. The field is optional in the v1 contract: ordinary reports do not
+    carry it, so they stay byte for byte what they were."""
+    if event not in REGION_EVENTS:
+        raise ValueError(f"region_event {event!r} is not one of {REGION_EVENTS}")
+    if any(tag["status"] != event for tag in report["tags"]):
+        raise ValueError(f"a region {event} report lists only {event} tags")
+    return {**report, "region_event": event}
+
+
+def region_event_line(report: dict[str, Any]) -> str | None:
+    """What a new or removed region's report says first (subject and body), or None."""
+    event = report.get("region_event")
+    if event is None:
+        return None
+    tags = len(report["tags"])
+    prefixes = report["summary"][f"prefixes_{event}"]
+    if event == "added":
+        return (f"New region {report['region']} in {report['cloud']}: {tags} tags, "
+                f"{prefixes:,} prefixes, all added")
+    return (f"Region {report['region']} removed from {report['cloud']}: {tags} tags, "
+            f"{prefixes:,} prefixes, all removed")
+
+
 def build_report(
     *,
     cloud: str,

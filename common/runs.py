@@ -24,7 +24,7 @@ OUTCOME_SCHEMA = "servicetags.run-region/v1"
 COMPLETE_SCHEMA = "servicetags.run-complete/v1"
 DEADLINE_SCHEMA = "servicetags.run-deadline/v1"
 DEFAULT_DEADLINE = 3600  # seconds after the run starts
-OUTCOMES = ("baseline", "unchanged", "changed", "stale", "poisoned")
+OUTCOMES = ("baseline", "unchanged", "changed", "added", "removed", "stale", "retired", "poisoned")
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

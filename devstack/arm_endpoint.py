@@ -93,7 +93,7 @@ _LOCAL_PRINCIPAL = "00000000-0000-0000-0000-0000000d0c70"
 # Download-file fields the ARM API does not return.
 _DOWNLOAD_ONLY_PROPERTIES = frozenset({"regionId", "platform"})
 
-FAULT_KINDS = ("429", "500", "503", "reset", "truncate", "slow")
+FAULT_KINDS = ("429", "500", "503", "reset", "truncate", "slow", "400")
 # The token refused: 401 (not accepted at all) or 403 (valid, but no role for the action).
 # Scripted only, never drawn at random: no retry makes them pass.
 AUTH_FAULT_KINDS = ("401", "403")
@@ -493,6 +493,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "503":
             message = "The service is temporarily unavailable. Please try again later."
             self._send_json(503, arm_error("ServiceUnavailable", message))
+        elif kind == "400":
+            # What ARM answers for a location the provider does not serve (a retired region's).
+            message = ("No registered resource provider found for location and API version for type "
+                       "'locations/serviceTags'.")
+            self._send_json(400, arm_error("NoRegisteredProviderFound", message))
         elif kind == "reset":
             self._reset_connection()
         elif kind == "truncate":

@@ -65,6 +65,8 @@ class Demo:
         self.queue = self.clients.queue("regions")
         self.events = self.clients.queue("change-events")
         self.reports = self.clients.container("reports")
+        self.snapshots = self.clients.container("snapshots")
+        self.regions_poison = self.clients.queue("regions-poison")
         self.children: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
@@ -82,13 +84,13 @@ class Demo:
                 raise ServiceTagsError(f"{what} exited with {process.returncode}: "
                                        f"{err.decode(errors='replace').strip()[-500:]}")
 
-    def cycle(self, label: str) -> int:
+    def cycle(self, label: str, run_id: str | None = None) -> int:
         """Produce, then drain the regions queue with N worker processes."""
         from common.config import Env
         from producer.main import ProducerSettings, produce
 
         settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": self.regions}))
-        produce(settings, run_id=f"demo-{label.split(maxsplit=1)[0]}-{int(time.time())}")
+        produce(settings, run_id=run_id or f"demo-{int(time.time())}")
         workers = [self._spawn("worker", "--until-empty") for _ in range(self.workers)]
         while any(w.poll() is None for w in workers):
             self.progress.show(f"{label}: {self.workers} workers, {self.queue.depth()} region messages left")
@@ -114,6 +116,56 @@ class Demo:
         _wait(done, timeout, f"{expected} e-mail(s) and {expected} message(s) per channel")
         final = ", ".join(f"{n} {kind}" for kind, n in counts().items())
         self.progress.show(f"notifier: {final}", final=True)
+
+    def stale_regions(self, run_id: str) -> list[str]:
+        """Regions whose check in this run was stale (an older reply than recorded)."""
+        out = []
+        for name in self._checked():
+            blob = self.snapshots.read(name)
+            state = json.loads(blob.data) if blob else {}
+            if state.get("run_id") == run_id and state.get("last_outcome") == "stale":
+                out.append(state["region"])
+        return sorted(out)
+
+    def regressions(self) -> dict[str, dict[str, Any]]:
+        """The `source_regressed` records: one marker per distinct older reply."""
+        out = {}
+        for name in self.snapshots.names("Public/regressions/"):
+            blob = self.snapshots.read(name)
+            if blob is not None:
+                out[name] = json.loads(blob.data)
+        return out
+
+    def new_reports(self, *, known: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Report blobs written since `known` was taken, by name."""
+        fresh = {}
+        for name in self.reports.names():
+            if name not in known:
+                blob = self.reports.read(name)
+                assert blob is not None
+                fresh[name] = json.loads(blob.data)
+        return fresh
+
+    def step_record(self, path: Path, run_id: str, fresh: dict[str, dict[str, Any]], *, outbox: Path,
+                    emails_before: set[Path], poisoned_before: int,
+                    regressed_before: set[str]) -> dict[str, Any]:
+        """One replay step of `--summary-json`: what this file's cycle reported, sent and refused."""
+        return {
+            "file": str(path),
+            "reports": [{"region": r["region"], "region_event": r.get("region_event"), "report": name}
+                        for name, r in sorted(fresh.items())],
+            "emails": sorted(str(p) for p in set(outbox.glob("*.eml")) - emails_before),
+            "poisoned": [{"region": _message_region(p["content"]), "reason": p["reason"]}
+                         for p in self.poisoned_records()[poisoned_before:]],
+            "stale": self.stale_regions(run_id),
+            "source_regressed": [{"change_number": r["change_number"], "recorded": r["recorded"]}
+                                 for n, r in sorted(self.regressions().items()) if n not in regressed_before],
+        }
+
+    def poisoned_records(self) -> list[dict[str, Any]]:
+        from common.operations import poisoned
+
+        return [poisoned(m) for m in self.regions_poison.peek(32)]
 
     def stop_children(self) -> None:
         for process in self.children:
@@ -161,62 +213,106 @@ def _emails(outbox: Path) -> list[dict[str, str]]:
     return out
 
 
-def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
-             progress: Progress, delivery: str = "digest") -> dict[str, Any]:
-    from common.render import summary_line
-    from devstack import stack
+def _message_region(content: str) -> str | None:
+    from common.operations import message_region
 
-    started = time.monotonic()
-    outbox.mkdir(parents=True, exist_ok=True)
+    return message_region(content)
+
+
+def _switch(state_dir: Path, snapshot: Path) -> None:
+    """Publish `snapshot` on both local sources: the ARM endpoint and the Download Center."""
+    from devstack.arm_endpoint import ArmEndpointControl
+    from devstack.download_center import DownloadCenterControl
+
+    ArmEndpointControl.from_state_dir(state_dir / "arm").set_snapshot(snapshot)
+    DownloadCenterControl.from_state_dir(state_dir / "download").set_file(snapshot)
+
+
+def _clear_outbox(outbox: Path) -> None:
     for pattern in DELIVERY_FILES.values():
         for stale in outbox.glob(pattern):
             stale.unlink()
+
+
+def _publish_web(env: dict[str, str]) -> str:
+    """The history index and $web, as the publisher job does; the local URL of the index page."""
+    from common.config import Env
+    from web.publish import sync_and_publish
+
+    sync_and_publish(Env(env))
+    return env["SERVICETAGS_LOCAL_WEB_URL"] + "Public/index.html"
+
+
+def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: list[Path] | None = None,
+             regions: str, workers: int, outbox: Path, progress: Progress,
+             source: str = "arm", delivery: str = "digest") -> dict[str, Any]:
+    """Replay `snapshots` in order (or OLD then NEW): the first is the baseline, each later one
+    a full cycle (produce, workers, events, notifier). One step per later file in `steps`."""
+    from common.render import summary_line
+    from devstack import stack
+
+    files = list(snapshots) if snapshots else [p for p in (old, new) if p is not None]
+    assert len(files) >= 2
+    started = time.monotonic()
+    outbox.mkdir(parents=True, exist_ok=True)
+    _clear_outbox(outbox)
+    steps: list[dict[str, Any]] = []
+    reports: dict[str, dict[str, Any]] = {}
+    timings = {"stack": 0.0, "baseline": 0.0, "change": 0.0, "notify": 0.0}
+    checked = 0
     with tempfile.TemporaryDirectory(prefix="servicetags-demo-") as tmp:
         state_dir = Path(tmp)
-        progress.show("starting the local stack (Azurite, ARM endpoint, relay, SMTP sink)", final=True)
-        env = stack.up(state_dir, snapshot=old, persistent=False, outbox=outbox)
+        progress.show("starting the local stack (Azurite, ARM endpoint, Download Center, relay, SMTP sink)",
+                      final=True)
+        env = stack.up(state_dir, snapshot=files[0], persistent=False, outbox=outbox)
         env.update(demo_channels(env, delivery))
+        env = {**env, "SERVICETAGS_SOURCE": source}
         demo = Demo(env=env, workers=workers, regions=regions, progress=progress)
         try:
-            timings = {"stack": time.monotonic() - started}
+            timings["stack"] = time.monotonic() - started
             mark = time.monotonic()
-            demo.cycle(f"baseline ({old.name})")
+            demo.cycle(f"baseline ({files[0].name})", run_id=f"demo-0-{int(time.time())}")
             timings["baseline"] = time.monotonic() - mark
-            from devstack.arm_endpoint import ArmEndpointControl
-
-            ArmEndpointControl.from_state_dir(state_dir / "arm").set_snapshot(new)
-            notifier = demo._spawn("notifier")  # running through the change: digests are event-driven
-            mark = time.monotonic()
-            checked = demo.cycle(f"change ({new.name})")
-            timings["change"] = time.monotonic() - mark
-            reports = {}
-            for name in demo.reports.names():
-                blob = demo.reports.read(name)
-                assert blob is not None
-                reports[name] = json.loads(blob.data)
-            mark = time.monotonic()
-            if reports:
-                demo.deliveries(outbox, 1 if delivery == "digest" else len(reports))
-            notifier.terminate()
-            demo._finish([notifier], "the notifier")
-            timings["notify"] = time.monotonic() - mark
-            from common.config import Env
-            from web.publish import sync_and_publish
-
-            sync_and_publish(Env(env))  # the history index and $web, as the publisher job does
-            web_url = env["SERVICETAGS_LOCAL_WEB_URL"] + "Public/index.html"
+            delivered = 0  # messages expected per kind (e-mail, each channel) so far
+            for number, path in enumerate(files[1:], start=1):
+                _switch(state_dir, path)
+                poisoned_before = len(demo.poisoned_records())
+                regressed_before = set(demo.regressions())
+                emails_before = set(outbox.glob("*.eml"))
+                run_id = f"demo-{number}-{int(time.time())}"
+                notifier = demo._spawn("notifier")  # running through the change: digests are event-driven
+                mark = time.monotonic()
+                checked = demo.cycle(f"step {number} ({path.name})", run_id=run_id)
+                timings["change"] += time.monotonic() - mark
+                fresh = demo.new_reports(known=reports)
+                reports.update(fresh)
+                mark = time.monotonic()
+                if fresh:
+                    delivered += 1 if delivery == "digest" else len(fresh)
+                    demo.deliveries(outbox, delivered)
+                notifier.terminate()
+                demo._finish([notifier], "the notifier")
+                timings["notify"] += time.monotonic() - mark
+                steps.append(demo.step_record(path, run_id, fresh, outbox=outbox, emails_before=emails_before,
+                                              poisoned_before=poisoned_before,
+                                              regressed_before=regressed_before))
+            web_url = _publish_web(env)
         finally:
             demo.stop_children()
             stack.down(state_dir)
     emails = _emails(outbox)
     return {
-        "old": str(old), "new": str(new),
+        "old": str(files[0]), "new": str(files[-1]),
+        "snapshots": [str(p) for p in files],
+        "source": source,
         "regions_checked": checked,
         "reports": [{"region": r["region"], "blob": name, "summary": summary_line(r),
-                     "counts": r["summary"]} for name, r in sorted(reports.items())],
+                     "counts": r["summary"], "region_event": r.get("region_event")}
+                    for name, r in sorted(reports.items())],
         "emails": [{k: e[k] for k in ("recipient", "region", "file", "subject")} for e in emails],
         "channel_messages": _channel_messages(outbox),
         "delivery": delivery,
+        "steps": steps,
         "seconds": round(time.monotonic() - started, 2),
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "workers": workers,
@@ -227,13 +323,21 @@ def run_demo(*, old: Path, new: Path, regions: str, workers: int, outbox: Path,
 def print_summary(result: dict[str, Any]) -> None:
     by_region = {e["region"]: e["file"] for e in result["emails"]}
     digest = result.get("delivery") == "digest"
-    print(f"\nservicetags-watch demo: {Path(result['old']).name} → {Path(result['new']).name}")
+    print(f"\nservicetags-watch demo: {' → '.join(Path(p).name for p in result['snapshots'])}"
+          f" (source {result['source']})")
+    if len(result["steps"]) > 1 or any(s["stale"] or s["poisoned"] for s in result["steps"]):
+        for number, step in enumerate(result["steps"], start=1):
+            events = [f"{r['region']} {r['region_event']}" for r in step["reports"] if r["region_event"]]
+            print(f"  step {number} {Path(step['file']).name}: {len(step['reports'])} reports, "
+                  f"{len(step['emails'])} e-mails, {len(step['poisoned'])} poisoned, "
+                  f"{len(step['stale'])} stale" + (f"; regions: {', '.join(events)}" if events else ""))
     print(f"{result['regions_checked']} regions checked with {result['workers']} workers; "
           f"{len(result['reports'])} changed; {len(result['emails'])} e-mails, "
           f"{len(result.get('channel_messages', []))} channel messages "
           f"({result.get('delivery', 'report')} delivery)\n")
     for report in result["reports"]:
-        print(f"  {report['summary']}")
+        mark = f" [region {report['region_event']}]" if report.get("region_event") else ""
+        print(f"  {report['summary']}{mark}")
         print(f"      report: reports/{report['blob']}")
         if not digest:
             print(f"      e-mail: {by_region.get(report['region'], '(none)')}")
@@ -263,6 +367,12 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
                         help="the earlier snapshot (default: bundled cn340)")
     parser.add_argument("--new", type=Path, default=DEFAULT_NEW,
                         help="the later snapshot (default: bundled cn341)")
+    parser.add_argument("--snapshots", type=Path, nargs="+", metavar="F",
+                        help="replay two or more files in this order (instead of --old/--new): the first "
+                        "is the baseline, each later one a full cycle")
+    parser.add_argument("--source", choices=["arm", "download-center"], default="arm",
+                        help="what workers read: the local ARM endpoint (default) or the local Download "
+                        "Center page and file")
     parser.add_argument("--regions", default="all", help="all (default) or R1,R2,... (ARM location names)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--outbox", type=Path, default=Path(".demo/outbox"), help="where e-mails land")
@@ -277,9 +387,13 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
     from common.prefixes import PrefixParser
     from common.snapshot import load_snapshot
 
+    if args.snapshots is not None and len(args.snapshots) < 2:
+        return fail(prog, "--snapshots needs two or more files (the first is the baseline)")
+    files = args.snapshots or [args.old, args.new]
     try:
-        for path in (args.old, args.new):
-            load_snapshot(path, PrefixParser())  # fail fast, with the loader's message
+        parser_ = PrefixParser()
+        for path in files:
+            load_snapshot(path, parser_)  # fail fast, with the loader's message
     except SnapshotError as exc:
         return fail(prog, str(exc))
     def interrupted(*_: object) -> None:
@@ -290,9 +404,9 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
     # Ctrl-C (or SIGINT from a test harness) to stop it cleanly wherever it was started.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        result = run_demo(old=args.old.resolve(), new=args.new.resolve(), regions=args.regions,
+        result = run_demo(snapshots=[p.resolve() for p in files], regions=args.regions,
                           workers=args.workers, outbox=args.outbox.resolve(), progress=Progress(),
-                          delivery=args.delivery)
+                          source=args.source, delivery=args.delivery)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
         return 130

@@ -1,6 +1,6 @@
 """The local stack as background processes: Azurite, the ARM service-tag endpoint, the
-blob-event relay, the SMTP sink and the static website server ($web). What `servicetags
-local up/down` and the demo run.
+Download Center stand-in, the blob-event relay, the SMTP sink and the static website server
+($web). What `servicetags local up/down` and the demo run.
 
 State lives in one directory: `stack.json` (the PIDs started and the environment the
 components need), each service's log under `logs/`, Azurite's data, the relay's
@@ -114,13 +114,20 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
             _CHILDREN[azurite.pid] = handle
         _ensure_resources(azurite.connection_string)
 
-        for stale in ("arm/arm.json", "smtp.json", "webhooks.json"):
+        for stale in ("arm/arm.json", "smtp.json", "webhooks.json", "download/download.json"):
             (state_dir / stale).unlink(missing_ok=True)
         arm = _spawn("arm", [sys.executable, "-m", "devstack.arm_endpoint", "--snapshot", str(snapshot),
                              "--state-dir", str(state_dir / "arm"), "--fault-rate", str(fault_rate)],
                      state_dir)
         pids["arm"] = arm.pid
         arm_info = _wait_for_file(state_dir / "arm" / "arm.json", arm, "arm", state_dir)
+
+        # The Download Center stand-in, publishing the same file (the `download-center` source).
+        download = _spawn("download", [sys.executable, "-m", "devstack.download_center", "--snapshot",
+                                       str(snapshot), "--state-dir", str(state_dir / "download")], state_dir)
+        pids["download"] = download.pid
+        download_info = _wait_for_file(state_dir / "download" / "download.json", download, "download",
+                                       state_dir)
 
         smtp = _spawn("smtp", [sys.executable, "-m", "devstack.smtp_sink", "--outbox",
                                str(outbox or state_dir / "outbox"),
@@ -170,6 +177,8 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         "SERVICETAGS_ARM_ENDPOINT": arm_info["url"],
         "SERVICETAGS_ARM_CA_BUNDLE": arm_info["ca_path"],
         "SERVICETAGS_DEV_CREDENTIAL": "1",
+        "SERVICETAGS_DOWNLOAD_CENTER_URL": download_info["url"],
+        "SERVICETAGS_DOWNLOAD_FILES_URL": download_info["url"],
         "SERVICETAGS_MAIL_BACKEND": "smtp",
         "SERVICETAGS_SMTP_HOST": smtp_info["host"],
         "SERVICETAGS_SMTP_PORT": str(smtp_info["port"]),

@@ -17,6 +17,7 @@ from html import escape
 from typing import Any
 
 from common.render import summary_line, to_json
+from common.report import region_event_line
 from notifier.recipients import Recipient, address_counts
 
 Report = dict[str, Any]
@@ -30,7 +31,8 @@ _STATUS_COLOUR = {"added": "#1a7f37", "removed": "#cf222e", "changed": "#9a6700"
 
 
 def subject(report: Report) -> str:
-    return f"{SUBJECT_PREFIX} {summary_line(report)}"
+    event = region_event_line(report)  # a new or removed region is said first
+    return f"{SUBJECT_PREFIX} {event + ': ' if event else ''}{summary_line(report)}"
 
 
 def attachment_name(report: Report) -> str:
@@ -96,7 +98,9 @@ def _footer(report: Report, blob_url: str | None) -> str:
 
 def plain_text(report: Report, *, blob_url: str | None = None) -> str:
     s = report["summary"]
+    event = region_event_line(report)
     lines = [
+        *([event, ""] if event else []),
         f"Service tag changes, {report['cloud']} cloud, region {report['region']}",
         summary_line(report),
         "",
@@ -165,11 +169,13 @@ def html_body(report: Report, *, blob_url: str | None = None) -> str:
     link = (f'<p>Stored report: <a href="{escape(blob_url, quote=True)}">{escape(blob_url)}</a></p>'
             if blob_url else "")
     tags = "\n".join(_html_tag(t) for t in report["tags"])
+    event = region_event_line(report)
+    headline = f"<h1>{escape(event)}</h1>\n" if event else ""
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title></head>\n"
         '<body style="font-family:sans-serif;font-size:14px">\n'
-        f"<h2>{escape(title)}</h2>\n<p>{escape(summary_line(report))}</p>\n"
+        f"{headline}<h2>{escape(title)}</h2>\n<p>{escape(summary_line(report))}</p>\n"
         f"{_summary_table(report['summary'])}\n{tags}\n{link}"
         f"<p>The full report is attached as <code>{escape(attachment_name(report))}</code>. "
         f"Snapshots {escape(report['from']['sha256'][:12])} → {escape(report['to']['sha256'][:12])}.</p>\n"

@@ -71,11 +71,44 @@ def collect_status(clients: Any, cloud: str) -> dict[str, Any]:
         blob = snapshots.read(name)
         if blob is not None:
             regions.append(_region_row(name, blob.data))
-    return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions}
+    cloud_blob = snapshots.read(f"{cloud}/regions.json") if names else None
+    try:
+        cloud_doc = json.loads(cloud_blob.data) if cloud_blob else {}
+    except ValueError:
+        cloud_doc = {}  # unreadable: the regions are still listed from their own states
+    if not isinstance(cloud_doc, dict):
+        cloud_doc = {}
+    return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions,
+            "watched_since": cloud_doc.get("watched_since"), "retired": cloud_doc.get("retired") or {}}
 
 
-_REGION_FIELDS = ("region", "last_checked_at", "location_change_number", "changeNumber",
-                  "last_change_at", "last_report")
+def _number(text: Any) -> int | None:
+    return int(text) if isinstance(text, str) and text.isdigit() else None
+
+
+def region_status(state: dict[str, Any]) -> dict[str, Any]:
+    """One region's line of `status`: its last check, its lifecycle, and how far the observed
+    source (the API, when the file is primary) is behind."""
+    out = {k: state.get(k) for k in ("region", "last_checked_at", "location_change_number", "changeNumber",
+                                     "last_change_at", "last_report", "last_outcome",
+                                     "last_report_propagated_at")}
+    retired = state.get("retired") or None
+    out["retired_since"] = retired.get("since") if isinstance(retired, dict) else None
+    stale = state.get("stale") if state.get("last_outcome") == "stale" else None
+    out["stale"] = stale if isinstance(stale, dict) else None
+    observed = state.get("observed")
+    if isinstance(observed, dict) and "change_number" in observed:
+        primary, seen = _number(state.get("location_change_number")), _number(observed.get("change_number"))
+        out["observed"] = {
+            "change_number": observed.get("change_number"), "equal": observed.get("equal"),
+            "since": observed.get("since"), "error": observed.get("error"),
+            # Change numbers behind the primary; 0 once the contents agree.
+            "lag": 0 if observed.get("equal") else (primary - seen if primary is not None and seen is not None
+                                                    else None),
+        }
+    else:
+        out["observed"] = None
+    return out
 
 
 def _region_row(name: str, data: bytes) -> dict[str, Any]:
@@ -86,9 +119,8 @@ def _region_row(name: str, data: bytes) -> dict[str, Any]:
         state = None
     if not isinstance(state, dict):
         region = name.rsplit("/", 2)[-2] if name.count("/") >= 2 else name
-        return {**dict.fromkeys(_REGION_FIELDS), "region": region,
-                "last_report": f"(unreadable state blob {name})"}
-    return {k: state.get(k) for k in _REGION_FIELDS}
+        return {**region_status({}), "region": region, "last_report": f"(unreadable state blob {name})"}
+    return region_status(state)
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -101,18 +133,44 @@ def _print_status(status: dict[str, Any]) -> None:
         content = content if len(content) <= 80 else content[:77] + "..."
         print(f"  [{p['queue']}] {p.get('poisoned_at') or '?'} tries={p.get('dequeue_count')} "
               f"reason: {_cell(p['reason'])}\n      message: {content}")
-    print(f"\nRegions ({status['cloud']}, {len(status['regions'])})")
+    watched = f", watched since {_cell(status['watched_since'])}" if status.get("watched_since") else ""
+    print(f"\nRegions ({status['cloud']}, {len(status['regions'])}{watched})")
     print(f"  {'region':22} {'last check':22} {'location cn':>11} {'cn':>5}  last change")
     for r in status["regions"]:
         print(f"  {_cell(r['region']):22} {_cell(r['last_checked_at'], '-'):22} "
               f"{_cell(r['location_change_number'], '-'):>11} {_cell(r['changeNumber'], '-'):>5}  "
               f"{_cell(r['last_change_at'], 'none')} {_cell(r['last_report'])}")
+        for note in _region_notes(r):
+            print(f"      {_cell(note)}")
 
 
 def _cell(value: Any, empty: str = "") -> str:
     """A state field as text: whatever type a hand-edited blob holds, no control characters."""
     text = empty if value is None or value == "" else str(value)
     return text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+
+
+def _region_notes(r: dict[str, Any]) -> list[str]:
+    notes = []
+    if r.get("retired_since"):
+        notes.append(f"retired since {r['retired_since']} (missing from a newer reply; not enqueued)")
+    if r.get("stale"):
+        stale = r["stale"]
+        notes.append(f"stale since {stale.get('since')}: the source served change "
+                     f"{stale.get('change_number')}, older than the {stale.get('recorded')} recorded")
+    observed = r.get("observed")
+    if observed:
+        if observed.get("equal"):
+            notes.append(f"observed source: same content (change {observed['change_number']}) "
+                         f"since {observed['since']}")
+        else:
+            lag = observed.get("lag")
+            behind = f"{lag} change{'s' if lag != 1 else ''} behind" if lag is not None else "differs"
+            notes.append(f"observed source: {behind} (change {observed['change_number']}) since "
+                         f"{observed['since']}")
+    if r.get("last_report_propagated_at"):
+        notes.append(f"last report propagated to the observed source at {r['last_report_propagated_at']}")
+    return notes
 
 
 def status_main(argv: list[str], prog: str) -> int:

@@ -1,9 +1,10 @@
-"""Keeping the list of regions the data holds, and fanning out to regions seen for the first time.
+"""Keeping the cloud document, and fanning out to regions seen for the first time.
 
-The producer enqueues every known region from this list, so no run downloads the data twice.
-On the very first run the list is empty: the producer enqueues `global`, and its worker, which
-sees the whole cloud anyway, enqueues every region it finds. A region that appears later in
-Microsoft's data is picked up the same way.
+The producer enqueues every region the document lists as watched, so no run downloads the
+data twice. On the very first run there is no document: the producer enqueues `global`, and
+its worker, which sees the whole cloud anyway, enqueues every region it finds and records
+them as the cloud's baseline. A region that appears later in Microsoft's data (or comes back
+after retirement) is picked up the same way, and recorded as new: its first check reports it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from common import layout
+from common.lifecycle import after_discovery
 from common.logs import log_event
 from common.messages import RegionMessage
 from common.ports import BlobStore
@@ -22,25 +24,27 @@ log = logging.getLogger(__name__)
 
 
 def discover(message: RegionMessage, regions: Sequence[str], *, snapshots: BlobStore,
-             enqueue: Callable[[str], None]) -> list[str]:
-    """Enqueue the regions not seen before, then record the list. Enqueue first: a crash in
-    between repeats the fan-out (harmless duplicates), never loses it."""
+             enqueue: Callable[[str], None], change_number: str = "", fan_out: bool = True) -> list[str]:
+    """Record the regions of a reply in the cloud document and, with `fan_out`, enqueue the
+    ones not watched before. Enqueue first: a crash in between repeats the fan-out (harmless
+    duplicates), never loses it."""
     name = layout.regions_name(message.cloud)
     for _ in range(5):
         blob = snapshots.read(name)
-        known = set(json.loads(blob.data)["regions"]) if blob else set()
-        new = sorted(set(regions) - known)
-        if not new and blob is not None:
+        known = json.loads(blob.data) if blob else None
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        doc, new = after_discovery(known, list(regions), change_number, now)
+        if doc is known or (not new and known is not None and known.get("change_number") == change_number
+                            and known.get("first_seen") is not None):
             return []
-        for region in new:
-            enqueue(RegionMessage(message.cloud, region, message.run_id,
-                                  datetime.now(UTC).isoformat(timespec="seconds")).to_json())
-        doc = {"schema": layout.REGIONS_SCHEMA, "cloud": message.cloud,
-               "regions": sorted(known | set(regions)),
-               "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        if fan_out:
+            for region in new:
+                enqueue(RegionMessage(message.cloud, region, message.run_id, now).to_json())
         if snapshots.replace(name, layout.to_json_bytes(doc), etag=blob.etag if blob else None):
             if new:
-                log_event(log, "regions_discovered", f"{len(new)} new regions enqueued",
-                          cloud=message.cloud, run_id=message.run_id, regions=new)
+                log_event(log, "regions_discovered", f"{len(new)} new regions "
+                          f"{'enqueued' if fan_out else 'recorded'}", cloud=message.cloud,
+                          run_id=message.run_id, regions=new, change_number=change_number,
+                          baseline=known is None)
             return new
     return []

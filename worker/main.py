@@ -20,12 +20,13 @@ from servicetags.argparsing import ArgumentParser
 from servicetags.entrypoint import run_component
 
 log = logging.getLogger("worker")
+SOURCES = ("arm", "file", "download-center")
 
 
 class WorkerSettings(NamedTuple):
     storage: Any                  # common.adapters.storage.StorageSettings
     cloud: str                    # the deployment's cloud (storage and identity)
-    source: str                   # arm | file
+    source: str                   # arm | file | download-center: what reports are made from
     source_file: str | None
     subscription_id: str | None
     arm_endpoint: str | None
@@ -38,14 +39,25 @@ class WorkerSettings(NamedTuple):
     logging: LogSettings
     runs_container: str = "runs"
     max_reply_bytes: int = 64 * 1024 * 1024   # SERVICETAGS_MAX_SNAPSHOT_BYTES
+    observed: str | None = None   # a second source recorded beside the primary (lag), or None
+    download_pages: str = "https://www.microsoft.com"
+    download_files: str | None = None
+    download_retries: int = 3
+    download_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: Env) -> WorkerSettings:
         from common.adapters.storage import StorageSettings
 
-        source = env.choice("SERVICETAGS_SOURCE", ("arm", "file"), "arm")
-        source_file = env.str("SERVICETAGS_SOURCE_FILE", required=source == "file")
-        subscription = env.str("AZURE_SUBSCRIPTION_ID", required=source == "arm")
+        source = env.choice("SERVICETAGS_SOURCE", SOURCES, "arm")
+        observed_choice = env.choice("SERVICETAGS_OBSERVED_SOURCE", ("none", *SOURCES), "none")
+        observed = None if observed_choice == "none" else observed_choice
+        if observed == source:
+            raise ConfigError(f"SERVICETAGS_OBSERVED_SOURCE={observed!r} is the primary source too; "
+                              "observe a different one (or none)")
+        uses = {source, observed}
+        source_file = env.str("SERVICETAGS_SOURCE_FILE", required="file" in uses)
+        subscription = env.str("AZURE_SUBSCRIPTION_ID", required="arm" in uses)
         arm_endpoint = env.str("SERVICETAGS_ARM_ENDPOINT")
         dev_credential = env.bool("SERVICETAGS_DEV_CREDENTIAL")
         if dev_credential and not arm_endpoint:
@@ -62,16 +74,51 @@ class WorkerSettings(NamedTuple):
             logging=LogSettings.from_env(env),
             runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
             max_reply_bytes=env.int("SERVICETAGS_MAX_SNAPSHOT_BYTES", 64 * 1024 * 1024, minimum=1024),
+            observed=observed,
+            download_pages=env.str("SERVICETAGS_DOWNLOAD_CENTER_URL") or "https://www.microsoft.com",
+            download_files=env.str("SERVICETAGS_DOWNLOAD_FILES_URL"),
+            download_retries=env.int("SERVICETAGS_DOWNLOAD_RETRIES", 3, minimum=0, maximum=10),
+            download_timeout=float(env.int("SERVICETAGS_DOWNLOAD_TIMEOUT", 60, minimum=1, maximum=600)),
         )
+
+
+def build_source(settings: WorkerSettings, kind: str) -> Any:
+    """One TagSource: the ARM API, a file, or the Download Center's weekly file."""
+    from common.identity import DevTokenCredential, azure_credential
+    from worker.sources import ArmSource, FileSource, arm_clients
+
+    if kind == "file":
+        assert settings.source_file is not None
+        return FileSource(settings.source_file)
+    if kind == "download-center":
+        from worker.download_center import DownloadCenterSource, download_pipeline_client
+
+        client = download_pipeline_client(settings.download_pages, retry_total=settings.download_retries,
+                                          retry_backoff=settings.arm_retry_backoff,
+                                          timeout=settings.download_timeout)
+        return DownloadCenterSource(client, pages_base=settings.download_pages,
+                                    files_base=settings.download_files)
+    assert settings.subscription_id is not None
+    credentials: dict[str, Any] = {}
+
+    def credential_for(cloud: str) -> Any:
+        if settings.dev_credential:
+            return DevTokenCredential()
+        return credentials.setdefault(cloud, azure_credential(cloud))
+
+    clients_by_cloud = arm_clients(subscription_id=settings.subscription_id,
+                                   credential_for=credential_for, endpoint=settings.arm_endpoint,
+                                   ca_bundle=settings.arm_ca_bundle, retry_total=settings.arm_retries,
+                                   retry_backoff=settings.arm_retry_backoff)
+    return ArmSource(clients_by_cloud, settings.subscription_id)
 
 
 def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueConsumer:
     from common.adapters.storage import StorageClients
-    from common.identity import DevTokenCredential, azure_credential, wait_for_identity
+    from common.identity import azure_credential, wait_for_identity
     from worker import run_progress
     from worker.discovery import discover
     from worker.handler import ParsedReplies, handle_region
-    from worker.sources import ArmSource, FileSource, TagSource, arm_clients
 
     storage_credential = None
     if not settings.storage.local:
@@ -89,32 +136,18 @@ def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueCons
     queue = clients.queue(names.regions_queue)
     poison = clients.queue(f"{names.regions_queue}-poison")
 
-    source: TagSource
-    if settings.source == "file":
-        assert settings.source_file is not None
-        source = FileSource(settings.source_file, max_bytes=settings.max_reply_bytes)
-    else:
-        assert settings.subscription_id is not None
-        credentials: dict[str, Any] = {}
-
-        def credential_for(cloud: str) -> Any:
-            if settings.dev_credential:
-                return DevTokenCredential()
-            return credentials.setdefault(cloud, azure_credential(cloud))
-
-        clients_by_cloud = arm_clients(subscription_id=settings.subscription_id,
-                                       credential_for=credential_for, endpoint=settings.arm_endpoint,
-                                       ca_bundle=settings.arm_ca_bundle, retry_total=settings.arm_retries,
-                                       retry_backoff=settings.arm_retry_backoff)
-        source = ArmSource(clients_by_cloud, settings.subscription_id, max_bytes=settings.max_reply_bytes)
+    source = build_source(settings, settings.source)
+    observed = build_source(settings, settings.observed) if settings.observed else None
     replies = ParsedReplies()
 
     def handle(message: Message) -> None:
         region_message = parse_region_message(message.content)
         outcome = handle_region(region_message, source=source, snapshots=snapshots, reports=reports,
-                                replies=replies)
-        if region_message.discover:
-            discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send)
+                                replies=replies, observed=observed)
+        if region_message.region == "global" and outcome.status != "stale":
+            # Every `global` check keeps the cloud document; only an `all` run fans out.
+            discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send,
+                     change_number=outcome.change_number, fan_out=region_message.discover)
         run_progress.record_outcome(region_message, outcome.status, store=runs, report=outcome.report,
                                     found=outcome.regions)
 

@@ -32,6 +32,10 @@ ARM_ENDPOINTS = {
 DEFAULT_LOCATIONS = {"Public": "westeurope", "AzureGovernment": "usgovvirginia", "AzureChina": "chinanorth3"}
 
 
+class UnknownLocation(PermanentError):
+    """The source does not know this location (ARM answers 400/404 for it)."""
+
+
 class Fetched(NamedTuple):
     body: bytes
     origin: str       # for messages and logs: URL or path
@@ -97,7 +101,8 @@ class ArmSource:
             code = getattr(exc.error, "code", None) if exc.error else None
             detail = f"HTTP {status}" + (f" {code}" if code else "")
             if status in (400, 404):
-                raise PermanentError(f"{origin}: {detail} (is {location!r} a location of {cloud}?)") from None
+                raise UnknownLocation(f"{origin}: {detail} (is {location!r} a location of {cloud}?)") \
+                    from None
             if status == 403:
                 raise PermanentError(f"{origin}: {detail}; the identity lacks "
                                      "Microsoft.Network/locations/serviceTags/read") from None

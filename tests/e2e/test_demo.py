@@ -164,3 +164,37 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
     assert "interrupted; everything it started is stopped" in err
     assert _demo_processes() == []
     assert len(_processes(AZURITE)) == azurites
+
+
+def test_replay_on_the_download_center_reports_a_new_region_and_emails_it(tmp_path):
+    summary = run_demo(tmp_path, "--delivery", "report", "--source", "download-center", "--snapshots",
+                       str(snapshot_path(346)),
+                       str(snapshot_path(347)))
+    assert summary["source"] == "download-center"
+    [step] = summary["steps"]
+    assert step["file"] == str(snapshot_path(347)) and step["poisoned"] == [] and step["stale"] == []
+    events = {r["region"]: r["region_event"] for r in step["reports"]}
+    assert events.pop("indonesiacentral") == "added"
+    assert set(events.values()) == {None}
+    assert len(step["emails"]) == len(step["reports"])
+    check_against_diff(summary, snapshot_path(346), snapshot_path(347), tmp_path / "outbox")
+    [mail] = [e for e in summary["emails"] if e["region"] == "indonesiacentral"]
+    assert mail["subject"].startswith("[servicetags] New region indonesiacentral in Public: 37 tags, "
+                                      "226 prefixes, all added")
+    body = email.message_from_bytes(Path(mail["file"]).read_bytes(), policy=email.policy.default)
+    assert body.get_body(("plain",)).get_content().startswith("New region indonesiacentral in Public")
+
+
+def test_replay_through_a_rollback_is_stale_then_reports_what_diff_says(tmp_path):
+    summary = run_demo(tmp_path, "--delivery", "report", "--snapshots", str(snapshot_path(357)),
+                       str(snapshot_path(346)),
+                       str(snapshot_path(358)))
+    rollback, after = summary["steps"]
+    assert rollback["reports"] == [] and rollback["emails"] == [] and rollback["poisoned"] == []
+    assert len(rollback["stale"]) == 68 and "indonesiacentral" in rollback["stale"]  # 67 regions and global
+    assert rollback["source_regressed"] == [{"change_number": "346", "recorded": "357"}]
+    assert after["poisoned"] == [] and after["stale"] == [] and after["source_regressed"] == []
+    assert {r["region_event"] for r in after["reports"]} == {None}
+    expected = expected_summaries(snapshot_path(357), snapshot_path(358))
+    assert {r["region"]: r["counts"] for r in summary["reports"]} == expected
+    assert len(after["emails"]) == len(expected)

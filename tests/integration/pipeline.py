@@ -56,6 +56,17 @@ class Pipeline:
         settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": regions}))
         return len(produce(settings, run_id=run_id))
 
+    def produce_messages(self, regions: str = "all", run_id: str = "run") -> list[Any]:
+        from producer.main import ProducerSettings, produce
+
+        return produce(ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": regions})),
+                       run_id=run_id)
+
+    def cloud(self, cloud: str = "Public") -> dict[str, Any] | None:
+        """The cloud document (`<cloud>/regions.json`): watched, first seen, retired regions."""
+        blob = self.snapshots.read(f"{cloud}/regions.json")
+        return json.loads(blob.data) if blob else None
+
     def work(self, **overrides: str) -> Stats:
         """Drain the regions queue with an in-process worker."""
         from worker.main import WorkerSettings, build_consumer

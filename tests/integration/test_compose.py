@@ -33,7 +33,8 @@ LOCK = ROOT / "docker" / "requirements.lock"
 LOCAL_LOCK = ROOT / "docker" / "requirements-local.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-SERVICES = {"azurite", "arm-endpoint", "relay", "mailpit", "producer", "worker", "notifier"}
+SERVICES = {"azurite", "arm-endpoint", "download-center", "relay", "mailpit", "producer", "worker",
+            "notifier"}
 # Containers running the project's code with the shared environment (`x-environment`).
 APP_SERVICES = ("producer", "worker", "notifier", "relay")
 # The code those containers run: a variable only the process stack's own tooling reads must
@@ -150,7 +151,7 @@ def test_images_are_pinned(model: dict[str, Any]) -> None:
 def test_built_images_use_targets_of_the_dockerfile(model: dict[str, Any]) -> None:
     stages = {stage.name for stage in parse_dockerfile()}
     targets = {name: s["build"]["target"] for name, s in model["services"].items() if "build" in s}
-    assert set(targets) == {"arm-endpoint", "relay", "producer", "worker", "notifier"}
+    assert set(targets) == {"arm-endpoint", "download-center", "relay", "producer", "worker", "notifier"}
     assert set(targets.values()) <= stages
     for name in ("producer", "worker", "notifier"):
         assert targets[name] == "runtime", f"{name} runs the production image"

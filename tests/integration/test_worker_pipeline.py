@@ -228,7 +228,8 @@ def test_configuration_errors_are_one_clear_line(pipeline):
                                        "francecentral, or 'all')")
     worker = run_cli("worker", "--until-empty", env={**base, "SERVICETAGS_SOURCE": "ftp"})
     assert worker.returncode == 2
-    assert worker.stderr.strip() == "servicetags worker: SERVICETAGS_SOURCE='ftp' must be one of arm, file"
+    assert worker.stderr.strip() == ("servicetags worker: SERVICETAGS_SOURCE='ftp' must be one of arm, file, "
+                                     "download-center")
     no_storage = {k: v for k, v in base.items() if k != "SERVICETAGS_STORAGE_CONNECTION_STRING"}
     missing = run_cli("produce", env=no_storage)
     assert missing.returncode == 2 and "SERVICETAGS_BLOB_ENDPOINT" in missing.stderr

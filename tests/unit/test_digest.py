@@ -12,7 +12,7 @@ from functools import cache
 import pytest
 
 from common.compare import compare, index_of
-from common.digest import DigestReport, build_digest, headline, v6_64, worth_sending
+from common.digest import DigestReport, build_digest, headline, title, v6_64, worth_sending
 from notifier import signing
 from notifier.channels import ChannelsError, parse_channels, with_secrets
 from notifier.chat_render import slack_payload, teams_payload
@@ -85,6 +85,8 @@ def test_new_regions_come_first_and_missing_or_poisoned_regions_are_named():
     assert "Not checked by the deadline (1): westeurope" in lines
     assert "Gave up on (poisoned): nowhere1" in lines
     assert digest["closed_by"] == "deadline"
+    assert title(digest).startswith("New region chilecentral; New region malaysiawest; "
+                                    "New region southeastus. Service tags Public, run ")
 
 
 def test_the_largest_run_fits_teams_and_slack_limits():

@@ -164,3 +164,29 @@ def test_acs_message_carries_the_same_content():
     }
     assert acs["userEngagementTrackingDisabled"] is True
     json.dumps(acs)  # the SDK sends it as JSON
+
+
+def test_a_new_region_is_said_first_in_subject_and_body():
+    from common.render import summary_line
+    from common.report import with_region_event
+    from notifier.email_render import html_body, plain_text, subject
+    from tests.conftest import real_report
+
+    report = with_region_event(real_report(346, 347, "indonesiacentral"), "added")
+    assert subject(report).startswith("[servicetags] New region indonesiacentral in Public: 37 tags, "
+                                      "226 prefixes, all added: indonesiacentral:")
+    assert plain_text(report).splitlines()[0] == ("New region indonesiacentral in Public: 37 tags, "
+                                                  "226 prefixes, all added")
+    assert "<h1>New region indonesiacentral in Public" in html_body(report)
+    ordinary = real_report(346, 347, "francecentral")
+    assert subject(ordinary) == f"[servicetags] {summary_line(ordinary)}"
+    assert not plain_text(ordinary).startswith("New region")
+
+
+def test_a_removed_region_is_said_first():
+    from common.report import with_region_event
+    from notifier.email_render import subject
+    from tests.conftest import real_report
+
+    report = with_region_event(real_report(347, 346, "indonesiacentral"), "removed")
+    assert subject(report).startswith("[servicetags] Region indonesiacentral removed from Public: 37 tags")

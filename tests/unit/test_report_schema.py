@@ -149,3 +149,23 @@ def test_a_huge_offending_value_is_shortened_not_dumped():
     with pytest.raises(ReportSchemaError) as caught:
         validate_report(rep)
     assert len(str(caught.value)) < 300
+
+
+def test_region_event_is_an_optional_compatible_field():
+    import pytest
+
+    from common.report import with_region_event
+    from common.report_schema import ReportSchemaError, validate_report
+    from tests.conftest import real_report
+
+    ordinary = real_report(346, 347, "francecentral")
+    assert "region_event" not in ordinary and validate_report(ordinary) is ordinary
+    new = with_region_event(real_report(346, 347, "indonesiacentral"), "added")
+    assert validate_report(new) is new
+    wrong = {**ordinary, "region_event": "added"}  # changed tags under a new-region mark
+    with pytest.raises(ReportSchemaError, match=r"\$\.tags\[\d+\]\.status: 'added' was expected"):
+        validate_report(wrong)
+    with pytest.raises(ReportSchemaError, match="region_event"):
+        validate_report({**new, "region_event": "moved"})
+    with pytest.raises(ValueError, match="lists only added tags"):
+        with_region_event(ordinary, "added")
