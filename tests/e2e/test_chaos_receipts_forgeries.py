@@ -294,5 +294,8 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     # The forged events, and nothing else, are in the events' poison queue, each as forged.
     assert forger.sent and {p["content"] for p in poisoned} == set(forger.sent)
     assert all("refused as forged" in p["reason"] for p in poisoned)
+    # Each run's deadline message (baseline, change, any recheck) waits, invisible, until its
+    # deadline an hour away: by design.
+    assert queues_left.pop("run-deadlines") >= 2
     assert {q: n for q, n in queues_left.items() if q != "change-events-poison"} == {
-        "regions": 0, "regions-poison": 0, "change-events": 0}
+        "regions": 0, "regions-poison": 0, "change-events": 0, "run-deadlines-poison": 0}

@@ -64,7 +64,7 @@ def check_against_diff(summary: dict, old: Path, new: Path, outbox: Path) -> Non
     card = channels["teams"]["attachments"][0]["content"]
     headings = [b["text"] for b in card["body"] if b["type"] == "TextBlock" and b.get("weight") == "Bolder"]
     assert headings[1:] == sorted(expected)
-    assert channels["slack"]["text"].startswith("Service tags Public, run demo-change-")
+    assert channels["slack"]["text"].startswith("Service tags Public, run demo-1-")
 
 
 def test_default_demo_on_the_bundled_snapshots(tmp_path):

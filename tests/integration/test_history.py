@@ -141,9 +141,9 @@ def test_imported_reports_are_marked_so_the_notifier_stays_quiet(imported):
         markers=imported.stores.notifications,
         sender=NoMail(),
         mail_from="a@example.com",
-        recipients=parse_recipients('[{"address": "b@example.com"}]'),
+        recipients=parse_recipients('[{"address": "b@example.com", "delivery": "report"}]'),
     )
-    delivered = notifier.deliver(report, "http://example.invalid/" + report)
+    delivered = notifier.deliver(report, imported.stores.reports.blob_url(report))
     assert delivered.sent == () and not delivered.logged
 
 

@@ -106,8 +106,9 @@ def test_the_largest_run_fits_teams_and_slack_limits():
     assert f"{rows - shown} more tag changes not shown here; they are in the full reports." in texts
     slack = slack_payload(digest)
     # The fallback text (the notification's preview) leads with the new regions.
-    assert slack["text"].startswith("New region chilecentral; New region malaysiawest; New region southeastus. "
-                                    "Service tags Public, run 20250501T000000Z-abcd1234: 59 regions changed")
+    assert slack["text"].startswith("New region chilecentral; New region malaysiawest; "
+                                    "New region southeastus. Service tags Public, "
+                                    "run 20250501T000000Z-abcd1234: 59 regions changed")
     assert len(slack["blocks"]) <= 50
     sections = [b["text"]["text"] for b in slack["blocks"] if b["type"] == "section"]
     assert max(len(t) for t in sections) <= 3000
