@@ -177,7 +177,8 @@ def test_replay_on_the_download_center_reports_a_new_region_and_emails_it(tmp_pa
     assert events.pop("indonesiacentral") == "added"
     assert set(events.values()) == {None}
     assert len(step["emails"]) == len(step["reports"])
-    check_against_diff(summary, snapshot_path(346), snapshot_path(347), tmp_path / "outbox")
+    expected = expected_summaries(snapshot_path(346), snapshot_path(347))
+    assert {r["region"]: r["counts"] for r in summary["reports"]} == expected
     [mail] = [e for e in summary["emails"] if e["region"] == "indonesiacentral"]
     assert mail["subject"].startswith("[servicetags] New region indonesiacentral in Public: 37 tags, "
                                       "226 prefixes, all added")
