@@ -76,7 +76,7 @@ resource "azurerm_role_assignment" "producer_runs" {
 }
 
 resource "azurerm_role_assignment" "producer_run_deadlines" {
-  scope                = azurerm_storage_queue.run_deadlines.resource_manager_id
+  scope                = azurerm_storage_queue.run_deadlines.id
   role_definition_name = "Storage Queue Data Message Sender"
   principal_id         = azurerm_user_assigned_identity.producer.principal_id
   principal_type       = "ServicePrincipal"
@@ -99,14 +99,14 @@ resource "azurerm_role_assignment" "notifier_runs" {
 }
 
 resource "azurerm_role_assignment" "notifier_run_deadlines" {
-  scope                = azurerm_storage_queue.run_deadlines.resource_manager_id
+  scope                = azurerm_storage_queue.run_deadlines.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.notifier.principal_id
   principal_type       = "ServicePrincipal"
 }
 
 resource "azurerm_role_assignment" "notifier_run_deadlines_poison" {
-  scope                = azurerm_storage_queue.run_deadlines_poison.resource_manager_id
+  scope                = azurerm_storage_queue.run_deadlines_poison.id
   role_definition_name = "Storage Queue Data Contributor"
   principal_id         = azurerm_user_assigned_identity.notifier.principal_id
   principal_type       = "ServicePrincipal"

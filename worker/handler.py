@@ -229,6 +229,12 @@ def _record(message: RegionMessage, current: Snapshot, sha: str, seen: Seen, *,
             return None
         if decision.status == "retired":
             _retire_in_cloud(snapshots, cloud, region, state["retired"])
+        if state.get("last_report_run_id") == message.run_id and state.get("last_report"):
+            # A redelivery of this run's message after the state moved (the worker died before
+            # the message was deleted): the outcome is still the report this run wrote, so the
+            # run's digest names it.
+            return Outcome(state.get("last_report_status") or "changed", sha, state["last_report"],
+                           region_event=state.get("last_report_region_event"))
         return Outcome(decision.status, sha)
 
     return _record_change(message, current, sha, seen, decision=decision, state=state, etag=etag,
@@ -295,6 +301,9 @@ def _record_change(message: RegionMessage, current: Snapshot, sha: str, seen: Se
     }
     if report_name:
         new_state["last_report_to_sha256"] = sha
+        new_state["last_report_run_id"] = message.run_id
+        new_state["last_report_status"] = decision.status
+        new_state["last_report_region_event"] = decision.region_event
         new_state.pop("last_report_propagated_at", None)
         if observation and observation.get("sha256") == sha:
             new_state["last_report_propagated_at"] = now

@@ -16,12 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from common.ports import Blob, Message
-
-
-class ReceiptMismatch(Exception):
-    """The pop receipt is not the message's current one (Azure: 400 PopReceiptMismatch):
-    its visibility ran out and another consumer received it, or it was extended elsewhere."""
+from common.ports import Blob, LostReceipt, Message
 
 
 class MemoryBlobStore:
@@ -136,7 +131,8 @@ class MemoryQueue:
     def _current(self, message: Message) -> _Stored:
         stored = self._messages.get(message.id)
         if stored is None or stored.pop_receipt != message.pop_receipt:
-            raise ReceiptMismatch(f"message {message.id} on {self.name}: pop receipt is stale")
+            # As the Azure adapter turns 400 PopReceiptMismatch / 404 MessageNotFound into it.
+            raise LostReceipt(f"message {message.id} in {self.name}: its pop receipt no longer holds")
         return stored
 
     @staticmethod

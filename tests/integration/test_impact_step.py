@@ -67,7 +67,7 @@ class Step:
             "SERVICETAGS_SMTP_HOST": "127.0.0.1",
             "SERVICETAGS_SMTP_PORT": str(self.sink.port),
             "SERVICETAGS_MAIL_FROM": "servicetags-watch@example.com",
-            "SERVICETAGS_RECIPIENTS": json.dumps([{"address": "network@example.com"}]),
+            "SERVICETAGS_RECIPIENTS": json.dumps([{"address": "network@example.com", "delivery": "report"}]),
             "SERVICETAGS_RETRY_DELAY": "0",
             "SERVICETAGS_IDLE_SLEEP": "0",
             "SERVICETAGS_VISIBILITY_TIMEOUT": "5",

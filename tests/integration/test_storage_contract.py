@@ -7,11 +7,10 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from azure.core.exceptions import HttpResponseError
 
-from common.adapters.memory import MemoryBlobStore, MemoryQueue, ReceiptMismatch
+from common.adapters.memory import MemoryBlobStore, MemoryQueue
 from common.adapters.storage import AzureBlobStore, AzureQueue
-from common.ports import BlobStore, Queue
+from common.ports import BlobStore, LostReceipt, Queue
 
 
 @pytest.fixture(params=["memory", "azurite"])
@@ -32,7 +31,7 @@ def queue(request: pytest.FixtureRequest) -> Iterator[Queue]:
     yield AzureQueue(storage.queue("contract"))
 
 
-STALE = (ReceiptMismatch, HttpResponseError)
+STALE = LostReceipt  # both adapters raise the port's own error, never an SDK one
 
 
 def test_create_is_create_only(store: BlobStore):
