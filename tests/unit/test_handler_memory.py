@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 from common.adapters.memory import MemoryBlobStore
 from common.messages import RegionMessage
@@ -11,36 +12,47 @@ from worker.handler import ParsedReplies, handle_region
 from worker.sources import FileSource
 
 
-def _check(region: str, cn: int, run_id: str, snapshots: MemoryBlobStore, reports: MemoryBlobStore,
-           replies: ParsedReplies):
+class Stores(NamedTuple):
+    snapshots: MemoryBlobStore
+    reports: MemoryBlobStore
+    replies: ParsedReplies
+
+
+def _stores() -> Stores:
+    return Stores(MemoryBlobStore("snapshots"), MemoryBlobStore("reports"), ParsedReplies())
+
+
+def _check(region: str, cn: int, run_id: str, stores: Stores):
     return handle_region(RegionMessage("Public", region, run_id), source=FileSource(str(snapshot_path(cn))),
-                         snapshots=snapshots, reports=reports, replies=replies)
+                         snapshots=stores.snapshots, reports=stores.reports, replies=stores.replies)
 
 
 def test_a_redelivered_message_of_the_same_run_still_names_the_report_it_wrote():
-    snapshots, reports, replies = MemoryBlobStore("snapshots"), MemoryBlobStore("reports"), ParsedReplies()
-    assert _check("germanywestcentral", 340, "run-1", snapshots, reports, replies).status == "baseline"
+    stores = _stores()
+    reports = stores.reports
+    assert _check("germanywestcentral", 340, "run-1", stores).status == "baseline"
 
-    first = _check("germanywestcentral", 341, "run-2", snapshots, reports, replies)
+    first = _check("germanywestcentral", 341, "run-2", stores)
     assert first.status == "changed"
     assert first.report is not None
     assert first.report.startswith("Public/germanywestcentral/340-341_")
 
     # The worker died after moving the state, before the message was deleted: the message comes
     # again. The region is unchanged now, but this run's outcome is still the report it wrote.
-    again = _check("germanywestcentral", 341, "run-2", snapshots, reports, replies)
+    again = _check("germanywestcentral", 341, "run-2", stores)
     assert (again.status, again.report) == ("changed", first.report)
     assert list(reports.names()) == [first.report]  # nothing written twice
 
     # The next run sees no change and names no report.
-    later = _check("germanywestcentral", 341, "run-3", snapshots, reports, replies)
+    later = _check("germanywestcentral", 341, "run-3", stores)
     assert (later.status, later.report) == ("unchanged", None)
 
 
 def test_the_report_over_memory_is_what_diff_says():
-    snapshots, reports, replies = MemoryBlobStore("snapshots"), MemoryBlobStore("reports"), ParsedReplies()
-    _check("francecentral", 360, "a", snapshots, reports, replies)
-    outcome = _check("francecentral", 361, "b", snapshots, reports, replies)
+    stores = _stores()
+    reports = stores.reports
+    _check("francecentral", 360, "a", stores)
+    outcome = _check("francecentral", 361, "b", stores)
     assert outcome.report is not None
     blob = reports.read(outcome.report)
     assert blob is not None
