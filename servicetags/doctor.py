@@ -560,7 +560,40 @@ def _notifier_checks(settings: Settings, notifier: Storage, credential: Any) -> 
         checks += queue_checks("notifier", notifier, queue, local=local, deleter=None)
     checks += container_checks("notifier", notifier, s.reports_container, write=False, local=local)
     checks += container_checks("notifier", notifier, notifications, write=True, local=local)
-    return [*checks, _mail_check(settings, credential)]
+    return [*checks, _mail_check(settings, credential),
+            *channel_secret_checks(settings.env.mapping, credential)]
+
+
+def channel_secret_checks(environ: Mapping[str, str], credential: Any) -> list[Check]:
+    """Each configured channel's secrets (webhook URL, signing keys) can be read, from Key Vault
+    with the notifier's identity or locally from the environment or a folder. Values are never
+    shown: a URL is a credential."""
+    from common.errors import ServiceTagsError
+    from notifier.channels import parse_channels
+    from notifier.secrets import reader_from_env
+
+    text = environ.get("SERVICETAGS_CHANNELS", "")
+    if not text.strip():
+        return []
+    try:
+        channels = parse_channels(text)
+        read = reader_from_env(environ, credential)
+    except ServiceTagsError as exc:
+        return [Check("FAIL", "notifier: channels", f"{exc}; fix: correct SERVICETAGS_CHANNELS")]
+    checks = []
+    vault = environ.get("SERVICETAGS_KEYVAULT_URL")
+    fix = ("fix: grant the notifier Key Vault Secrets User on the vault (terraform/keyvault.tf) and set "
+           "the secret" if vault else "fix: set the secret")
+    for channel in channels:
+        for secret in (channel.url_secret, *channel.signing_secret_names):
+            name = f"notifier: channel {channel.key}: secret {secret}"
+            try:
+                read(secret)
+            except ServiceTagsError as exc:
+                checks.append(Check("FAIL", name, f"{exc}; {fix}"))
+                continue
+            checks.append(Check("OK", name, "readable (value not shown)"))
+    return checks
 
 
 def _mail_check(settings: Settings, credential: Any) -> Check:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from servicetags.doctor import (
     Check,
     Target,
+    channel_secret_checks,
     event_subscription_checks,
     freshness_checks,
     line,
@@ -80,3 +81,21 @@ def test_a_403_names_the_role_the_scope_and_the_command() -> None:
         "az role assignment create --role 'Storage Blob Data Contributor' --assignee-object-id <notifier "
         "principal id> --assignee-principal-type ServicePrincipal --scope <storage account "
         "id>/blobServices/default/containers/notifications")
+
+
+def test_channel_secrets_are_checked_by_name_and_never_shown(tmp_path) -> None:
+    channels = ('[{"name": "noc", "type": "teams", "url_secret": "teams-noc-url"},'
+                ' {"name": "cmdb", "type": "webhook", "url_secret": "cmdb-url",'
+                '  "signing_secrets": ["cmdb-signing"]}]')
+    (tmp_path / "cmdb-url").write_text("https://cmdb.example/hook?sig=SECRET-IN-FILE\n")
+    environ = {"SERVICETAGS_CHANNELS": channels, "SERVICETAGS_SECRETS_DIR": str(tmp_path),
+               "SERVICETAGS_SECRET_TEAMS_NOC_URL": "https://example.webhook.office.com/SECRET-IN-ENV"}
+    lines = [line(c) for c in channel_secret_checks(environ, None)]
+    assert lines == [
+        "OK   notifier: channel teams:noc: secret teams-noc-url: readable (value not shown)",
+        "OK   notifier: channel webhook:cmdb: secret cmdb-url: readable (value not shown)",
+        "FAIL notifier: channel webhook:cmdb: secret cmdb-signing: secret 'cmdb-signing' not found: set "
+        f"SERVICETAGS_SECRET_CMDB_SIGNING or {tmp_path / 'cmdb-signing'}; fix: set the secret",
+    ]
+    assert not any("SECRET-IN" in text for text in lines)
+    assert channel_secret_checks({}, None) == []
