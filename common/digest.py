@@ -29,7 +29,8 @@ class DigestReport(NamedTuple):
     report: dict[str, Any]    # the change report, filtered for the recipient
 
 
-def _sizes(cidrs: Iterable[str]) -> tuple[int, int]:
+def address_counts(cidrs: Iterable[str]) -> tuple[int, int]:
+    """(IPv4, IPv6) addresses in `cidrs`. The report's net lists are collapsed, so no overlap."""
     v4 = v6 = 0
     for cidr in cidrs:
         network = ipaddress.ip_network(cidr)
@@ -41,8 +42,8 @@ def _sizes(cidrs: Iterable[str]) -> tuple[int, int]:
 
 
 def _row(region: str, tag: dict[str, Any]) -> dict[str, Any]:
-    v4_added, v6_added = _sizes(tag["net_added"])
-    v4_removed, v6_removed = _sizes(tag["net_removed"])
+    v4_added, v6_added = address_counts(tag["net_added"])
+    v4_removed, v6_removed = address_counts(tag["net_removed"])
     return {"region": region, "tag": tag["id"], "status": tag["status"],
             "prefixes_added": len(tag["added_prefixes"]), "prefixes_removed": len(tag["removed_prefixes"]),
             "ipv4_added": v4_added, "ipv4_removed": v4_removed,

@@ -32,13 +32,12 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from common.errors import PermanentError, ServiceTagsError, TransientError
 from notifier import signing
-from notifier.recipients import FILTER_KEYS, RecipientsError, filter_fields
+from notifier.recipients import FILTER_KEYS, RecipientsError, filter_fields, tag_matches
 
 log = logging.getLogger(__name__)
 SETTING = "SERVICETAGS_CHANNELS"
@@ -70,13 +69,7 @@ class Channel:
         return self.regions is None or region.lower() in self.regions
 
     def wants_tag(self, tag: dict[str, Any]) -> bool:
-        if self.services is not None and not any(fnmatchcase(tag["system_service"].lower(), p)
-                                                 for p in self.services):
-            return False
-        if self.tags is None:
-            return True
-        names = [tag["id"].lower(), *([tag["system_service"].lower()] if tag["system_service"] else [])]
-        return any(fnmatchcase(n, p) for n in names for p in self.tags)
+        return tag_matches(tag, services=self.services, tags=self.tags)
 
     @property
     def key(self) -> str:

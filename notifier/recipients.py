@@ -13,7 +13,6 @@ case-insensitive fnmatch patterns matched against each tag's id and its system s
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from email.utils import parseaddr
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
+from common.digest import address_counts
 from common.errors import ServiceTagsError
 from common.json_input import JsonInputError, load_json
 from common.report import SUMMARY_KEYS
@@ -55,15 +55,18 @@ class Recipient:
         return self.regions is None or region.lower() in self.regions
 
     def wants_tag(self, tag: dict[str, Any]) -> bool:
-        if self.services is not None and not any(fnmatchcase(tag["system_service"].lower(), p)
-                                                 for p in self.services):
-            return False
-        if self.tags is None:
-            return True
-        names = [tag["id"].lower()]
-        if tag["system_service"]:
-            names.append(tag["system_service"].lower())
-        return any(fnmatchcase(n, p) for n in names for p in self.tags)
+        return tag_matches(tag, services=self.services, tags=self.tags)
+
+
+def tag_matches(tag: dict[str, Any], *, services: tuple[str, ...] | None,
+                tags: tuple[str, ...] | None) -> bool:
+    """A report tag against a recipient's or channel's filters (lowercased fnmatch patterns)."""
+    if services is not None and not any(fnmatchcase(tag["system_service"].lower(), p) for p in services):
+        return False
+    if tags is None:
+        return True
+    names = [tag["id"].lower(), *([tag["system_service"].lower()] if tag["system_service"] else [])]
+    return any(fnmatchcase(n, p) for n in names for p in tags)
 
 
 def _fail(where: str, problem: str) -> RecipientsError:
@@ -155,18 +158,6 @@ def parse_recipients(text: str) -> list[Recipient]:
             raise _fail(r.address, "listed twice; give each address one entry")
         seen.add(r.address.lower())
     return recipients
-
-
-def address_counts(cidrs: Iterable[str]) -> tuple[int, int]:
-    """(IPv4, IPv6) addresses in `cidrs`. The report's net lists are collapsed, so no overlap."""
-    v4 = v6 = 0
-    for cidr in cidrs:
-        network = ipaddress.ip_network(cidr)
-        if network.version == 4:
-            v4 += network.num_addresses
-        else:
-            v6 += network.num_addresses
-    return v4, v6
 
 
 def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:

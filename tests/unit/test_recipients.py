@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from common.digest import address_counts
 from common.errors import ServiceTagsError
 from common.report_schema import validate_report
 from notifier.recipients import (
     Recipient,
     RecipientsError,
-    address_counts,
     filter_report,
     parse_recipients,
     summarise_tags,
