@@ -36,10 +36,11 @@ RUN pip --python /opt/venv/bin/python install --no-deps --only-binary=:all: \
         --requirement docker/requirements.lock
 
 # The project itself (allow-listed by .dockerignore): a wheel, so the image holds exactly
-# what the package declares (the seven packages, common/schemas/*.json, web/assets/*), no
+# what the package declares (the nine packages, runtime/schemas/*.json, web/assets/*), no
 # source tree.
 COPY pyproject.toml README.md ./
-COPY common/ common/
+COPY core/ core/
+COPY runtime/ runtime/
 COPY producer/ producer/
 COPY worker/ worker/
 COPY notifier/ notifier/

@@ -24,7 +24,7 @@ DATA = ROOT / "data" / "snapshots"
 ONE_CORE = """
 import gc, os, sys
 gc.disable()
-from common.render import to_json
+from core.render import to_json
 from servicetags.diff_command import compare_files
 sys.stdout.write(to_json(compare_files(sys.argv[1], sys.argv[2], parallel=False)[2]))
 sys.stdout.flush()
@@ -62,7 +62,7 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     # An installed package comes with its .pyc files (pip compiles them); a source checkout
     # gets them on the first run, unless PYTHONDONTWRITEBYTECODE is set, as on these machines.
-    for package in ("common", "servicetags"):
+    for package in ("core", "runtime", "servicetags"):
         compileall.compile_dir(ROOT / package, quiet=1)
     for argv in commands.values():  # warm the page cache and .pyc files
         run(argv)

@@ -35,7 +35,7 @@ SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 
 def make_rules(folder: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from common.snapshot import load_snapshot
+    from runtime.snapshot_files import load_snapshot
 
     snapshot = load_snapshot(NEW)
     rng = random.Random(14)
@@ -144,7 +144,7 @@ def main() -> None:
                 "json",
             ],
         }
-        for package in ("common", "servicetags", "impact"):
+        for package in ("core", "runtime", "servicetags", "impact"):
             compileall.compile_dir(ROOT / package, quiet=1)
         for name, argv in commands.items():  # warm the page cache and .pyc files
             if "reference" not in name:

@@ -37,10 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.compare import compare  # noqa: E402
-from common.history_index import Builder, Index  # noqa: E402
-from common.prefixes import PrefixParser  # noqa: E402
-from common.snapshot import load_snapshot  # noqa: E402
+from core.change_report import change_report  # noqa: E402
+from core.history_index import Builder, Index  # noqa: E402
+from core.prefixes import PrefixParser  # noqa: E402
+from runtime.snapshot_files import load_snapshot  # noqa: E402
 
 DATA = ROOT / "data" / "snapshots"
 FILES = sorted(DATA.glob("ServiceTags_Public_*_cn*.json.gz"))
@@ -56,7 +56,7 @@ def build(files: list[Path]) -> bytes:
                tags=((t.id, t.system_service, t.prefixes) for t in first.tags.values()))
     for old, new in itertools.pairwise(snaps):
         b.apply_report(f"Public/all/{old.change_number}-{new.change_number}.json",
-                       compare(old, new, region="all", parser=parser))
+                       change_report(old, new, region="all", parser=parser))
     for f, s in zip(files, snaps, strict=True):
         b.set_date(s.change_number, f.name.split("_")[2])
     return b.to_bytes()
@@ -114,7 +114,7 @@ def main() -> int:
     gc.freeze()
     # An installed package comes with its .pyc files; a checkout gets them here (even with
     # PYTHONDONTWRITEBYTECODE set), so the cold processes are timed as installed.
-    for package in ("common", "servicetags", "web", "worker"):
+    for package in ("core", "runtime", "servicetags", "web", "worker"):
         compileall.compile_dir(ROOT / package, quiet=1)
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}; `python bench/lookup_bench.py --runs {args.runs}`\n")

@@ -3,7 +3,7 @@
 Every run starts, from a clean in-memory Azurite, the SMTP sink (`python -m devstack.smtp_sink`),
 the blob-event relay (`python -m devstack.relay`) and one or more long-running notifiers
 (`python -m notifier`), each in its own process, on fresh containers and queues. The reports are
-real: `common.compare.compare` on the real snapshots (cn340→341, 344→345, 346→347, 360→361),
+real: `core.change_report.compare` on the real snapshots (cn340→341, 344→345, 346→347, 360→361),
 every region with changes; one recipient matches everything, so one e-mail per report.
 
 1. Latency: one report at a time, from just before the blob is written until its `.eml` file
@@ -43,10 +43,10 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.adapters.storage import StorageClients, StorageSettings  # noqa: E402
-from common.config import Env  # noqa: E402
-from common.layout import report_name, to_json_bytes  # noqa: E402
+from core.layout import report_name, to_json_bytes  # noqa: E402
 from devstack.azurite import start_azurite  # noqa: E402
+from runtime.adapters.storage import StorageClients, StorageSettings  # noqa: E402
+from runtime.config import Env  # noqa: E402
 
 DATA = ROOT / "data" / "snapshots"
 PAIRS = ((340, 341), (344, 345), (346, 347), (360, 361))
@@ -71,9 +71,9 @@ def _snapshot(cn: int) -> Path:
 
 def real_reports() -> list[tuple[str, bytes]]:
     """(blob name, bytes) of every report with changes, over all pairs and regions."""
-    from common.compare import compare, index_of
-    from common.prefixes import PrefixParser
-    from common.snapshot import load_snapshot
+    from core.change_report import change_report, index_of
+    from core.prefixes import PrefixParser
+    from runtime.snapshot_files import load_snapshot
 
     parser = PrefixParser()
     out: dict[str, bytes] = {}
@@ -81,7 +81,7 @@ def real_reports() -> list[tuple[str, bytes]]:
         old, new = load_snapshot(_snapshot(old_cn), parser), load_snapshot(_snapshot(new_cn), parser)
         index = index_of(old, new)
         for region in [*index.names, "global"]:
-            report = compare(old, new, region=region, parser=parser, index=index)
+            report = change_report(old, new, region=region, parser=parser, index=index)
             if report["tags"]:
                 out.setdefault(report_name(report), to_json_bytes(report))
     return list(out.items())

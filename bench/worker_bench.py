@@ -22,9 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from common.config import Env  # noqa: E402
 from devstack.arm_endpoint import ArmEndpoint  # noqa: E402
 from devstack.azurite import start_azurite  # noqa: E402
+from runtime.config import Env  # noqa: E402
 from tests.integration.pipeline import Pipeline  # noqa: E402
 
 DATA = ROOT / "data" / "snapshots"
@@ -33,8 +33,8 @@ NEW = DATA / "ServiceTags_Public_2025-01-14_cn341.json.gz"
 
 
 def _regions() -> list[str]:
-    from common.compare import index_of
-    from common.snapshot import load_snapshot
+    from core.change_report import index_of
+    from runtime.snapshot_files import load_snapshot
 
     return index_of(load_snapshot(OLD)).names
 
@@ -53,7 +53,7 @@ class MemorySource:
 
 
 def cpu_per_message(pipeline: Pipeline, arm: ArmEndpoint) -> dict[str, float]:
-    from common.identity import DevTokenCredential
+    from runtime.identity import DevTokenCredential
     from worker.main import WorkerSettings, build_consumer
     from worker.sources import ArmSource, arm_clients
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from devstack.ports import LOOPBACK
+from devstack.tcp_ports import LOOPBACK
 
 log = logging.getLogger(__name__)
 

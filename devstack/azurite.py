@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from devstack.ports import LOOPBACK, port_is_open
+from devstack.tcp_ports import LOOPBACK, port_is_open
 
 # The published development account of the storage emulators; not a secret.
 ACCOUNT_NAME = "devstoreaccount1"

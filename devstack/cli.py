@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from servicetags.argparsing import ArgumentParser, fail
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from servicetags.argparsing import ArgumentParser, fail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +57,8 @@ def _wait(until: Callable[[], bool], timeout: float, what: str) -> None:
 
 class Demo:
     def __init__(self, *, env: dict[str, str], workers: int, regions: str, progress: Progress) -> None:
-        from common.adapters.storage import StorageClients, StorageSettings
-        from common.config import Env
+        from runtime.adapters.storage import StorageClients, StorageSettings
+        from runtime.config import Env
 
         self.env, self.workers, self.regions, self.progress = env, workers, regions, progress
         self.clients = StorageClients(StorageSettings.from_env(Env(env)))
@@ -86,8 +86,8 @@ class Demo:
 
     def cycle(self, label: str, run_id: str | None = None) -> int:
         """Produce, then drain the regions queue with N worker processes."""
-        from common.config import Env
         from producer.main import ProducerSettings, produce
+        from runtime.config import Env
 
         settings = ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": self.regions}))
         produce(settings, run_id=run_id or f"demo-{int(time.time())}")
@@ -163,7 +163,7 @@ class Demo:
         }
 
     def poisoned_records(self) -> list[dict[str, Any]]:
-        from common.operations import poisoned
+        from runtime.poison_queues import poisoned
 
         return [poisoned(m) for m in self.regions_poison.peek(32)]
 
@@ -214,7 +214,7 @@ def _emails(outbox: Path) -> list[dict[str, str]]:
 
 
 def _message_region(content: str) -> str | None:
-    from common.operations import message_region
+    from runtime.poison_queues import message_region
 
     return message_region(content)
 
@@ -236,7 +236,7 @@ def _clear_outbox(outbox: Path) -> None:
 
 def _publish_web(env: dict[str, str]) -> str:
     """The history index and $web, as the publisher job does; the local URL of the index page."""
-    from common.config import Env
+    from runtime.config import Env
     from web.publish import sync_and_publish
 
     sync_and_publish(Env(env))
@@ -248,7 +248,7 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
              source: str = "arm", delivery: str = "digest") -> dict[str, Any]:
     """Replay `snapshots` in order (or OLD then NEW): the first is the baseline, each later one
     a full cycle (produce, workers, events, notifier). One step per later file in `steps`."""
-    from common.render import summary_line
+    from core.render import summary_line
     from devstack import stack
 
     files = list(snapshots) if snapshots else [p for p in (old, new) if p is not None]
@@ -383,9 +383,9 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 16:
         return fail(prog, f"--workers {args.workers} must be between 1 and 16")
-    from common.errors import SnapshotError
-    from common.prefixes import PrefixParser
-    from common.snapshot import load_snapshot
+    from core.errors import SnapshotError
+    from core.prefixes import PrefixParser
+    from runtime.snapshot_files import load_snapshot
 
     if args.snapshots is not None and len(args.snapshots) < 2:
         return fail(prog, "--snapshots needs two or more files (the first is the baseline)")

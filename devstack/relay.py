@@ -44,7 +44,7 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from common.logs import configure, log_event
+from runtime.logs import configure, log_event
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ Routes, as ARM serves them:
 Resource Graph's `resources` table holds firewall policies but not their rule collection
 groups (child resources), so a reader lists those per policy through ARM, as the second route.
 
-It serves ARM JSON files (any listing shape common/rules.py reads): rows get the table's
+It serves ARM JSON files (any listing shape core/rules.py reads): rows get the table's
 extra columns (`subscriptionId`, `resourceGroup`, lower-case `type`) and are filtered by the
 subscriptions asked for and the types named in the query's `type in~ (...)`; it does not run
 KQL. Pages are `$top` rows (at most 1000, and at most `page_size`), chained by an opaque
@@ -374,7 +374,7 @@ class ResourceGraphEndpoint:
 
     @classmethod
     def from_files(cls, paths: Iterable[str | os.PathLike[str]], **kwargs: Any) -> ResourceGraphEndpoint:
-        from common.rules import resources_of
+        from core.rules import resources_of
         from impact.rule_files import read_json, rule_files
 
         resources = [r for p in rule_files(paths) for r in resources_of(read_json(p), str(p))]

@@ -24,8 +24,8 @@ from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
-from common.logs import configure
 from devstack.relay import STATE_FILE, BlobEventRelay, _account_name, queue_deliverer
+from runtime.logs import configure
 
 SUFFIX = "/complete.json"
 

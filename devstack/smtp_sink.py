@@ -30,7 +30,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from devstack.ports import LOOPBACK, free_port
+from devstack.tcp_ports import LOOPBACK, free_port
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from devstack.azurite import start_azurite, stop_process_group
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-00000000c0de"
@@ -198,8 +198,8 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
 
 
 def _ensure_resources(connection_string: str) -> None:
-    from common.adapters.storage import StorageClients, StorageSettings
-    from common.config import Env
+    from runtime.adapters.storage import StorageClients, StorageSettings
+    from runtime.config import Env
 
     settings = StorageSettings.from_env(Env({"SERVICETAGS_STORAGE_CONNECTION_STRING": connection_string}))
     StorageClients(settings).ensure(list(CONTAINERS), list(QUEUES))

@@ -38,8 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from devstack.ports import LOOPBACK
 from devstack.smtp_sink import write_atomically
+from devstack.tcp_ports import LOOPBACK
 from notifier import signing
 
 TEAMS_MAX_BYTES = 28 * 1024

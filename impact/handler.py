@@ -19,14 +19,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from common import layout
-from common.errors import InvalidPrefixError, PermanentError, SnapshotError
-from common.faults import crash_point
-from common.impact import check_report, impact
-from common.impact_render import finding_lines, summary_line
-from common.logs import log_event
-from common.ports import BlobStore
-from common.rules import RulesError, RuleSet
+from core import layout
+from core.errors import InvalidPrefixError, PermanentError, SnapshotError
+from core.impact import check_report, impact
+from core.impact_render import finding_lines, summary_line
+from core.ports import BlobStore
+from core.rules import RulesError, RuleSet
+from runtime.crash_points import crash_point
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def _tag_prefixes(report: dict[str, Any], snapshots: BlobStore | None) -> dict[s
     if blob is None:
         log.info("snapshot %s not found: copies of tags are not looked for", name)
         return None
-    from common.snapshot import parse_snapshot
+    from core.snapshot import parse_snapshot
 
     try:
         snapshot = parse_snapshot(blob.data, name)

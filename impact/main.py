@@ -12,10 +12,10 @@ import sys
 import threading
 from typing import Any, NamedTuple
 
-from common.config import ConfigError, Env
-from common.logs import LogSettings, log_event
-from common.ports import Message
-from common.queue_loop import LoopSettings, QueueConsumer
+from core.ports import Message
+from runtime.config import ConfigError, Env
+from runtime.logs import LogSettings, log_event
+from runtime.queue_loop import LoopSettings, QueueConsumer
 from servicetags.argparsing import ArgumentParser
 from servicetags.entrypoint import run_component
 
@@ -33,7 +33,7 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 
 class ImpactSettings(NamedTuple):
-    storage: Any  # common.adapters.storage.StorageSettings
+    storage: Any  # runtime.adapters.storage.StorageSettings
     cloud: str
     queue: str
     container: str
@@ -51,7 +51,7 @@ class ImpactSettings(NamedTuple):
 
     @classmethod
     def from_env(cls, env: Env) -> ImpactSettings:
-        from common.adapters.storage import StorageSettings
+        from runtime.adapters.storage import StorageSettings
 
         cloud = env.cloud()
         source = env.choice("SERVICETAGS_RULES_SOURCE", ("resource-graph", "file"), "resource-graph")
@@ -113,10 +113,10 @@ def rules_reader(settings: ImpactSettings, credential: Any) -> Any:
 
 
 def build_consumer(settings: ImpactSettings, stop: threading.Event) -> QueueConsumer:
-    from common.adapters.storage import StorageClients
-    from common.identity import DevTokenCredential, azure_credential, wait_for_identity
     from impact.handler import handle_report
     from notifier.events import NotAReportEvent, parse_queue_message
+    from runtime.adapters.storage import StorageClients
+    from runtime.identity import DevTokenCredential, azure_credential, wait_for_identity
 
     storage_credential = None
     if not settings.storage.local:

@@ -20,8 +20,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from common.errors import PermanentError, TransientError
-from common.rules import RESOURCE_TYPES, RULE_COLLECTION_GROUP, RuleSet, parse_rules
+from core.errors import PermanentError, TransientError
+from core.rules import RESOURCE_TYPES, RULE_COLLECTION_GROUP, RuleSet, parse_rules
 
 # The version azure-mgmt-resourcegraph 8.0.1 pins for `resources`.
 RESOURCE_GRAPH_API_VERSION = "2021-03-01"

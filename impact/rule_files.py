@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from common.rules import RulesError, RuleSet, parse_rules
+from core.rules import RulesError, RuleSet, parse_rules
 
 
 def rule_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:

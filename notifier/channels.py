@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from common.errors import PermanentError, ServiceTagsError, TransientError
+from core.errors import PermanentError, ServiceTagsError, TransientError
 from notifier import signing
 from notifier.recipients import FILTER_KEYS, RecipientsError, filter_fields, tag_matches
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.digest import TABLE_HEADER, UNITS_NOTE, headline, table_cells, title
+from core.digest import TABLE_HEADER, UNITS_NOTE, headline, table_cells, title
 
 TEAMS_MAX_BYTES = 24 * 1024
 SLACK_MAX_BLOCKS = 50

@@ -38,16 +38,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
-from common.errors import PermanentError, TransientError
-from common.faults import crash_point
-from common.history_store import is_imported
-from common.logs import log_event
-from common.ports import BlobStore
-from common.render import summary_line
-from common.report_schema import ReportSchemaError, validate_report
+from core.errors import PermanentError, TransientError
+from core.ports import BlobStore
+from core.render import summary_line
 from notifier.email_render import render_email
 from notifier.mail import MailSender, PermanentMailError, TransientMailError
 from notifier.recipients import Recipient, filter_report
+from runtime.crash_points import crash_point
+from runtime.history_store import is_imported
+from runtime.logs import log_event
+from runtime.report_schema import ReportSchemaError, validate_report
 
 log = logging.getLogger(__name__)
 MARKER_SCHEMA = "servicetags.notification/v1"

@@ -29,18 +29,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from common import runs
-from common.digest import DigestReport, build_digest, worth_sending
-from common.errors import PermanentError, TransientError
-from common.faults import crash_point
-from common.logs import log_event
-from common.ports import BlobStore
-from common.report_schema import ReportSchemaError, validate_report
+from core import runs
+from core.digest import DigestReport, build_digest, worth_sending
+from core.errors import PermanentError, TransientError
+from core.ports import BlobStore
 from notifier.channels import Channel, ChannelPoster
 from notifier.chat_render import slack_payload, teams_payload
 from notifier.digest_email import render_digest_email
 from notifier.mail import MailSender, PermanentMailError, TransientMailError
 from notifier.recipients import Recipient, filter_report
+from runtime.crash_points import crash_point
+from runtime.logs import log_event
+from runtime.report_schema import ReportSchemaError, validate_report
 
 log = logging.getLogger(__name__)
 MARKER_SCHEMA = "servicetags.notification/v1"

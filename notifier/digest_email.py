@@ -15,7 +15,7 @@ from email.utils import format_datetime
 from html import escape
 from typing import Any
 
-from common.digest import TABLE_HEADER, UNITS_NOTE, DigestReport, headline, table_cells, title
+from core.digest import TABLE_HEADER, UNITS_NOTE, DigestReport, headline, table_cells, title
 from notifier.chat_render import table_lines
 from notifier.email_render import SUBJECT_PREFIX, message_id_for
 from notifier.recipients import Recipient

@@ -16,9 +16,9 @@ from email.utils import format_datetime, getaddresses, parseaddr
 from html import escape
 from typing import Any
 
-from common.digest import address_counts
-from common.render import summary_line, to_json
-from common.report import region_event_line
+from core.digest import address_counts
+from core.render import summary_line, to_json
+from core.report import region_event_line
 from notifier.recipients import Recipient
 
 Report = dict[str, Any]

@@ -1,7 +1,7 @@
 """Incoming `Microsoft.Storage.BlobCreated` events, in either schema, parsed. No I/O.
 
 Two kinds of failure, decided by type (the notifier never looks at message text):
-- `BadMessage` (from common.messages): the input is malformed (not JSON, an array where
+- `BadMessage` (from core.messages): the input is malformed (not JSON, an array where
   Event Grid puts one object, no `data`, no `subject` or `url`). Queue input poisons it,
   the webhook answers 400.
 - `NotAReportEvent`: a well-formed event that is not a new report blob (another event
@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, SystemEventNames
 
-from common.json_input import JsonInputError, load_json
-from common.messages import BadMessage, decode_json_message
+from core.json_input import JsonInputError, load_json
+from core.messages import BadMessage, decode_json_message
 
 BLOB_CREATED = str(SystemEventNames.StorageBlobCreatedEventName.value)
 SUBSCRIPTION_VALIDATION = str(SystemEventNames.EventGridSubscriptionValidationEventName.value)

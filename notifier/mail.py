@@ -19,7 +19,7 @@ import uuid
 from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any, Protocol
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from notifier.email_render import to_acs_message
 
 if TYPE_CHECKING:  # only for annotations: the SDK is imported when an ACS sender is built

@@ -13,10 +13,10 @@ import threading
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from common.config import ConfigError, Env
-from common.logs import LogSettings, log_event
-from common.ports import Message
-from common.queue_loop import LoopSettings, QueueConsumer
+from core.ports import Message
+from runtime.config import ConfigError, Env
+from runtime.logs import LogSettings, log_event
+from runtime.queue_loop import LoopSettings, QueueConsumer
 from servicetags.argparsing import ArgumentParser
 from servicetags.entrypoint import run_component
 
@@ -44,10 +44,10 @@ class NotifierSettings(NamedTuple):
 
     @classmethod
     def from_env(cls, env: Env) -> NotifierSettings:
-        from common.adapters.storage import StorageSettings
         from notifier.channels import parse_channels
         from notifier.recipients import parse_recipients
         from notifier.secrets import reader_from_env
+        from runtime.adapters.storage import StorageSettings
 
         backend = env.choice("SERVICETAGS_MAIL_BACKEND", ("smtp", "acs"), "smtp")
         recipients_text = env.str("SERVICETAGS_RECIPIENTS", "") or ""
@@ -84,16 +84,16 @@ class NotifierSettings(NamedTuple):
 
 class Wiring(NamedTuple):
     notifier: Any              # notifier.delivery.Notifier
-    clients: Any               # common.adapters.storage.StorageClients
+    clients: Any               # runtime.adapters.storage.StorageClients
     reports_container: str
     digests: Any = None        # notifier.digest_delivery.Digests
 
 
 def build(settings: NotifierSettings) -> Wiring:
-    from common.adapters.storage import StorageClients
-    from common.identity import azure_credential, wait_for_identity
     from notifier.delivery import Notifier
     from notifier.mail import MailSender, SmtpSender, acs_sender_from
+    from runtime.adapters.storage import StorageClients
+    from runtime.identity import azure_credential, wait_for_identity
 
     credential = None
     if not settings.storage.local:
@@ -131,7 +131,7 @@ def build(settings: NotifierSettings) -> Wiring:
 
 
 def queue_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.Event) -> QueueConsumer:
-    from common.runs import parse_complete_name
+    from core.runs import parse_complete_name
     from notifier.events import NotAReportEvent, parse_queue_message
 
     ignored = 0
@@ -165,8 +165,8 @@ def queue_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.E
 
 def deadline_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.Event) -> QueueConsumer:
     """Run deadlines: each message turns visible when its run's time is up."""
-    from common.messages import BadMessage, decode_json_message
-    from common.runs import RunError, parse_deadline
+    from core.messages import BadMessage, decode_json_message
+    from core.runs import RunError, parse_deadline
 
     def handle(message: Message) -> None:
         try:

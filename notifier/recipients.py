@@ -20,10 +20,10 @@ from email.utils import parseaddr
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
-from common.digest import address_counts
-from common.errors import ServiceTagsError
-from common.json_input import JsonInputError, load_json
-from common.report import SUMMARY_KEYS
+from core.digest import address_counts
+from core.errors import ServiceTagsError
+from core.json_input import JsonInputError, load_json
+from core.report import SUMMARY_KEYS
 
 SETTING = "SERVICETAGS_RECIPIENTS"
 _KEYS = ("address", "name", "regions", "tags", "services", "delivery", "min_addresses", "family")

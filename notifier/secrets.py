@@ -64,7 +64,7 @@ def reader_from_env(environ: Mapping[str, str] | None = None, credential: Any = 
     vault = environ.get("SERVICETAGS_KEYVAULT_URL")
     if vault:
         if credential is None:
-            from common.identity import azure_credential
+            from runtime.identity import azure_credential
 
             credential = azure_credential(environ.get("SERVICETAGS_CLOUD", "Public"))
         return keyvault_reader(vault, credential)

@@ -12,8 +12,8 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-from common.config import ConfigError, Env
-from common.logs import log_event
+from runtime.config import ConfigError, Env
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 WEBHOOK_CLAIM_WAIT = 20  # seconds

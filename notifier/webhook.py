@@ -34,9 +34,8 @@ import jwt
 from waitress import wasyncore
 from waitress.server import create_server
 
-from common.errors import PermanentError, TransientError
-from common.logs import log_event
-from common.messages import BadMessage
+from core.errors import PermanentError, TransientError
+from core.messages import BadMessage
 from notifier.events import (
     IgnoredEvent,
     ReportEvent,
@@ -44,6 +43,7 @@ from notifier.events import (
     UnsupportedMediaType,
     parse_webhook_body,
 )
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from common import logs
-from common.config import ConfigError, Env
-from common.errors import ServiceTagsError
-from common.logs import LogSettings, log_event
-from common.messages import RegionMessage
+from core.errors import ServiceTagsError
+from core.messages import RegionMessage
+from runtime import logs
+from runtime.config import ConfigError, Env
+from runtime.logs import LogSettings, log_event
 from servicetags.argparsing import ArgumentParser, fail
 
 log = logging.getLogger("producer")
@@ -36,7 +36,7 @@ class ProducerSettings(NamedTuple):
 
     @classmethod
     def from_env(cls, env: Env) -> ProducerSettings:
-        from common.adapters.storage import StorageSettings
+        from runtime.adapters.storage import StorageSettings
 
         text = (env.str("SERVICETAGS_REGIONS", "all") or "all").lower()
         regions: tuple[str, ...] | None = None
@@ -63,9 +63,9 @@ def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime, 
 
 
 def produce(settings: ProducerSettings, *, run_id: str | None = None) -> list[RegionMessage]:
-    from common.adapters.storage import StorageClients
-    from common.identity import azure_credential
-    from common.layout import known_regions
+    from core.layout import known_regions
+    from runtime.adapters.storage import StorageClients
+    from runtime.identity import azure_credential
 
     credential = None if settings.storage.local else azure_credential(settings.cloud)
     clients = StorageClients(settings.storage, credential)
@@ -95,7 +95,7 @@ def _record_run(settings: ProducerSettings, clients: Any, messages: list[RegionM
     import json
     from datetime import timedelta
 
-    from common import runs
+    from core import runs
 
     started = datetime.now(UTC)
     doc = runs.manifest(settings.cloud, run_id, [m.region for m in messages],

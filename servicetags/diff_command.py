@@ -12,21 +12,23 @@ from argparse import Namespace
 from functools import partial
 from typing import Any
 
-from common.compare import compare
-from common.config import Env
-from common.errors import ServiceTagsError
-from common.model import Snapshot
-from common.prefixes import PrefixParser
-from common.render import RENDERERS
-from common.snapshot import (
+from core.canonical import tag_digests
+from core.change_report import change_report, report_of, select_region
+from core.diff import diff_tags
+from core.errors import ServiceTagsError
+from core.model import Snapshot
+from core.prefixes import PrefixParser
+from core.render import RENDERERS
+from core.snapshot import (
     DEFAULT_MAX_BYTES,
     MAX_BYTES_VARIABLE,
     baseline_of,
-    check_document,
-    read_document,
+    build_snapshot,
+    checked,
     snapshot_from_document,
-    tag_digests,
 )
+from runtime.config import Env
+from runtime.snapshot_files import read_document
 from servicetags import forked
 from servicetags.argparsing import ArgumentParser, fail
 
@@ -107,33 +109,35 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all", parallel
 
     With `parallel`, a forked child checks the old snapshot's prefixes and hashes its tags
     (a third of the work, and independent of the new file) while this process reads the new
-    file and diffs. The child sees the old snapshot as it is in memory: nothing to copy or
-    parse again.
+    file and diffs: the core's own steps (`build_snapshot`, `checked`, `diff_tags`,
+    `report_of`), run in two processes. The child sees the old snapshot as it is in memory:
+    nothing to copy or parse again.
     """
     parser = PrefixParser()
     old_doc = read_document(old_path, limit=limit)
     if parallel:
-        old = snapshot_from_document(old_doc, old_path, parser, check=False)
-        checked = forked.Pending(partial(_check_and_hash, old_doc, old))
+        old = build_snapshot(old_doc, old_path)
+        pending = forked.Pending(partial(_check_and_hash, old_doc, old))
         try:
             new = _load_against(new_path, old_doc, old, parser, limit)
-            report = compare(old, new, region=region, parser=parser, old_digests=lambda: checked.result()[1])
-            normalised = checked.result()[0]
+            old_sel, new_sel, name = select_region(old, new, region)
+            changes = diff_tags(old_sel.tags, new_sel.tags, parser)
+            normalised, old_digests = pending.result()
         except Exception:
             # An error in the old file comes first, as it would serially. Diffing an old file
             # not yet checked can also fail on what the check reports properly: an invalid
             # prefix (InvalidPrefixError from a range), so anything is re-raised only after it.
-            checked.result()
+            pending.result()
             raise
         finally:
-            checked.close()
+            pending.close()
         if normalised:
-            return old, new, report
+            return old, new, report_of(old_sel, new_sel, name, changes, old_digests)
         # Some old prefix was not in normalised form, so the diff above compared raw text:
         # rare (Microsoft publishes normalised prefixes), and redone here the plain way.
     old = snapshot_from_document(old_doc, old_path, parser)
     new = _load_against(new_path, old_doc, old, parser, limit)
-    return old, new, compare(old, new, region=region, parser=parser)
+    return old, new, change_report(old, new, region=region, parser=parser)
 
 
 def _load_against(path: str, old_doc: Any, old: Snapshot, parser: PrefixParser, limit: int) -> Snapshot:
@@ -145,4 +149,4 @@ def _load_against(path: str, old_doc: Any, old: Snapshot, parser: PrefixParser, 
 def _check_and_hash(doc: Any, snapshot: Snapshot) -> tuple[bool, dict[str, bytes]]:
     """Whether every prefix of the snapshot is valid (else SnapshotError) and already
     normalised, and its tag digests."""
-    return check_document(doc, snapshot, PrefixParser()) is snapshot, tag_digests(snapshot)
+    return checked(snapshot, doc, PrefixParser()) is snapshot, tag_digests(snapshot)

@@ -34,8 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from common.config import Env
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
+from runtime.config import Env
 from servicetags.argparsing import ArgumentParser, fail
 
 PROBE_TTL = 60              # seconds a probe message could live if its delete were lost
@@ -423,7 +423,7 @@ def _known_regions(storage: Storage, container: str, cloud: str) -> list[str] | 
     """`all`: the regions the workers recorded, plus global; None before the first run."""
     from azure.core.exceptions import ResourceNotFoundError
 
-    from common.layout import regions_name
+    from core.layout import regions_name
 
     try:
         data = storage.blobs.get_container_client(container).download_blob(regions_name(cloud)).readall()
@@ -447,7 +447,7 @@ class Settings(NamedTuple):
 
 
 def _settings(environ: Mapping[str, str]) -> Settings:
-    from common.adapters.storage import StorageSettings
+    from runtime.adapters.storage import StorageSettings
 
     env = Env(environ)
     storage = StorageSettings.from_env(env)
@@ -531,7 +531,7 @@ def _producer_checks(settings: Settings, producer: Storage, worker: Storage | No
 
 
 def _worker_checks(settings: Settings, worker: Storage, credential: Any) -> list[Check]:
-    from common.identity import DevTokenCredential
+    from runtime.identity import DevTokenCredential
     from worker.sources import DEFAULT_LOCATIONS
 
     env, s, local = settings.env, settings.storage, settings.local
@@ -568,7 +568,7 @@ def channel_secret_checks(environ: Mapping[str, str], credential: Any) -> list[C
     """Each configured channel's secrets (webhook URL, signing keys) can be read, from Key Vault
     with the notifier's identity or locally from the environment or a folder. Values are never
     shown: a URL is a credential."""
-    from common.errors import ServiceTagsError
+    from core.errors import ServiceTagsError
     from notifier.channels import parse_channels
     from notifier.secrets import reader_from_env
 

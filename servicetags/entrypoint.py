@@ -8,8 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from common import logs
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
+from runtime import logs
 from servicetags.argparsing import fail
 
 S = TypeVar("S")

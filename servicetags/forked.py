@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 
 T = TypeVar("T")
 

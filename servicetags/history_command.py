@@ -34,7 +34,7 @@ def _map(path: str) -> Any:
 
 def _load(args: Any, prog: str) -> Any:
     """The index, or an error message (str)."""
-    from common.history_index import Index, IndexError_
+    from core.history_index import Index, IndexError_
 
     path = args.index or os.environ.get("SERVICETAGS_HISTORY_INDEX")
     try:
@@ -45,14 +45,14 @@ def _load(args: Any, prog: str) -> Any:
                 return f"{path}: cannot read the index ({exc.strerror})"
             index = Index.from_bytes(data, str(path))
         else:
-            from common.config import Env
-            from common.errors import ServiceTagsError
+            from core.errors import ServiceTagsError
+            from runtime.config import Env
             from servicetags.import_command import stores_from_env
 
             env = Env()
             try:
                 cloud = args.cloud or env.cloud()
-                from common.history_store import load_index
+                from runtime.history_store import load_index
 
                 loaded = load_index(stores_from_env(env).history, cloud)
             except ServiceTagsError as exc:
@@ -123,7 +123,7 @@ def _date(text: str) -> str:
 
 
 def lookup_main(argv: list[str], prog: str) -> int:
-    from common.history_index import QueryError
+    from core.history_index import QueryError
 
     args = _quick(argv, ("cloud", "index", "format", "at", "change"))
     if args is None:
@@ -170,7 +170,7 @@ def lookup_main(argv: list[str], prog: str) -> int:
 
 
 def history_main(argv: list[str], prog: str) -> int:
-    from common.history_index import QueryError
+    from core.history_index import QueryError
 
     args = _quick(argv, ("cloud", "index", "format", "since"))
     if args is None:

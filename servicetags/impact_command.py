@@ -14,9 +14,9 @@ import json
 import sys
 from typing import Any
 
-from common.errors import InvalidPrefixError, ServiceTagsError
-from common.impact import check_report, impact
-from common.impact_render import RENDERERS
+from core.errors import InvalidPrefixError, ServiceTagsError
+from core.impact import check_report, impact
+from core.impact_render import RENDERERS
 from servicetags.argparsing import ArgumentParser, fail
 
 EXIT_AFFECTED = 1
@@ -91,7 +91,7 @@ def run(report_path: str, rule_paths: list[str], *, snapshot: str | None = None)
     rules = read_rules(rule_paths)
     prefixes = None
     if snapshot is not None:
-        from common.snapshot import load_snapshot
+        from runtime.snapshot_files import load_snapshot
 
         prefixes = {tag.id: tag.prefixes for tag in load_snapshot(snapshot).tags.values()}
     try:

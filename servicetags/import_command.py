@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from servicetags.argparsing import ArgumentParser, fail
 
 THREADS = 4
@@ -54,8 +54,8 @@ def archive_date(path: Path) -> datetime:
 
 def read_archive(path: Path) -> tuple[Archive, bytes]:
     """The file's cloud and top-level change number, and its bytes as stored (gzip or not)."""
-    from common.errors import SnapshotError
-    from common.snapshot import decompress, parse_json
+    from core.errors import SnapshotError
+    from core.snapshot import decompress, parse_json
 
     try:
         raw = path.read_bytes()
@@ -101,7 +101,7 @@ class QuietReports:
         return getattr(self._reports, name)
 
     def create(self, name: str, data: bytes, **kwargs: Any) -> bool:
-        from common.history_store import imported_marker
+        from runtime.history_store import imported_marker
 
         self._markers.create(imported_marker(name), b'{"schema": "servicetags.imported/v1"}')
         return bool(self._reports.create(name, data, **kwargs))
@@ -121,7 +121,7 @@ class Remembering:
         return getattr(self._store, name)
 
     def create(self, name: str, data: bytes, **kwargs: Any) -> bool:
-        from common.ports import Blob
+        from core.ports import Blob
 
         created = bool(self._store.create(name, data, **kwargs))
         if self._immutable(name):
@@ -162,11 +162,11 @@ class Stores(NamedTuple):
 def import_files(files: list[Path], stores: Stores, *, notify: bool = False, regions: str = "all",
                  out: Any = sys.stdout) -> dict[str, int]:
     """Import in change order; returns counts. Raises ServiceTagsError on a bad file."""
-    from common.errors import PermanentError
-    from common.history_index import change_key
-    from common.history_store import change_date, iso, record_change, sync
-    from common.messages import RegionMessage
-    from common.regions import GLOBAL
+    from core.errors import PermanentError
+    from core.history_index import change_key
+    from core.messages import RegionMessage
+    from core.regions import GLOBAL
+    from runtime.history_store import change_date, iso, record_change, sync
     from worker.handler import ParsedReplies, handle_region
 
     archives = sorted((read_archive(f)[0] for f in files),
@@ -234,8 +234,8 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
 
 
 def stores_from_env(env: Any) -> Stores:
-    from common.adapters.storage import StorageClients, StorageSettings
-    from common.identity import azure_credential
+    from runtime.adapters.storage import StorageClients, StorageSettings
+    from runtime.identity import azure_credential
 
     settings = StorageSettings.from_env(env)
     clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
@@ -264,7 +264,7 @@ def main(argv: list[str], prog: str = "servicetags import") -> int:
     parser.add_argument("--notify", action="store_true",
                         help="let the notifier announce the imported reports (default: it does not)")
     args = parser.parse_args(argv)
-    from common.config import Env
+    from runtime.config import Env
 
     try:
         files = collect(args.paths)

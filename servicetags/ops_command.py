@@ -6,21 +6,21 @@ import json
 import sys
 from typing import Any
 
-from common.config import Env
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
+from runtime.config import Env
 from servicetags.argparsing import ArgumentParser, fail
 
 
 def _clients(env: Env) -> Any:
-    from common.adapters.storage import StorageClients, StorageSettings
-    from common.identity import azure_credential
+    from runtime.adapters.storage import StorageClients, StorageSettings
+    from runtime.identity import azure_credential
 
     settings = StorageSettings.from_env(env)
     return StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
 
 
 def requeue_main(argv: list[str], prog: str) -> int:
-    from common.operations import message_region, requeue
+    from runtime.poison_queues import message_region, requeue
 
     parser = ArgumentParser(prog=prog, description="Move poisoned messages back to their queue.")
     parser.add_argument("--queue", default="regions", choices=["regions", "change-events", "impact"],
@@ -46,7 +46,7 @@ def requeue_main(argv: list[str], prog: str) -> int:
 
 
 def collect_status(clients: Any, cloud: str) -> dict[str, Any]:
-    from common.operations import poisoned
+    from runtime.poison_queues import poisoned
 
     s = clients.settings
     queues = [s.regions_queue, f"{s.regions_queue}-poison", s.events_queue, f"{s.events_queue}-poison"]

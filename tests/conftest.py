@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from common.compare import compare
-from common.model import Snapshot
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report
+from core.model import Snapshot
+from core.prefixes import PrefixParser
+from runtime.snapshot_files import load_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SERVICETAGS_TEST_DATA", ROOT / "data/snapshots"))
@@ -45,7 +45,7 @@ def real_snapshot(cn: int) -> Snapshot:
 
 @cache
 def _real_report_json(old: int, new: int, region: str) -> str:
-    return json.dumps(compare(real_snapshot(old), real_snapshot(new), region=region, parser=_PARSER))
+    return json.dumps(change_report(real_snapshot(old), real_snapshot(new), region=region, parser=_PARSER))
 
 
 def real_report(old: int, new: int, region: str = "all") -> dict:

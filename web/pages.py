@@ -9,8 +9,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from common.history_index import Index
-from common.render import summary_line
+from core.history_index import Index
+from core.render import summary_line
 
 STYLE = "../style.css"
 

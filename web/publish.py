@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from common.history_index import Index
+from core.history_index import Index
 from web.feeds import atom_feed
 from web.pages import cloud_index_page, lookup_page, report_page, report_page_name, root_index_page
 
@@ -94,7 +94,7 @@ def _published(web: Any, cloud: str) -> Index | None:
 
 def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = False) -> tuple[Any, int]:
     """What the publisher job does: the index from the blobs, then $web. (Synced, files written)."""
-    from common.history_store import sync
+    from runtime.history_store import sync
     from servicetags.import_command import stores_from_env
 
     cloud = cloud or env.cloud()
@@ -109,8 +109,8 @@ def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = Fals
 
 
 def _publish_queue(env: Any) -> Any:
-    from common.adapters.storage import StorageClients, StorageSettings
-    from common.identity import azure_credential
+    from runtime.adapters.storage import StorageClients, StorageSettings
+    from runtime.identity import azure_credential
 
     settings = StorageSettings.from_env(env)
     clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
@@ -121,9 +121,9 @@ def _publish_queue(env: Any) -> Any:
 
 
 def main(argv: list[str], prog: str = "servicetags publish") -> int:
-    from common.config import Env
-    from common.errors import ServiceTagsError
-    from common.history_index import IndexError_
+    from core.errors import ServiceTagsError
+    from core.history_index import IndexError_
+    from runtime.config import Env
     from servicetags.argparsing import ArgumentParser, fail
 
     parser = ArgumentParser(prog=prog, description="Bring the history index up to date with the snapshot and "

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from common import layout
-from common.lifecycle import after_discovery
-from common.logs import log_event
-from common.messages import RegionMessage
-from common.ports import BlobStore
+from core import layout
+from core.lifecycle import after_discovery
+from core.messages import RegionMessage
+from core.ports import BlobStore
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The `download-center` source: Microsoft's weekly file, found on its details page.
 
-Per cloud: GET the details page, find the current file link (common/download_page.py), GET
+Per cloud: GET the details page, find the current file link (core/download_page.py), GET
 the file, check that it declares the cloud asked for (a CDN once served the Public payload
 at the China URL). HTTP goes through an azure-core pipeline: retries with backoff on 5xx,
 429 and resets, Retry-After honoured, timeouts, a browser-like User-Agent (the page is
@@ -18,7 +18,7 @@ import logging
 import threading
 from typing import Any
 
-from common.download_page import (
+from core.download_page import (
     DETAILS_PATH,
     DOWNLOAD_IDS,
     FILES_HOST,
@@ -26,8 +26,8 @@ from common.download_page import (
     declared_cloud,
     find_file_link,
 )
-from common.errors import PermanentError, TransientError
-from common.logs import log_event
+from core.errors import PermanentError, TransientError
+from runtime.logs import log_event
 from worker.sources import Fetched
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from common import layout
-from common.compare import compare
-from common.errors import PermanentError, SnapshotError, TransientError, UnknownRegionError
-from common.faults import crash_point
-from common.lifecycle import (
+from core import layout
+from core.canonical import canonical_bytes, content_sha256, tag_digests
+from core.change_report import change_report
+from core.errors import PermanentError, SnapshotError, TransientError, UnknownRegionError
+from core.lifecycle import (
     EMPTY_SHA256,
     Decision,
     RegionEvent,
@@ -34,22 +34,16 @@ from common.lifecycle import (
     is_retired,
     recorded_change_number,
 )
-from common.logs import log_event
-from common.messages import RegionMessage
-from common.model import Snapshot
-from common.ports import BlobStore
-from common.prefixes import PrefixParser
-from common.regions import GLOBAL, RegionIndex, index_from_document
-from common.render import summary_line
-from common.report import with_region_event
-from common.snapshot import (
-    canonical_bytes,
-    content_sha256,
-    parse_json,
-    parse_snapshot,
-    snapshot_from_document,
-    tag_digests,
-)
+from core.messages import RegionMessage
+from core.model import Snapshot
+from core.ports import BlobStore
+from core.prefixes import PrefixParser
+from core.regions import GLOBAL, RegionIndex, index_from_document
+from core.render import summary_line
+from core.report import with_region_event
+from core.snapshot import parse_json, parse_snapshot, snapshot_from_document
+from runtime.crash_points import crash_point
+from runtime.logs import log_event
 from worker.observed import observe, observed_state, propagated
 from worker.sources import DEFAULT_LOCATIONS, Fetched, TagSource, UnknownLocation
 
@@ -247,7 +241,7 @@ def _report(previous: Snapshot, current: Snapshot, seen: Seen, decision: Decisio
     """Write the change report (create-only, content-named); its name, None when nothing changed."""
     cloud, region = message.cloud, message.region
     # A region missing from the reply is named by the previous snapshot's tags alone.
-    report = compare(previous, current, region=region, parser=parser,
+    report = change_report(previous, current, region=region, parser=parser,
                      index=seen.reply.regions if seen.present else None)
     if not report["tags"]:
         return None

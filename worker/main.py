@@ -11,11 +11,11 @@ import sys
 import threading
 from typing import Any, NamedTuple
 
-from common.config import ConfigError, Env
-from common.logs import LogSettings, log_event
-from common.messages import parse_region_message
-from common.ports import Message
-from common.queue_loop import LoopSettings, QueueConsumer
+from core.messages import parse_region_message
+from core.ports import Message
+from runtime.config import ConfigError, Env
+from runtime.logs import LogSettings, log_event
+from runtime.queue_loop import LoopSettings, QueueConsumer
 from servicetags.argparsing import ArgumentParser
 from servicetags.entrypoint import run_component
 
@@ -24,7 +24,7 @@ SOURCES = ("arm", "file", "download-center")
 
 
 class WorkerSettings(NamedTuple):
-    storage: Any                  # common.adapters.storage.StorageSettings
+    storage: Any                  # runtime.adapters.storage.StorageSettings
     cloud: str                    # the deployment's cloud (storage and identity)
     source: str                   # arm | file | download-center: what reports are made from
     source_file: str | None
@@ -47,7 +47,7 @@ class WorkerSettings(NamedTuple):
 
     @classmethod
     def from_env(cls, env: Env) -> WorkerSettings:
-        from common.adapters.storage import StorageSettings
+        from runtime.adapters.storage import StorageSettings
 
         source = env.choice("SERVICETAGS_SOURCE", SOURCES, "arm")
         observed_choice = env.choice("SERVICETAGS_OBSERVED_SOURCE", ("none", *SOURCES), "none")
@@ -84,7 +84,7 @@ class WorkerSettings(NamedTuple):
 
 def build_source(settings: WorkerSettings, kind: str) -> Any:
     """One TagSource: the ARM API, a file, or the Download Center's weekly file."""
-    from common.identity import DevTokenCredential, azure_credential
+    from runtime.identity import DevTokenCredential, azure_credential
     from worker.sources import ArmSource, FileSource, arm_clients
 
     if kind == "file":
@@ -114,8 +114,8 @@ def build_source(settings: WorkerSettings, kind: str) -> Any:
 
 
 def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueConsumer:
-    from common.adapters.storage import StorageClients
-    from common.identity import azure_credential, wait_for_identity
+    from runtime.adapters.storage import StorageClients
+    from runtime.identity import azure_credential, wait_for_identity
     from worker import run_progress
     from worker.discovery import discover
     from worker.handler import ParsedReplies, handle_region

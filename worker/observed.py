@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from common.errors import ServiceTagsError, UnknownRegionError
-from common.lifecycle import EMPTY_SHA256 as EMPTY
-from common.messages import RegionMessage
-from common.regions import GLOBAL
-from common.snapshot import content_sha256, tag_digests
+from core.canonical import content_sha256, tag_digests
+from core.errors import ServiceTagsError, UnknownRegionError
+from core.lifecycle import EMPTY_SHA256 as EMPTY
+from core.messages import RegionMessage
+from core.regions import GLOBAL
 
 if TYPE_CHECKING:
     from worker.handler import ParsedReplies

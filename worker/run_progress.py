@@ -21,11 +21,11 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from common import runs
-from common.faults import crash_point
-from common.logs import log_event
-from common.messages import BadMessage, RegionMessage, parse_region_message
-from common.ports import BlobStore, Message
+from core import runs
+from core.messages import BadMessage, RegionMessage, parse_region_message
+from core.ports import BlobStore, Message
+from runtime.crash_points import crash_point
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]

@@ -17,12 +17,12 @@ import urllib.error
 import urllib.request
 from typing import Any, NamedTuple, Protocol
 
-from common.errors import PermanentError, SnapshotError, TransientError
-from common.snapshot import DEFAULT_MAX_BYTES, MAX_BYTES_VARIABLE, decompress
+from core.errors import PermanentError, SnapshotError, TransientError
+from core.snapshot import DEFAULT_MAX_BYTES, MAX_BYTES_VARIABLE, decompress
 
 log = logging.getLogger(__name__)
 
-# ARM endpoints per cloud (Entra authorities are in common.identity).
+# ARM endpoints per cloud (Entra authorities are in runtime.identity).
 ARM_ENDPOINTS = {
     "Public": "https://management.azure.com",
     "AzureGovernment": "https://management.usgovcloudapi.net",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.digest import title
+from core.digest import title
 from notifier.chat_render import teams_payload
 from tests.browser.chromium import dump_dom
 from tests.conftest import ROOT

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from common.adapters.storage import StorageClients, StorageSettings
-from common.compare import compare, index_of
-from common.config import Env
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report, index_of
+from core.prefixes import PrefixParser
 from devstack import stack
 from devstack.arm_endpoint import ArmEndpointControl
+from runtime.adapters.storage import StorageClients, StorageSettings
+from runtime.config import Env
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +36,7 @@ def expected_reports() -> dict[str, dict]:
     parser = PrefixParser()
     a, b = load_snapshot(snapshot_path(340), parser), load_snapshot(snapshot_path(341), parser)
     index = index_of(a, b)
-    reports = {r: compare(a, b, region=r, parser=parser, index=index) for r in [*index.names, "global"]}
+    reports = {r: change_report(a, b, region=r, parser=parser, index=index) for r in [*index.names, "global"]}
     return {r: rep for r, rep in reports.items() if rep["tags"]}
 
 

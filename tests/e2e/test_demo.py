@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from common.compare import compare, index_of
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report, index_of
+from core.prefixes import PrefixParser
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def expected_summaries(old: Path, new: Path) -> dict[str, dict]:
     index = index_of(a, b)
     out = {}
     for region in [*index.names, "global"]:
-        report = compare(a, b, region=region, parser=parser, index=index)
+        report = change_report(a, b, region=region, parser=parser, index=index)
         if report["tags"]:
             out[region] = report["summary"]
     return out

@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 ROOT = Path(__file__).resolve().parents[2]
 LOCK = ROOT / "docker" / "requirements.lock"
 # What the Dockerfile's builder stage copies in before `pip wheel .` (held to it by a test).
-PACKAGES = ("common", "producer", "worker", "notifier", "devstack", "servicetags", "impact", "web")
+PACKAGES = ("core", "runtime", "producer", "worker", "notifier", "devstack", "servicetags", "impact", "web")
 # What [build-system].requires allows, fetched into the cache so the isolated build is offline.
 BUILD_REQUIREMENT = "setuptools>=77,<85"
 

@@ -11,9 +11,9 @@ import threading
 import uuid
 from typing import Any
 
-from common.adapters.storage import StorageClients, StorageSettings
-from common.config import Env
-from common.queue_loop import Stats
+from runtime.adapters.storage import StorageClients, StorageSettings
+from runtime.config import Env
+from runtime.queue_loop import Stats
 from tests.conftest import ROOT
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"

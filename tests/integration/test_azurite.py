@@ -17,7 +17,7 @@ from devstack.azurite import (
     azurite_binary,
     start_azurite,
 )
-from devstack.ports import port_is_open
+from devstack.tcp_ports import port_is_open
 
 
 def test_blob_round_trip(storage):

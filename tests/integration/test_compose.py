@@ -39,7 +39,7 @@ SERVICES = {"azurite", "arm-endpoint", "download-center", "relay", "mailpit", "p
 APP_SERVICES = ("producer", "worker", "notifier", "relay")
 # The code those containers run: a variable only the process stack's own tooling reads must
 # not be read here either (checked below), or compose would have to set it too.
-COMPONENT_SOURCES = [*(ROOT / p for p in ("common", "producer", "worker", "notifier")),
+COMPONENT_SOURCES = [*(ROOT / p for p in ("core", "runtime", "producer", "worker", "notifier")),
                      ROOT / "devstack" / "relay.py", ROOT / "devstack" / "arm_endpoint.py"]
 # `up()` also reports where the process stack keeps its own files (state directory, .eml
 # outbox) for the demo and tests; in compose those are volumes and Mailpit.

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from common.config import Env
 from devstack.relay import BlobEventRelay, queue_deliverer
 from devstack.smtp_sink import SmtpSink
 from devstack.webhook_receiver import Receiver
+from runtime.config import Env
 from tests.conftest import snapshot_path
 from tests.integration.pipeline import Pipeline
 

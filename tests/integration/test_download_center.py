@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.errors import TransientError
+from core.errors import TransientError
 from devstack.download_center import DownloadCenter
 from tests.conftest import real_report, snapshot_path
 from tests.integration.pipeline import Pipeline
@@ -175,7 +175,7 @@ def test_the_api_observed_beside_the_file_shows_its_lag_and_the_propagation_time
 
 
 def test_a_file_over_the_limit_is_refused_without_reading_it_all(center):
-    from common.errors import PermanentError
+    from core.errors import PermanentError
 
     center.state.set_mode("variable")
     center.set_file(snapshot_path(347))

@@ -22,9 +22,9 @@ import feedparser
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from common.adapters.storage import AzureBlobStore
-from common.history_index import Index
-from common.history_store import imported_marker, index_name, sync
+from core.history_index import Index
+from runtime.adapters.storage import AzureBlobStore
+from runtime.history_store import imported_marker, index_name, sync
 from servicetags.history_command import main as history_main
 from servicetags.import_command import Stores, collect, import_files
 from tests.conftest import ROOT, SHARED_DATA, real_snapshot, snapshot_path
@@ -88,7 +88,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def holders(snapshot: Any, address: str, regions: set[str]) -> set[str]:
     """A linear scan over every prefix of the imported regions: what the index must agree with."""
-    from common.prefixes import canonical_range
+    from core.prefixes import canonical_range
 
     net = ipaddress.ip_network(address, strict=False)
     version, lo, hi = net.version, int(net.network_address), int(net.broadcast_address) + 1
@@ -291,7 +291,7 @@ def test_bad_input_is_one_line_and_exit_2(imported, capsys, argv, message):
 
 
 def test_an_empty_index_is_one_line_and_exit_2(tmp_path, capsys):
-    from common.history_index import empty_index
+    from core.history_index import empty_index
 
     path = tmp_path / "empty.bin"
     path.write_bytes(empty_index("Public"))

@@ -14,7 +14,7 @@ import pytest
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
-from common.errors import PermanentError, TransientError
+from core.errors import PermanentError, TransientError
 from devstack.arm_endpoint import StaticTokenCredential
 from devstack.resource_graph import ResourceGraphEndpoint
 from impact.resource_graph import (

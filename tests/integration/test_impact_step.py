@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from common.adapters.storage import StorageClients, StorageSettings
-from common.config import Env
-from common.layout import report_name, snapshot_name, to_json_bytes
-from common.queue_loop import Stats
-from common.snapshot import canonical_bytes
+from core.canonical import canonical_bytes
+from core.layout import report_name, snapshot_name, to_json_bytes
 from devstack.relay import BlobEventRelay, queue_deliverer
 from devstack.resource_graph import ResourceGraphEndpoint
 from devstack.smtp_sink import SmtpSink
+from runtime.adapters.storage import StorageClients, StorageSettings
+from runtime.config import Env
+from runtime.queue_loop import Stats
 from tests.conftest import ROOT, real_report, real_snapshot
 
 pytestmark = pytest.mark.integration

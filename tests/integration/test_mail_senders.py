@@ -23,15 +23,15 @@ from aiosmtpd.controller import Controller
 from azure.communication.email import EmailClient
 from azure.core.credentials import AzureKeyCredential
 
-from common.compare import compare
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report
+from core.prefixes import PrefixParser
 from devstack.acs_fake import AcsFake
-from devstack.ports import free_port, port_is_open
 from devstack.smtp_sink import SmtpSink
+from devstack.tcp_ports import free_port, port_is_open
 from notifier.email_render import render_email
 from notifier.mail import AcsSender, PermanentMailError, SmtpSender, TransientMailError, acs_sender_from
 from notifier.recipients import Recipient
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ SENDER = "servicetags@example.org"
 @cache
 def _report() -> str:
     old, new = (load_snapshot(snapshot_path(cn), PARSER) for cn in (347, 360))
-    return json.dumps(compare(old, new, region="francecentral", parser=PARSER))
+    return json.dumps(change_report(old, new, region="francecentral", parser=PARSER))
 
 
 def report() -> dict:

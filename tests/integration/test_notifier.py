@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from common.adapters.storage import StorageClients, StorageSettings
-from common.compare import compare, index_of
-from common.config import Env
-from common.layout import report_name, to_json_bytes
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report, index_of
+from core.layout import report_name, to_json_bytes
+from core.prefixes import PrefixParser
 from devstack.relay import BlobEventRelay, queue_deliverer
 from devstack.smtp_sink import SmtpSink
+from runtime.adapters.storage import StorageClients, StorageSettings
+from runtime.config import Env
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ RECIPIENTS = [
 @cache
 def real_report(region: str, old: int = 340, new: int = 341) -> dict:
     a, b = load_snapshot(snapshot_path(old), PARSER), load_snapshot(snapshot_path(new), PARSER)
-    return compare(a, b, region=region, parser=PARSER, index=index_of(a, b))
+    return change_report(a, b, region=region, parser=PARSER, index=index_of(a, b))
 
 
 class Bench:
@@ -236,7 +236,7 @@ def test_mail_server_down_for_a_while_then_every_email_arrives_once(bench):
 
 
 def test_mail_server_down_past_max_tries_poisons_then_requeue_delivers(bench):
-    from common.operations import requeue
+    from runtime.poison_queues import requeue
 
     bench.write_report(real_report("francecentral"))
     bench.relay().poll_once()
@@ -300,8 +300,8 @@ def test_acs_backend_sends_through_the_real_email_client(bench, tmp_path):
 def test_webhook_mode_end_to_end_with_the_relay_posting_events(bench):
     import urllib.request
 
-    from devstack.ports import free_port
     from devstack.relay import webhook_deliverer
+    from devstack.tcp_ports import free_port
 
     port = free_port()
     env = {**os.environ, **bench.env, "SERVICETAGS_WEBHOOK_HOST": "127.0.0.1",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from common.lifecycle import EMPTY_SHA256
-from common.report_schema import validate_report
+from core.lifecycle import EMPTY_SHA256
+from runtime.report_schema import validate_report
 from tests.conftest import real_report, snapshot_path
 from tests.integration.pipeline import Pipeline
 

@@ -14,10 +14,10 @@ import time
 import pytest
 from azure.storage.queue import QueueClient
 
-from common.adapters.storage import AzureQueue, StorageClients, StorageSettings
-from common.config import Env
-from common.ports import LostReceipt, Message
-from common.queue_loop import LoopSettings, QueueConsumer
+from core.ports import LostReceipt, Message
+from runtime.adapters.storage import AzureQueue, StorageClients, StorageSettings
+from runtime.config import Env
+from runtime.queue_loop import LoopSettings, QueueConsumer
 from tests.conftest import ROOT
 from tests.integration.pipeline import Pipeline
 
@@ -66,7 +66,7 @@ def test_a_consumer_whose_receipt_is_taken_logs_counts_and_carries_on(storage, c
             assert thief.receive_message(visibility_timeout=1) is not None
 
     settings = LoopSettings(max_tries=5, visibility_timeout=3, retry_delay=0, idle_sleep=0)
-    with caplog.at_level("WARNING", logger="common.queue_loop"):
+    with caplog.at_level("WARNING", logger="runtime.queue_loop"):
         stats = QueueConsumer(queue, poison, handle, settings).run(until_empty=True)
     assert handled == [1, 3]  # handled again, idempotently, after the thief's lease ran out
     assert stats.lost_receipts >= 1 and stats.processed == 2 and stats.poisoned == 0

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from common.adapters.memory import MemoryBlobStore, MemoryQueue
-from common.adapters.storage import AzureBlobStore, AzureQueue
-from common.ports import BlobStore, LostReceipt, Queue
+from core.ports import BlobStore, LostReceipt, Queue
+from runtime.adapters.memory import MemoryBlobStore, MemoryQueue
+from runtime.adapters.storage import AzureBlobStore, AzureQueue
 
 
 @pytest.fixture(params=["memory", "azurite"])

@@ -19,7 +19,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.ports import free_port, port_is_open
+from devstack.tcp_ports import free_port, port_is_open
 from notifier.events import ReportEvent
 from notifier.webhook import (
     MAX_BODY,
@@ -292,7 +292,7 @@ def test_content_types_event_grid_does_not_send_are_415(webhook, content_type):
 def test_a_permanent_failure_is_a_400_and_the_other_events_are_still_handled(start_webhook, caplog):
     """A report that is gone or fails the schema can never succeed: 400, so Event Grid
     dead-letters it instead of retrying for 24 hours."""
-    from common.errors import PermanentError
+    from core.errors import PermanentError
 
     handled = []
 
@@ -315,7 +315,7 @@ def test_a_permanent_failure_is_a_400_and_the_other_events_are_still_handled(sta
 
 
 def test_a_transient_failure_is_a_503_with_one_line(start_webhook, caplog):
-    from common.errors import TransientError
+    from core.errors import TransientError
 
     def handle(event: ReportEvent) -> None:
         raise TransientError("another notifier is sending new-file.txt to a recipient")

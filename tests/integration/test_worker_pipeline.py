@@ -12,9 +12,9 @@ from functools import cache
 
 import pytest
 
-from common.compare import compare, index_of
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report, index_of
+from core.prefixes import PrefixParser
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 from tests.integration.pipeline import Pipeline
 
@@ -30,7 +30,7 @@ def expected_reports(old_cn: int, new_cn: int) -> dict[str, dict]:
     index = index_of(old, new)
     out = {}
     for region in [*index.names, "global"]:
-        report = compare(old, new, region=region, parser=PARSER, index=index)
+        report = change_report(old, new, region=region, parser=PARSER, index=index)
         if report["tags"]:
             out[region] = report
     return out
@@ -128,7 +128,7 @@ def test_transient_api_faults_are_retried_and_the_result_is_right(pipeline, arm_
 
 
 def test_a_region_that_always_fails_is_poisoned_with_its_reason_then_requeued(pipeline, arm_endpoint):
-    from common.operations import message_region, requeue
+    from runtime.poison_queues import message_region, requeue
 
     arm_endpoint.fail_always("japaneast", "500")
     pipeline.produce("japaneast,francecentral")

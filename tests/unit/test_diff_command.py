@@ -9,11 +9,13 @@ import sys
 
 import pytest
 
-from common.compare import compare
-from common.errors import ServiceTagsError, SnapshotError
-from common.prefixes import PrefixParser
-from common.render import to_json
-from common.snapshot import baseline_of, content_sha256, read_document, snapshot_from_document
+from core.canonical import content_sha256
+from core.change_report import change_report
+from core.errors import ServiceTagsError, SnapshotError
+from core.prefixes import PrefixParser
+from core.render import to_json
+from core.snapshot import baseline_of, snapshot_from_document
+from runtime.snapshot_files import read_document
 from servicetags.diff_command import compare_files
 from tests.conftest import ROOT, real_report, snapshot_path
 
@@ -99,7 +101,7 @@ def test_unchanged_tags_are_the_baseline_objects_and_changed_ones_are_new():
     differing = [t for t in new.tags if new.tags[t] != old.tags.get(t)]
     assert len(same) == len(new.tags) - len(differing) == 2803
     assert "AzureCloud" in differing and new.tags["AzureCloud"] is not old.tags["AzureCloud"]
-    assert compare(old, new, parser=parser) == real_report(360, 361)
+    assert change_report(old, new, parser=parser) == real_report(360, 361)
 
 
 def test_a_tag_whose_lists_were_only_reordered_is_the_baseline_object():

@@ -7,9 +7,9 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.compare import compare
-from common.prefixes import PrefixParser
-from common.snapshot import snapshot_from_document
+from core.change_report import change_report
+from core.prefixes import PrefixParser
+from core.snapshot import snapshot_from_document
 
 # Small address spaces, so the oracle can enumerate every address.
 V4_BASE = int(ipaddress.IPv4Address("10.1.0.0"))
@@ -43,7 +43,7 @@ def diff(old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]) -> dict
     parser = PrefixParser()
     a = snapshot_from_document(document(old, 1), "old", parser)
     b = snapshot_from_document(document(new, 2), "new", parser)
-    return compare(a, b, parser=parser)
+    return change_report(a, b, parser=parser)
 
 
 def addresses(prefix_list: list[str] | frozenset[str]) -> set[int]:
@@ -125,7 +125,7 @@ def spread_prefixes(draw: st.DrawFn) -> str:
 @given(st.frozensets(spread_prefixes(), min_size=1, max_size=40),
        st.lists(spread_prefixes(), min_size=1, max_size=6), st.sampled_from([0, 100]))
 def test_coverage_candidates_include_every_overlapping_prefix(texts, changed, scan):
-    from common import coverage
+    from core import coverage
 
     parser = PrefixParser()
     ranges = [parser.range(p) for p in changed]
@@ -143,8 +143,8 @@ def test_coverage_candidates_include_every_overlapping_prefix(texts, changed, sc
 @settings(max_examples=300, deadline=None)
 @given(spread_prefixes())
 def test_supernet_names_are_the_canonical_text(prefix):
-    from common import coverage
-    from common.prefixes import format_prefix
+    from core import coverage
+    from core.prefixes import format_prefix
 
     net = ipaddress.ip_network(prefix)
     version, network, length = net.version, int(net.network_address), net.prefixlen
@@ -166,6 +166,6 @@ json_values = st.recursive(
 def test_the_json_rendering_is_json_dumps_with_an_indent_of_two(value):
     import json
 
-    from common.render import to_json
+    from core.render import to_json
 
     assert to_json(value) == json.dumps(value, indent=2, ensure_ascii=False) + "\n"

@@ -6,11 +6,11 @@ from functools import cache
 
 import pytest
 
-from common.compare import compare
-from common.errors import UnknownRegionError
-from common.model import Snapshot
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import change_report
+from core.errors import UnknownRegionError
+from core.model import Snapshot
+from core.prefixes import PrefixParser
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import snapshot_path
 
 PARSER = PrefixParser()
@@ -22,7 +22,7 @@ def snap(cn: int) -> Snapshot:
 
 
 def report(old: int, new: int, region: str = "all") -> dict:
-    return compare(snap(old), snap(new), region=region, parser=PARSER)
+    return change_report(snap(old), snap(new), region=region, parser=PARSER)
 
 
 def tag(rep: dict, tag_id: str) -> dict:

@@ -11,8 +11,8 @@ from functools import cache
 
 import pytest
 
-from common.compare import compare, index_of
-from common.digest import DigestReport, build_digest, headline, title, v6_64, worth_sending
+from core.change_report import change_report, index_of
+from core.digest import DigestReport, build_digest, headline, title, v6_64, worth_sending
 from notifier import signing
 from notifier.channels import ChannelsError, parse_channels, with_secrets
 from notifier.chat_render import slack_payload, teams_payload
@@ -31,7 +31,7 @@ def _reports(old: int, new: int) -> str:
     new_regions = set(index_of(b).names) - set(index_of(a).names)
     out = []
     for region in [*index.names, "global"]:
-        report = compare(a, b, region=region, parser=_PARSER, index=index)
+        report = change_report(a, b, region=region, parser=_PARSER, index=index)
         if report["tags"]:
             if region in new_regions:
                 report["region_event"] = "added"

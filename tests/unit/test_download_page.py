@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.download_page import declared_cloud, find_file_link
+from core.download_page import declared_cloud, find_file_link
 from devstack.download_center import Published, details_page
 
 CURRENT = Published("Public", b'{"changeNumber": 347, "cloud": "Public", "values": []}',

@@ -167,8 +167,8 @@ def test_acs_message_carries_the_same_content():
 
 
 def test_a_new_region_is_said_first_in_subject_and_body():
-    from common.render import summary_line
-    from common.report import with_region_event
+    from core.render import summary_line
+    from core.report import with_region_event
     from notifier.email_render import html_body, plain_text, subject
     from tests.conftest import real_report
 
@@ -184,7 +184,7 @@ def test_a_new_region_is_said_first_in_subject_and_body():
 
 
 def test_a_removed_region_is_said_first():
-    from common.report import with_region_event
+    from core.report import with_region_event
     from notifier.email_render import subject
     from tests.conftest import real_report
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from servicetags import forked
 
 # Forking a test process that has threads is what forked.available() refuses in production;

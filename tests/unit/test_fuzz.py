@@ -23,16 +23,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.compare import compare
-from common.config import ConfigError, Env
-from common.errors import ServiceTagsError, SnapshotError
-from common.json_input import JsonInputError, load_json
-from common.messages import BadMessage, RegionMessage, parse_region_message
-from common.prefixes import PrefixParser
-from common.render import RENDERERS
-from common.snapshot import parse_snapshot
+from core.change_report import change_report
+from core.errors import ServiceTagsError, SnapshotError
+from core.json_input import JsonInputError, load_json
+from core.messages import BadMessage, RegionMessage, parse_region_message
+from core.prefixes import PrefixParser
+from core.render import RENDERERS
+from core.snapshot import parse_snapshot
 from notifier.events import NotAReportEvent, ReportEvent, parse_queue_message, parse_webhook_body
 from notifier.webhook import EntraTokenAuth, SharedSecretAuth, WebhookApp
+from runtime.config import ConfigError, Env
 
 EXAMPLES = int(os.environ.get("SERVICETAGS_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
@@ -191,7 +191,7 @@ def test_two_parsed_documents_always_diff_and_render(pair, region):
     try:
         old = parse_snapshot(json.dumps(old_doc, allow_nan=True), "old", parser)
         new = parse_snapshot(json.dumps(new_doc, allow_nan=True), "new", parser)
-        report = compare(old, new, region=region, parser=parser)
+        report = change_report(old, new, region=region, parser=parser)
     except ServiceTagsError:  # SnapshotError, or UnknownRegionError for a region not in the data
         return
     for render in RENDERERS.values():

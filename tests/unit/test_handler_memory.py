@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import NamedTuple
 
-from common.adapters.memory import MemoryBlobStore
-from common.messages import RegionMessage
+from core.messages import RegionMessage
+from runtime.adapters.memory import MemoryBlobStore
 from tests.conftest import real_report, snapshot_path
 from worker.handler import ParsedReplies, handle_region
 from worker.sources import FileSource

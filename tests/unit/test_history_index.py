@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from common.history_index import Builder, Index, QueryError, parse_block
+from core.history_index import Builder, Index, QueryError, parse_block
 
 CHANGES = ["10", "11", "12", "13"]
 

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from common import logs
-from common.errors import ServiceTagsError, SnapshotError
-from common.json_input import JsonInputError, load_json
-from common.messages import BadMessage, parse_region_message
-from common.operations import message_region, poisoned
-from common.ports import Message
-from common.prefixes import PrefixParser, normalise
-from common.regions import index_from_names
-from common.snapshot import decompress, read_bytes
+from core.errors import ServiceTagsError, SnapshotError
+from core.json_input import JsonInputError, load_json
+from core.messages import BadMessage, parse_region_message
+from core.ports import Message
+from core.prefixes import PrefixParser, normalise
+from core.regions import index_from_names
+from core.snapshot import decompress
+from runtime import logs
+from runtime.poison_queues import message_region, poisoned
+from runtime.snapshot_files import read_bytes
 from servicetags import forked
 from servicetags.diff_command import compare_files
 from servicetags.ops_command import _print_status, _region_row

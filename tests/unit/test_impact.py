@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from common.impact import impact
-from common.impact_render import section, summary_line, to_html_fragment, to_markdown, to_text
-from common.rules import RESOURCE_TYPES, RulesError, RuleSet, parse_rules
+from core.impact import impact
+from core.impact_render import section, summary_line, to_html_fragment, to_markdown, to_text
+from core.rules import RESOURCE_TYPES, RulesError, RuleSet, parse_rules
 from impact.rule_files import read_rules
 from servicetags import impact_command
 from tests.conftest import SHARED_DATA, real_report, real_snapshot

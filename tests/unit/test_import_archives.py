@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 from servicetags.import_command import archive_date, collect, read_archive
 from tests.conftest import snapshot_path
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.lifecycle import (
+from core.lifecycle import (
     EMPTY_SHA256,
     Decision,
     after_discovery,

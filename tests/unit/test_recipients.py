@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from common.digest import address_counts
-from common.errors import ServiceTagsError
-from common.report_schema import validate_report
+from core.digest import address_counts
+from core.errors import ServiceTagsError
 from notifier.recipients import (
     Recipient,
     RecipientsError,
@@ -16,6 +15,7 @@ from notifier.recipients import (
     parse_recipients,
     summarise_tags,
 )
+from runtime.report_schema import validate_report
 from tests.conftest import real_report as report
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from common.compare import index_of
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.change_report import index_of
+from core.prefixes import PrefixParser
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import snapshot_path
 
 

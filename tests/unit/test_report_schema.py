@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from common.errors import ServiceTagsError
-from common.report_schema import SCHEMA_PATH, ReportSchemaError, report_schema, validate_report
+from core.errors import ServiceTagsError
+from runtime.report_schema import SCHEMA_PATH, ReportSchemaError, report_schema, validate_report
 from tests.conftest import real_report as report
 
 
@@ -154,8 +154,8 @@ def test_a_huge_offending_value_is_shortened_not_dumped():
 def test_region_event_is_an_optional_compatible_field():
     import pytest
 
-    from common.report import with_region_event
-    from common.report_schema import ReportSchemaError, validate_report
+    from core.report import with_region_event
+    from runtime.report_schema import ReportSchemaError, validate_report
     from tests.conftest import real_report
 
     ordinary = real_report(346, 347, "francecentral")

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from common.errors import SnapshotError
-from common.prefixes import PrefixParser
-from common.snapshot import load_snapshot
+from core.errors import SnapshotError
+from core.prefixes import PrefixParser
+from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 
 GOOD_TAG = {"name": "Storage", "id": "Storage", "properties": {
@@ -136,8 +136,8 @@ def test_cli_exit_code_flag_reports_change_and_no_change():
 
 def test_pure_core_and_diff_command_import_no_azure_sdk():
     code = (
-        "import sys, pkgutil, importlib, common, servicetags.diff_command\n"
-        "for m in pkgutil.iter_modules(common.__path__): importlib.import_module('common.' + m.name)\n"
+        "import sys, pkgutil, importlib, core, servicetags.diff_command\n"
+        "for m in pkgutil.iter_modules(core.__path__): importlib.import_module('core.' + m.name)\n"
         "banned = {'azure', 'smtplib', 'urllib3', 'requests'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in banned))"
     )

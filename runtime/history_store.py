@@ -1,6 +1,6 @@
 """Keeping the history index in step with the snapshot and report blobs.
 
-history/<cloud>/index.bin            the index (common/history_index.py), moved under an ETag
+history/<cloud>/index.bin            the index (core/history_index.py), moved under an ETag
 history/<cloud>/changes/<cn>.json    when a change number was first seen (create-only; the
                                      import writes the archive's date, `sync` the time it
                                      first met the number); `import` skips numbers listed here
@@ -22,11 +22,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from common import layout
-from common.errors import TransientError
-from common.history_index import Builder, Index, change_key
-from common.ports import BlobStore
-from common.snapshot import parse_snapshot
+from core import layout
+from core.errors import TransientError
+from core.history_index import Builder, Index, change_key
+from core.ports import BlobStore
+from core.snapshot import parse_snapshot
 
 log = logging.getLogger(__name__)
 CHANGE_SCHEMA = "servicetags.history-change/v1"

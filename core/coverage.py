@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable
 from functools import lru_cache
 from operator import methodcaller
 
-from common.prefixes import Range, format_prefix
+from core.prefixes import Range, format_prefix
 
 Interval = tuple[int, int]  # [start, end)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from common.diff import TagChange
+from core.diff import TagChange
 
 SCHEMA = "servicetags.change-report/v1"
 

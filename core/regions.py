@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from common.errors import UnknownRegionError
-from common.model import ServiceTag
+from core.errors import UnknownRegionError
+from core.model import ServiceTag
 
 ALL = "all"
 GLOBAL = "global"

@@ -16,7 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "change-report.v1.json"
 

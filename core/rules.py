@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from common.coverage import blocks
-from common.errors import InvalidPrefixError, ServiceTagsError
-from common.prefixes import Range, canonical_range, format_prefix, normalise
+from core.coverage import blocks
+from core.errors import InvalidPrefixError, ServiceTagsError
+from core.prefixes import Range, canonical_range, format_prefix, normalise
 
 NSG = "Microsoft.Network/networkSecurityGroups"
 NSG_RULE = "Microsoft.Network/networkSecurityGroups/securityRules"

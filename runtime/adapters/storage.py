@@ -20,8 +20,8 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient, QueueServiceClient
 
-from common.config import ConfigError, Env
-from common.ports import Blob, LostReceipt, Message
+from core.ports import Blob, LostReceipt, Message
+from runtime.config import ConfigError, Env
 
 
 class StorageSettings(NamedTuple):

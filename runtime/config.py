@@ -6,7 +6,7 @@ import builtins
 import os
 from collections.abc import Mapping
 
-from common.errors import ServiceTagsError
+from core.errors import ServiceTagsError
 
 CLOUDS = ("Public", "AzureGovernment", "AzureChina")
 

@@ -8,9 +8,9 @@ import json
 import re
 from typing import Any, NamedTuple
 
-from common.config import CLOUDS
-from common.errors import ServiceTagsError
-from common.json_input import JsonInputError, load_json
+from core.errors import ServiceTagsError
+from core.json_input import JsonInputError, load_json
+from runtime.config import CLOUDS
 
 SCHEMA = "servicetags.region-check/v1"
 MAX_BYTES = 4096  # a region message is ~150 bytes; anything larger is not ours

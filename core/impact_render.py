@@ -1,4 +1,4 @@
-"""Renderings of an impact document (common/impact.py): text, Markdown, HTML and a plain-data
+"""Renderings of an impact document (core/impact.py): text, Markdown, HTML and a plain-data
 section for other channels. Pure.
 
 For the digest, the channels and the web report pages: `section(doc)` gives the facts as

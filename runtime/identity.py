@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from common.logs import log_event
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 

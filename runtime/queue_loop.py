@@ -24,12 +24,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple
 
-from common.config import Env
-from common.errors import PermanentError, ServiceTagsError
-from common.faults import crash_point
-from common.logs import log_event
-from common.messages import BadMessage
-from common.ports import LostReceipt, Message, Queue
+from core.errors import PermanentError, ServiceTagsError
+from core.messages import BadMessage
+from core.ports import LostReceipt, Message, Queue
+from runtime.config import Env
+from runtime.crash_points import crash_point
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 

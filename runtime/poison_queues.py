@@ -6,8 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from common.messages import BadMessage, decode_json_message
-from common.ports import Message, Queue
+from core.messages import BadMessage, decode_json_message
+from core.ports import Message, Queue
 
 
 def poisoned(message: Message) -> dict[str, Any]:

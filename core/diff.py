@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
-from common import coverage
-from common.model import API_ONLY_FIELDS, ServiceTag
-from common.prefixes import PrefixParser
+from core import coverage
+from core.model import API_ONLY_FIELDS, ServiceTag
+from core.prefixes import PrefixParser
 
 Status = Literal["added", "removed", "changed", "metadata"]
 

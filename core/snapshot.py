@@ -1,21 +1,17 @@
-"""Reading service-tag snapshots (download file or ARM reply, plain or gzipped) and writing
-the canonical form whose hash identifies a snapshot's content."""
+"""Parsing service-tag snapshots (download file or ARM reply, plain or gzipped bytes already
+read) into the model. Reading files is `runtime.snapshot_files`; the canonical form and the
+content hashes are `core.canonical`."""
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import json
-import os
 import zlib
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 
-from common.errors import InvalidPrefixError, SnapshotError
-from common.json_input import JsonInputError, load_json
-from common.model import FILE_ONLY_FIELDS, ServiceTag, Snapshot
-from common.prefixes import PrefixParser, normalise
+from core.errors import InvalidPrefixError, SnapshotError
+from core.json_input import JsonInputError, load_json
+from core.model import FILE_ONLY_FIELDS, ServiceTag, Snapshot
+from core.prefixes import PrefixParser, normalise
 
 GZIP_MAGIC = b"\x1f\x8b"
 _KNOWN_PROPERTIES = frozenset({"changeNumber", "region", "systemService", "addressPrefixes"})
@@ -31,23 +27,6 @@ MAX_BYTES_VARIABLE = "SERVICETAGS_MAX_SNAPSHOT_BYTES"
 def too_large(source: str, limit: int) -> SnapshotError:
     return SnapshotError(source, f"is over the {limit:,}-byte limit for a snapshot "
                                  f"(set {MAX_BYTES_VARIABLE} to allow more)")
-
-
-def read_bytes(path: str | os.PathLike[str], *, limit: int = DEFAULT_MAX_BYTES) -> bytes:
-    """File bytes, un-gzipped when they are gzip, at most `limit` of either. Errors name the file."""
-    name = os.fspath(path)
-    try:
-        with open(name, "rb") as f:
-            data = f.read(limit + 1)
-    except FileNotFoundError:
-        raise SnapshotError(name, "no such file") from None
-    except IsADirectoryError:
-        raise SnapshotError(name, "is a directory, not a snapshot file") from None
-    except OSError as exc:
-        raise SnapshotError(name, f"cannot read ({exc.strerror})") from None
-    if len(data) > limit:
-        raise too_large(name, limit)
-    return decompress(data, name, gz_expected=name.endswith(".gz"), limit=limit)
 
 
 def decompress(data: bytes, source: str, *, gz_expected: bool = False,
@@ -76,30 +55,13 @@ def decompress(data: bytes, source: str, *, gz_expected: bool = False,
     return bytes(out)
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a snapshot is built.
-
-    Parsing creates ~100,000 objects that all stay alive, so each automatic collection
-    rescans them for nothing: about 40 ms per snapshot. Nothing here makes reference cycles.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def parse_snapshot(data: bytes | str, source: str, parser: PrefixParser | None = None) -> Snapshot:
     """Parse a download file or an ARM serviceTags reply into the normalised model."""
     if isinstance(data, bytes):
         data = decompress(data, source)
     if not data.strip():
         raise SnapshotError(source, "is empty")
-    with _gc_paused():
-        return snapshot_from_document(parse_json(data, source), source, parser or PrefixParser())
+    return snapshot_from_document(parse_json(data, source), source, parser or PrefixParser())
 
 
 def parse_json(data: bytes | str, source: str) -> Any:
@@ -112,16 +74,6 @@ def parse_json(data: bytes | str, source: str) -> Any:
         return load_json(data)
     except JsonInputError as exc:
         raise SnapshotError(source, str(exc)) from None
-
-
-def load_snapshot(path: str | os.PathLike[str], parser: PrefixParser | None = None, *,
-                  limit: int = DEFAULT_MAX_BYTES) -> Snapshot:
-    return parse_snapshot(read_bytes(path, limit=limit), os.fspath(path), parser)
-
-
-def read_document(path: str | os.PathLike[str], *, limit: int = DEFAULT_MAX_BYTES) -> Any:
-    """The parsed JSON of a snapshot file, for `snapshot_from_document`."""
-    return parse_json(read_bytes(path, limit=limit), os.fspath(path))
 
 
 class Baseline(NamedTuple):
@@ -153,14 +105,20 @@ def _change_number(value: Any, source: str, where: str) -> str:
 
 
 def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
-                           region_code: str | None = None, baseline: Baseline | None = None,
-                           *, check: bool = True) -> Snapshot:
-    """The model of a parsed document; with `region_code`, of that region's tags only (the
-    others are not built, and their prefixes not checked).
+                           region_code: str | None = None, baseline: Baseline | None = None) -> Snapshot:
+    """The model of a parsed document, every prefix checked: `build_snapshot`, then
+    `checked`. With `region_code`, of that region's tags only (the others are not built,
+    and their prefixes not checked)."""
+    return checked(build_snapshot(doc, source, region_code, baseline), doc, parser, baseline)
 
-    With `baseline`, a tag equal to the baseline's is the baseline's object, and only the
-    prefixes the baseline does not hold are checked (its own were). With `check=False` no
-    prefix is checked: the caller owes a `check_document` before trusting the result."""
+
+def build_snapshot(doc: Any, source: str, region_code: str | None = None,
+                   baseline: Baseline | None = None) -> Snapshot:
+    """The model of a parsed document, its shape checked but not its prefixes (`checked`
+    does that, separately, so the two can run side by side).
+
+    With `baseline`, a tag equal to the baseline's is the baseline's object: nothing to
+    build, check or hash again."""
     if not isinstance(doc, dict):
         raise SnapshotError(source, f"expected a JSON object, found {type(doc).__name__}")
     values = doc.get("values")
@@ -175,9 +133,9 @@ def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
     tags: dict[str, ServiceTag] = {}
     raw = baseline.raw if baseline is not None else {}
     known = baseline.snapshot.tags if baseline is not None else {}
-    unchecked: list[frozenset[str]] = []  # prefixes to check, per tag
-    selected = [(i, v) for i, v in enumerate(values) if region_code is None or _region_of(v) == region_code]
-    for index, value in selected:
+    for index, value in enumerate(values):
+        if region_code is not None and _region_of(value) != region_code:
+            continue
         key = value.get("id") if raw and type(value) is dict else None
         prior = raw.get(key) if type(key) is str else None
         # Deep equality of the JSON, in C: cheaper than building the tag to compare it.
@@ -185,28 +143,32 @@ def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
         if tag.id in tags:
             raise SnapshotError(source, f"values[{index}]: duplicate tag id {tag.id!r}")
         same = known.get(tag.id)
-        if same is not None and same == tag:
+        if same is not None and same is not tag and same == tag:
             tag = same  # also when only the order of its lists changed
-        elif same is not None:
-            unchecked.append(tag.prefixes - same.prefixes)
-        else:
-            unchecked.append(tag.prefixes)
         tags[tag.id] = tag
-    if check:
-        _check(lambda: selected, unchecked, source, parser)
-        if parser.renamed:
-            _normalise(tags, parser.renamed)
     return Snapshot(cloud, change_number, tags, source)
 
 
-def check_document(doc: Any, snapshot: Snapshot, parser: PrefixParser) -> Snapshot:
-    """Check every prefix of `snapshot`, built from all of `doc` with `check=False`.
+def checked(snapshot: Snapshot, doc: Any, parser: PrefixParser, baseline: Baseline | None = None) -> Snapshot:
+    """`snapshot` (built from `doc`) once every prefix is valid, in normalised form.
 
-    Raises SnapshotError naming the first invalid prefix; returns the snapshot itself when
-    every prefix is in normalised form (as Microsoft publishes them), else a normalised copy.
-    Touches little else: in a forked child, each page written to is a page copied."""
-    _check(lambda: list(enumerate(doc["values"])), [t.prefixes for t in snapshot.tags.values()],
-           snapshot.source, parser)
+    Only the prefixes the baseline's same tag does not hold are checked (its own were).
+    Raises SnapshotError naming the first invalid prefix and where it is. Returns the
+    snapshot itself when every prefix is already normalised (as Microsoft publishes them),
+    else a normalised copy. Writes to nothing it is given."""
+    known = baseline.snapshot.tags if baseline is not None else {}
+    unchecked: list[frozenset[str]] = []
+    for tag in snapshot.tags.values():
+        same = known.get(tag.id)
+        if same is tag:
+            continue
+        unchecked.append(tag.prefixes if same is None else tag.prefixes - same.prefixes)
+    try:
+        parser.check_all(set().union(*unchecked))
+    except InvalidPrefixError:
+        ids = snapshot.tags.keys()
+        _raise_first_invalid([(i, v) for i, v in enumerate(doc["values"])
+                              if type(v) is dict and v.get("id", v.get("name")) in ids], snapshot.source)
     if not parser.renamed:
         return snapshot
     tags = dict(snapshot.tags)
@@ -216,16 +178,6 @@ def check_document(doc: Any, snapshot: Snapshot, parser: PrefixParser) -> Snapsh
 def _region_of(value: Any) -> object:
     props = value.get("properties") if type(value) is dict else None
     return props.get("region", "") if type(props) is dict else None
-
-
-def _check(located: Callable[[], list[tuple[int, Any]]], unchecked: list[frozenset[str]],
-           source: str, parser: PrefixParser) -> None:
-    """Validate every distinct unchecked prefix once. `located` gives the tags' JSON values
-    with their indexes, to name an invalid prefix's place."""
-    try:
-        parser.check_all(set().union(*unchecked))
-    except InvalidPrefixError:
-        _raise_first_invalid(located(), source)
 
 
 def _normalise(tags: dict[str, ServiceTag], renamed: Mapping[str, str]) -> bool:
@@ -314,70 +266,3 @@ def _raise_tag_error(value: Any, index: int, source: str) -> NoReturn:
     if not isinstance(value.get("properties"), dict):
         raise SnapshotError(source, f"{where} has no 'properties' object")
     raise SnapshotError(source, f"{where}: properties.addressPrefixes must be a list")
-
-
-def tag_document(tag: ServiceTag) -> dict[str, Any]:
-    """A tag in the API's wire shape, prefixes in string order (cheap and deterministic)."""
-    return {
-        "name": tag.name,
-        "id": tag.id,
-        **tag.extra,
-        "properties": {
-            "changeNumber": tag.change_number,
-            "region": tag.region,
-            "systemService": tag.system_service,
-            "addressPrefixes": sorted(tag.prefixes),
-            **tag.properties_extra,
-        },
-    }
-
-
-def _canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-# One encoder for every header: `json.dumps(..., sort_keys=True)` builds a new one per call.
-_encode_header = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
-
-
-def tag_digests(snapshot: Snapshot, skip: Snapshot | None = None) -> dict[str, bytes]:
-    """A digest per tag, except for tags equal to the same tag of `skip` (most tags do not
-    change from one week to the next, and their digests are known)."""
-    earlier = skip.tags if skip is not None else {}
-    out: dict[str, bytes] = {}
-    for tag_id, tag in snapshot.tags.items():
-        if earlier.get(tag_id) == tag:
-            continue
-        header = [tag.id, tag.name, tag.region, tag.system_service, tag.change_number,
-                  tag.properties_extra, tag.extra]
-        digest = hashlib.sha256(_encode_header(header).encode())
-        digest.update(b"\n")
-        digest.update("\n".join(sorted(tag.prefixes)).encode())
-        out[tag_id] = digest.digest()
-    return out
-
-
-def content_sha256(snapshot: Snapshot, digests: Mapping[str, bytes] | None = None) -> str:
-    """Identifies the content: the tags only, so a new top-level changeNumber over the same
-    tags (which Microsoft publishes) hashes the same.
-
-    The hash of the tag digests in id order; a tag digest covers a one-line JSON header of
-    every field but the prefixes, then the sorted prefixes one per line (unambiguous: prefixes
-    hold no newline), which is cheaper than JSON-encoding 90,000 prefix strings. `digests`
-    may hold more tags than the snapshot (those of a whole file, for one region of it).
-    """
-    digests = digests if digests is not None else tag_digests(snapshot)
-    return hashlib.sha256(b"".join(digests[k] for k in sorted(snapshot.tags))).hexdigest()
-
-
-def canonical_document(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "changeNumber": snapshot.change_number,
-        "cloud": snapshot.cloud,
-        "values": [tag_document(snapshot.tags[k]) for k in sorted(snapshot.tags)],
-    }
-
-
-def canonical_bytes(snapshot: Snapshot) -> bytes:
-    """The snapshot in ARM shape, deterministic, ready to store and to load again."""
-    return _canonical_json(canonical_document(snapshot))

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import Any, NamedTuple
 
-from common.config import Env
+from runtime.config import Env
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 

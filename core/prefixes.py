@@ -15,7 +15,7 @@ from __future__ import annotations
 from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from collections.abc import Iterable
 
-from common.errors import InvalidPrefixError
+from core.errors import InvalidPrefixError
 
 _HOST4 = {str(n): (1 << (32 - n)) - 1 for n in range(33)}
 _HOST6 = {str(n): (1 << (128 - n)) - 1 for n in range(129)}

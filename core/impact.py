@@ -1,6 +1,6 @@
 """Which of the user's rules a change report touches. Pure: plain data in, plain data out.
 
-Three ways a change reaches a rule (common/rules.py reads the rules):
+Three ways a change reaches a rule (core/rules.py reads the rules):
 
 - **tag**: the rule names a tag whose address space changed (names compared case-insensitively,
   as Azure does: `storage.westeurope` is `Storage.WestEurope`). The finding carries what the
@@ -28,10 +28,10 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from common import coverage
-from common.errors import ServiceTagsError
-from common.prefixes import Range, canonical_range, normalise
-from common.rules import FIREWALL, ROUTE, ROUTE_TABLE, RULE_COLLECTION_GROUP, Field, Rule
+from core import coverage
+from core.errors import ServiceTagsError
+from core.prefixes import Range, canonical_range, normalise
+from core.rules import FIREWALL, ROUTE, ROUTE_TABLE, RULE_COLLECTION_GROUP, Field, Rule
 
 SCHEMA = "servicetags.impact/v1"
 REPORT_SCHEMA = "servicetags.change-report/v1"

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from common.ports import Blob, LostReceipt, Message
+from core.ports import Blob, LostReceipt, Message
 
 
 class MemoryBlobStore:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.ports import BlobStore
+from core.ports import BlobStore
 
 STATE_SCHEMA = "servicetags.region-state/v1"
 REGIONS_SCHEMA = "servicetags.regions/v1"
