@@ -379,7 +379,8 @@ class Family:
         return int(self.nets[block])
 
     def end(self, block: int) -> int:
-        return int(self.nets[block]) + (1 << (self.bits - self.plen[block])) - 1
+        end: int = int(self.nets[block]) + (1 << (self.bits - self.plen[block])) - 1
+        return end
 
     def containing(self, address: int) -> Iterator[int]:
         """Every block that holds the address, innermost first."""

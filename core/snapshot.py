@@ -98,7 +98,7 @@ def _change_number(value: Any, source: str, where: str) -> str:
     # The download file uses integers, the API strings; the model uses strings.
     kind = type(value)
     if kind is str and value:
-        return value
+        return str(value)
     if kind is int:
         return str(value)
     raise SnapshotError(source, f"{where}changeNumber must be an integer or a string")

@@ -175,11 +175,13 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _container_client(blobs: Any) -> _ContainerListing:
     if hasattr(blobs, "list_blobs"):
-        return blobs
+        listing: _ContainerListing = blobs
+        return listing
     # An AzureBlobStore: the port has no listing with properties, its client has.
     inner = getattr(blobs, "_client", None)
     if inner is not None and hasattr(inner, "list_blobs"):
-        return inner
+        inner_listing: _ContainerListing = inner
+        return inner_listing
     raise TypeError(f"expected a ContainerClient or AzureBlobStore, not {type(blobs).__name__}")
 
 

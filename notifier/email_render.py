@@ -64,7 +64,7 @@ def _tag_counts(tag: dict[str, Any]) -> tuple[int, int, int, int]:
 
 
 def _net_is_listed(tag: dict[str, Any]) -> bool:
-    return tag["net_added"] == tag["added_prefixes"] and tag["net_removed"] == tag["removed_prefixes"]
+    return bool(tag["net_added"] == tag["added_prefixes"] and tag["net_removed"] == tag["removed_prefixes"])
 
 
 def _sections(tag: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from core.errors import SnapshotError
 from core.model import Snapshot
 from core.prefixes import PrefixParser
-from core.snapshot import DEFAULT_MAX_BYTES, SnapshotError, decompress, parse_json, parse_snapshot, too_large
+from core.snapshot import DEFAULT_MAX_BYTES, decompress, parse_json, parse_snapshot, too_large
 
 
 def read_bytes(path: str | os.PathLike[str], *, limit: int = DEFAULT_MAX_BYTES) -> bytes:

@@ -58,7 +58,8 @@ class Pending(Generic[T]):
         kind, value = self._outcome
         if kind == _ERROR:
             raise ServiceTagsError(value)
-        return value
+        result: T = value
+        return result
 
     def close(self) -> None:
         """Stop the child if its result was never asked for, and reap it."""
@@ -84,7 +85,8 @@ class Pending(Generic[T]):
         size = int.from_bytes(data[:_SIZE], "big")
         if len(data) == _SIZE + size > _SIZE:
             try:
-                return marshal.loads(data[_SIZE:])
+                outcome: tuple[int, Any] = marshal.loads(data[_SIZE:])
+                return outcome
             except (EOFError, ValueError, TypeError):  # pragma: no cover - cannot happen
                 pass
         try:  # the child died: do the work here

@@ -20,7 +20,7 @@ USER_AGENT = "servicetags-watch/0.1"
 
 
 def arm_pipeline_client(credential: Any, *, base_url: str, credential_scopes: list[str],
-                        **kwargs: Any) -> ARMPipelineClient:
+                        **kwargs: Any) -> ARMPipelineClient[Any, Any]:
     kwargs.setdefault("user_agent", USER_AGENT)
     redirect = policies.RedirectPolicy(**kwargs)
     chain = [
