@@ -28,5 +28,10 @@ class PermanentError(ServiceTagsError):
     """Processing this message can never succeed (bad content, unknown region): poison it now."""
 
 
+class BadMessage(PermanentError):
+    """A message that is not what its queue carries (not JSON, missing fields, a bad region
+    name): it can never be processed, and goes to the poison queue with this reason."""
+
+
 class TransientError(ServiceTagsError):
     """Processing failed for now (service down, throttled, truncated reply): try again later."""

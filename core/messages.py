@@ -8,17 +8,13 @@ import json
 import re
 from typing import Any, NamedTuple
 
-from core.errors import ServiceTagsError
+from core.errors import BadMessage
 from core.json_input import JsonInputError, load_json
 from runtime.config import CLOUDS
 
 SCHEMA = "servicetags.region-check/v1"
 MAX_BYTES = 4096  # a region message is ~150 bytes; anything larger is not ours
 _REGION = re.compile(r"^[a-z0-9]{2,40}$")
-
-
-class BadMessage(ServiceTagsError):
-    """A message that can never be processed: it goes to the poison queue with this reason."""
 
 
 class RegionMessage(NamedTuple):

@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from core.errors import ServiceTagsError
-from servicetags.argparsing import ArgumentParser, fail
+from runtime.arguments import ArgumentParser, fail
 
 
 def main(argv: list[str], prog: str = "servicetags local") -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ServiceTagsError
-from servicetags.argparsing import ArgumentParser, fail
+from runtime.arguments import ArgumentParser, fail
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "data" / "snapshots"

@@ -13,11 +13,11 @@ import threading
 from typing import Any, NamedTuple
 
 from core.ports import Message
+from runtime.arguments import ArgumentParser
+from runtime.component import run_component
 from runtime.config import ConfigError, Env
 from runtime.logs import LogSettings, log_event
 from runtime.queue_loop import LoopSettings, QueueConsumer
-from servicetags.argparsing import ArgumentParser
-from servicetags.entrypoint import run_component
 
 log = logging.getLogger("impact")
 
@@ -48,6 +48,7 @@ class ImpactSettings(NamedTuple):
     retry_backoff: float
     loop: LoopSettings
     logging: LogSettings
+    identity_wait: int = 300
 
     @classmethod
     def from_env(cls, env: Env) -> ImpactSettings:
@@ -88,6 +89,7 @@ class ImpactSettings(NamedTuple):
             retry_backoff=env.int("SERVICETAGS_ARM_RETRY_BACKOFF_MS", 800, minimum=0) / 1000,
             loop=LoopSettings.from_env(env),
             logging=LogSettings.from_env(env),
+            identity_wait=env.identity_wait(),
         )
 
 
@@ -115,20 +117,14 @@ def rules_reader(settings: ImpactSettings, credential: Any) -> Any:
 def build_consumer(settings: ImpactSettings, stop: threading.Event) -> QueueConsumer:
     from impact.handler import handle_report
     from notifier.events import NotAReportEvent, parse_queue_message
-    from runtime.adapters.storage import StorageClients
-    from runtime.identity import DevTokenCredential, azure_credential, wait_for_identity
+    from runtime.adapters.storage import open_storage
+    from runtime.identity import DevTokenCredential, azure_credential
 
-    storage_credential = None
-    if not settings.storage.local:
-        storage_credential = azure_credential(settings.cloud)
-        wait_for_identity(storage_credential, "https://storage.azure.com/.default", max_wait=300)
-    clients = StorageClients(settings.storage, storage_credential)
     s = settings.storage
-    if s.local:
-        clients.ensure(
-            [s.reports_container, s.snapshots_container, settings.container],
-            [settings.queue, f"{settings.queue}-poison"],
-        )
+    clients = open_storage(s, settings.cloud, identity_wait=settings.identity_wait,
+                           containers=[s.reports_container, s.snapshots_container, settings.container],
+                           queues=[settings.queue])
+    storage_credential = clients.credential
     reports, snapshots = clients.container(s.reports_container), clients.container(s.snapshots_container)
     results = clients.container(settings.container)
     graph_credential = None
@@ -151,7 +147,7 @@ def build_consumer(settings: ImpactSettings, stop: threading.Event) -> QueueCons
             return
         handle_report(event.blob_name, reports=reports, snapshots=snapshots, results=results, rules=rules)
 
-    queue, poison = clients.queue(settings.queue), clients.queue(f"{settings.queue}-poison")
+    queue, poison = clients.queue(settings.queue), clients.poison(settings.queue)
     return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
 
 

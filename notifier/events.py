@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, SystemEventNames
 
+from core.errors import BadMessage
 from core.json_input import JsonInputError, load_json
-from core.messages import BadMessage, decode_json_message
+from core.messages import decode_json_message
 
 BLOB_CREATED = str(SystemEventNames.StorageBlobCreatedEventName.value)
 SUBSCRIPTION_VALIDATION = str(SystemEventNames.EventGridSubscriptionValidationEventName.value)

@@ -14,11 +14,11 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from core.ports import Message
+from runtime.arguments import ArgumentParser
+from runtime.component import run_component
 from runtime.config import ConfigError, Env
 from runtime.logs import LogSettings, log_event
 from runtime.queue_loop import LoopSettings, QueueConsumer
-from servicetags.argparsing import ArgumentParser
-from servicetags.entrypoint import run_component
 
 log = logging.getLogger("notifier")
 
@@ -41,6 +41,7 @@ class NotifierSettings(NamedTuple):
     deadlines_queue: str = "run-deadlines"
     # credential -> secret reader, over this environment (a closure: its repr shows no value)
     secret_reader: Any = None
+    identity_wait: int = 300
 
     @classmethod
     def from_env(cls, env: Env) -> NotifierSettings:
@@ -75,6 +76,7 @@ class NotifierSettings(NamedTuple):
             claim_timeout=env.int("SERVICETAGS_CLAIM_TIMEOUT", 600, minimum=1),
             loop=LoopSettings.from_env(env),
             logging=LogSettings.from_env(env),
+            identity_wait=env.identity_wait(),
             channels=channels,
             runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
             deadlines_queue=env.str("SERVICETAGS_DEADLINES_QUEUE", "run-deadlines") or "run-deadlines",
@@ -92,19 +94,14 @@ class Wiring(NamedTuple):
 def build(settings: NotifierSettings) -> Wiring:
     from notifier.delivery import Notifier
     from notifier.mail import MailSender, SmtpSender, acs_sender_from
-    from runtime.adapters.storage import StorageClients
-    from runtime.identity import azure_credential, wait_for_identity
+    from runtime.adapters.storage import open_storage
 
-    credential = None
-    if not settings.storage.local:
-        credential = azure_credential(settings.cloud)
-        wait_for_identity(credential, "https://storage.azure.com/.default", max_wait=300)
-    clients = StorageClients(settings.storage, credential)
     s = settings.storage
-    if s.local:
-        clients.ensure([s.reports_container, settings.notifications_container, settings.runs_container],
-                       [s.events_queue, f"{s.events_queue}-poison", settings.deadlines_queue,
-                        f"{settings.deadlines_queue}-poison"])
+    clients = open_storage(s, settings.cloud, identity_wait=settings.identity_wait,
+                           containers=[s.reports_container, settings.notifications_container,
+                                       settings.runs_container],
+                           queues=[s.events_queue, settings.deadlines_queue])
+    credential = clients.credential
     sender: MailSender
     if settings.backend == "acs":
         sender = acs_sender_from(endpoint=settings.acs_endpoint,
@@ -159,13 +156,14 @@ def queue_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.E
         wiring.notifier.deliver(event.blob_name, event.url)
 
     s = settings.storage
-    queue, poison = wiring.clients.queue(s.events_queue), wiring.clients.queue(f"{s.events_queue}-poison")
+    queue, poison = wiring.clients.queue(s.events_queue), wiring.clients.poison(s.events_queue)
     return QueueConsumer(queue, poison, handle, settings.loop, stop=stop)
 
 
 def deadline_consumer(settings: NotifierSettings, wiring: Wiring, stop: threading.Event) -> QueueConsumer:
     """Run deadlines: each message turns visible when its run's time is up."""
-    from core.messages import BadMessage, decode_json_message
+    from core.errors import BadMessage
+    from core.messages import decode_json_message
     from core.runs import RunError, parse_deadline
 
     def handle(message: Message) -> None:
@@ -179,7 +177,7 @@ def deadline_consumer(settings: NotifierSettings, wiring: Wiring, stop: threadin
         wiring.digests.deliver_run(deadline.cloud, deadline.run_id, closed_by="deadline")
 
     queue = wiring.clients.queue(settings.deadlines_queue)
-    return QueueConsumer(queue, wiring.clients.queue(f"{settings.deadlines_queue}-poison"), handle,
+    return QueueConsumer(queue, wiring.clients.poison(settings.deadlines_queue), handle,
                          settings.loop, stop=stop)
 
 

@@ -34,8 +34,7 @@ import jwt
 from waitress import wasyncore
 from waitress.server import create_server
 
-from core.errors import PermanentError, TransientError
-from core.messages import BadMessage
+from core.errors import BadMessage, PermanentError, TransientError
 from notifier.events import (
     IgnoredEvent,
     ReportEvent,

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 from core.errors import ServiceTagsError
 from core.messages import RegionMessage
 from runtime import logs
+from runtime.arguments import ArgumentParser, fail
 from runtime.config import ConfigError, Env
 from runtime.logs import LogSettings, log_event
-from servicetags.argparsing import ArgumentParser, fail
 
 log = logging.getLogger("producer")
 _LOCATION = re.compile(r"^[a-z0-9]{2,40}$")
@@ -33,6 +33,7 @@ class ProducerSettings(NamedTuple):
     runs_container: str = "runs"
     deadlines_queue: str = "run-deadlines"
     digest_deadline: int = 3600       # seconds after the start when the run's digest goes out anyway
+    identity_wait: int = 300
 
     @classmethod
     def from_env(cls, env: Env) -> ProducerSettings:
@@ -52,7 +53,8 @@ class ProducerSettings(NamedTuple):
                    runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
                    deadlines_queue=env.str("SERVICETAGS_DEADLINES_QUEUE", "run-deadlines") or "run-deadlines",
                    digest_deadline=env.int("SERVICETAGS_DIGEST_DEADLINE", 3600, minimum=1,
-                                           maximum=7 * 24 * 3600))
+                                           maximum=7 * 24 * 3600),
+                   identity_wait=env.identity_wait())
 
 
 def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime, *,
@@ -64,16 +66,12 @@ def region_messages(cloud: str, regions: list[str], run_id: str, now: datetime, 
 
 def produce(settings: ProducerSettings, *, run_id: str | None = None) -> list[RegionMessage]:
     from core.layout import known_regions
-    from runtime.adapters.storage import StorageClients
-    from runtime.identity import azure_credential
+    from runtime.adapters.storage import open_storage
 
-    credential = None if settings.storage.local else azure_credential(settings.cloud)
-    clients = StorageClients(settings.storage, credential)
     names = settings.storage
-    if names.local:
-        clients.ensure([names.snapshots_container, settings.runs_container],
-                       [names.regions_queue, f"{names.regions_queue}-poison", settings.deadlines_queue,
-                        f"{settings.deadlines_queue}-poison"])
+    clients = open_storage(names, settings.cloud, identity_wait=settings.identity_wait,
+                           containers=[names.snapshots_container, settings.runs_container],
+                           queues=[names.regions_queue, settings.deadlines_queue])
     regions = list(settings.regions) if settings.regions is not None else known_regions(
         clients.container(names.snapshots_container), settings.cloud)
     run_id = run_id or f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"

@@ -58,6 +58,10 @@ class Env:
                 return choice
         raise ConfigError(f"{name}={text!r} must be one of {', '.join(choices)}")
 
+    def identity_wait(self) -> builtins.int:
+        """SERVICETAGS_IDENTITY_WAIT: seconds every component waits for its managed identity."""
+        return self.int("SERVICETAGS_IDENTITY_WAIT", 300, minimum=0)
+
     def cloud(self, name: str = "SERVICETAGS_CLOUD") -> str:
         return self.choice(name, CLOUDS, "Public")
 

@@ -6,7 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from core.messages import BadMessage, decode_json_message
+from core.errors import BadMessage
+from core.messages import decode_json_message
 from core.ports import Message, Queue
 
 

@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from core.errors import PermanentError, ServiceTagsError
-from core.messages import BadMessage
 from core.ports import LostReceipt, Message, Queue
 from runtime.config import Env
 from runtime.crash_points import crash_point
@@ -163,7 +162,7 @@ class QueueConsumer:
         try:
             with lease:
                 self.handler(message)
-        except (BadMessage, PermanentError) as exc:
+        except PermanentError as exc:  # BadMessage too
             self._to_poison(lease.current(), str(exc))
             return
         except Exception as exc:

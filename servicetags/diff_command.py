@@ -27,10 +27,10 @@ from core.snapshot import (
     checked,
     snapshot_from_document,
 )
+from runtime.arguments import ArgumentParser, fail
 from runtime.config import Env
 from runtime.snapshot_files import read_document
 from servicetags import forked
-from servicetags.argparsing import ArgumentParser, fail
 
 EXIT_CHANGED = 1
 

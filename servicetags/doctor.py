@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.errors import ServiceTagsError
+from runtime.arguments import ArgumentParser, fail
 from runtime.config import Env
-from servicetags.argparsing import ArgumentParser, fail
 
 PROBE_TTL = 60              # seconds a probe message could live if its delete were lost
 ACS_API_VERSION = "2023-03-31"

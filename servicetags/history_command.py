@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from servicetags.argparsing import fail
+from runtime.arguments import fail
 
 TYPE_CHECKING = False  # what typing.TYPE_CHECKING is at run time, without importing typing
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def lookup_main(argv: list[str], prog: str) -> int:
 
     args = _quick(argv, ("cloud", "index", "format", "at", "change"))
     if args is None:
-        from servicetags.argparsing import ArgumentParser
+        from runtime.arguments import ArgumentParser
 
         parser = ArgumentParser(prog=prog, description="Which service tags hold an address, or overlap a "
                                 "CIDR block, and since when.")
@@ -174,7 +174,7 @@ def history_main(argv: list[str], prog: str) -> int:
 
     args = _quick(argv, ("cloud", "index", "format", "since"))
     if args is None:
-        from servicetags.argparsing import ArgumentParser
+        from runtime.arguments import ArgumentParser
 
         parser = ArgumentParser(prog=prog, description="Every time a prefix joined or left a tag: for the "
                                 "blocks holding an address or overlapping a CIDR block, or for one tag.")

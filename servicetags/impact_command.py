@@ -17,7 +17,7 @@ from typing import Any
 from core.errors import InvalidPrefixError, ServiceTagsError
 from core.impact import check_report, impact
 from core.impact_render import RENDERERS
-from servicetags.argparsing import ArgumentParser, fail
+from runtime.arguments import ArgumentParser, fail
 
 EXIT_AFFECTED = 1
 

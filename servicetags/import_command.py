@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.errors import ServiceTagsError
-from servicetags.argparsing import ArgumentParser, fail
+from runtime.arguments import ArgumentParser, fail
 
 THREADS = 4
 _DATE_IN_NAME = re.compile(r"(?<!\d)(20\d\d)-?([01]\d)-?([0-3]\d)(?!\d)")
@@ -234,17 +234,15 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
 
 
 def stores_from_env(env: Any) -> Stores:
-    from runtime.adapters.storage import StorageClients, StorageSettings
-    from runtime.identity import azure_credential
+    from runtime.adapters.storage import StorageSettings, open_storage
 
     settings = StorageSettings.from_env(env)
-    clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
     history = env.str("SERVICETAGS_HISTORY_CONTAINER", "history") or "history"
     notifications = env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications") or "notifications"
     web = env.str("SERVICETAGS_WEB_CONTAINER", "$web") or "$web"
-    if settings.local:
-        clients.ensure([settings.snapshots_container, settings.reports_container, history, notifications,
-                        web], [])
+    clients = open_storage(settings, env.cloud(), containers=[settings.snapshots_container,
+                                                              settings.reports_container, history,
+                                                              notifications, web])
     publish = env.bool("SERVICETAGS_WEB_PUBLISH", True)
     return Stores(clients.container(settings.snapshots_container),
                   clients.container(settings.reports_container),

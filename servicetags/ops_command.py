@@ -7,16 +7,14 @@ import sys
 from typing import Any
 
 from core.errors import ServiceTagsError
+from runtime.arguments import ArgumentParser, fail
 from runtime.config import Env
-from servicetags.argparsing import ArgumentParser, fail
 
 
 def _clients(env: Env) -> Any:
-    from runtime.adapters.storage import StorageClients, StorageSettings
-    from runtime.identity import azure_credential
+    from runtime.adapters.storage import StorageSettings, open_storage
 
-    settings = StorageSettings.from_env(env)
-    return StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
+    return open_storage(StorageSettings.from_env(env), env.cloud())
 
 
 def requeue_main(argv: list[str], prog: str) -> int:
@@ -37,7 +35,7 @@ def requeue_main(argv: list[str], prog: str) -> int:
         queue_name = {"regions": names.regions_queue, "change-events": names.events_queue,
                       "impact": env.str("SERVICETAGS_IMPACT_QUEUE") or "impact"}[args.queue]
         wanted = {r.lower() for r in args.region}
-        moved = requeue(clients.queue(f"{queue_name}-poison"), clients.queue(queue_name),
+        moved = requeue(clients.poison(queue_name), clients.queue(queue_name),
                         keep=lambda content: not wanted or message_region(content) in wanted)
     except ServiceTagsError as exc:
         return fail(prog, str(exc))

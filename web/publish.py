@@ -109,22 +109,17 @@ def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = Fals
 
 
 def _publish_queue(env: Any) -> Any:
-    from runtime.adapters.storage import StorageClients, StorageSettings
-    from runtime.identity import azure_credential
+    from runtime.adapters.storage import StorageSettings, open_storage
 
-    settings = StorageSettings.from_env(env)
-    clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
     name = env.str("SERVICETAGS_PUBLISH_QUEUE", "publish-events") or "publish-events"
-    if settings.local:
-        clients.ensure([], [name])
-    return clients.queue(name)
+    return open_storage(StorageSettings.from_env(env), env.cloud(), queues=[name]).queue(name)
 
 
 def main(argv: list[str], prog: str = "servicetags publish") -> int:
     from core.errors import ServiceTagsError
     from core.history_index import IndexError_
+    from runtime.arguments import ArgumentParser, fail
     from runtime.config import Env
-    from servicetags.argparsing import ArgumentParser, fail
 
     parser = ArgumentParser(prog=prog, description="Bring the history index up to date with the snapshot and "
                             "report blobs, then the static web view in $web. Idempotent.")

@@ -34,7 +34,7 @@ from core.lifecycle import (
     is_retired,
     recorded_change_number,
 )
-from core.messages import RegionMessage
+from core.messages import RegionMessage, parse_region_message
 from core.model import Snapshot
 from core.ports import BlobStore
 from core.prefixes import PrefixParser
@@ -44,6 +44,8 @@ from core.report import with_region_event
 from core.snapshot import parse_json, parse_snapshot, snapshot_from_document
 from runtime.crash_points import crash_point
 from runtime.logs import log_event
+from worker import run_progress
+from worker.discovery import discover
 from worker.observed import observe, observed_state, propagated
 from worker.sources import DEFAULT_LOCATIONS, Fetched, TagSource, UnknownLocation
 
@@ -129,6 +131,24 @@ def _fetch(source: TagSource, message: RegionMessage) -> tuple[str, Fetched]:
             raise
         log.info("%s; asking %s instead", exc, fallback)
         return fallback, source.fetch(message.cloud, fallback)
+
+
+def handle_message(content: str | bytes, *, source: TagSource, snapshots: BlobStore, reports: BlobStore,
+                   runs: BlobStore, enqueue: Callable[[str], None], replies: ParsedReplies,
+                   observed: TagSource | None = None, clock: Clock = utc_now) -> Outcome:
+    """One region message, start to end: parse it (BadMessage: poison), check the region,
+    keep the cloud document and fan out to new regions (a `global` check), then record the
+    outcome under its run (the last one closes the run). Each step is repeatable."""
+    message = parse_region_message(content)
+    outcome = handle_region(message, source=source, snapshots=snapshots, reports=reports,
+                            replies=replies, observed=observed, clock=clock)
+    if message.region == GLOBAL and outcome.status != "stale":
+        # Every `global` check keeps the cloud document; only an `all` run fans out.
+        discover(message, outcome.regions, snapshots=snapshots, enqueue=enqueue,
+                 change_number=outcome.change_number, fan_out=message.discover)
+    run_progress.record_outcome(message, outcome.status, store=runs, report=outcome.report,
+                                found=outcome.regions)
+    return outcome
 
 
 def handle_region(message: RegionMessage, *, source: TagSource, snapshots: BlobStore, reports: BlobStore,

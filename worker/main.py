@@ -11,13 +11,12 @@ import sys
 import threading
 from typing import Any, NamedTuple
 
-from core.messages import parse_region_message
 from core.ports import Message
+from runtime.arguments import ArgumentParser
+from runtime.component import run_component
 from runtime.config import ConfigError, Env
 from runtime.logs import LogSettings, log_event
 from runtime.queue_loop import LoopSettings, QueueConsumer
-from servicetags.argparsing import ArgumentParser
-from servicetags.entrypoint import run_component
 
 log = logging.getLogger("worker")
 SOURCES = ("arm", "file", "download-center")
@@ -70,7 +69,7 @@ class WorkerSettings(NamedTuple):
             arm_retries=env.int("SERVICETAGS_ARM_RETRIES", 3, minimum=0, maximum=10),
             arm_retry_backoff=env.int("SERVICETAGS_ARM_RETRY_BACKOFF_MS", 800, minimum=0) / 1000,
             loop=LoopSettings.from_env(env),
-            identity_wait=env.int("SERVICETAGS_IDENTITY_WAIT", 300, minimum=0),
+            identity_wait=env.identity_wait(),
             logging=LogSettings.from_env(env),
             runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
             max_reply_bytes=env.int("SERVICETAGS_MAX_SNAPSHOT_BYTES", 64 * 1024 * 1024, minimum=1024),
@@ -114,42 +113,28 @@ def build_source(settings: WorkerSettings, kind: str) -> Any:
 
 
 def build_consumer(settings: WorkerSettings, stop: threading.Event) -> QueueConsumer:
-    from runtime.adapters.storage import StorageClients
-    from runtime.identity import azure_credential, wait_for_identity
+    from runtime.adapters.storage import open_storage
     from worker import run_progress
-    from worker.discovery import discover
-    from worker.handler import ParsedReplies, handle_region
+    from worker.handler import ParsedReplies, handle_message
 
-    storage_credential = None
-    if not settings.storage.local:
-        storage_credential = azure_credential(settings.cloud)
-        wait_for_identity(storage_credential, "https://storage.azure.com/.default",
-                          max_wait=settings.identity_wait)
-    clients = StorageClients(settings.storage, storage_credential)
     names = settings.storage
+    clients = open_storage(names, settings.cloud, identity_wait=settings.identity_wait,
+                           containers=[names.snapshots_container, names.reports_container,
+                                       settings.runs_container],
+                           queues=[names.regions_queue])
     runs = clients.container(settings.runs_container)
-    if settings.storage.local:
-        clients.ensure([names.snapshots_container, names.reports_container, runs.name],
-                       [names.regions_queue, f"{names.regions_queue}-poison"])
     snapshots = clients.container(names.snapshots_container)
     reports = clients.container(names.reports_container)
     queue = clients.queue(names.regions_queue)
-    poison = clients.queue(f"{names.regions_queue}-poison")
+    poison = clients.poison(names.regions_queue)
 
     source = build_source(settings, settings.source)
     observed = build_source(settings, settings.observed) if settings.observed else None
     replies = ParsedReplies()
 
     def handle(message: Message) -> None:
-        region_message = parse_region_message(message.content)
-        outcome = handle_region(region_message, source=source, snapshots=snapshots, reports=reports,
-                                replies=replies, observed=observed)
-        if region_message.region == "global" and outcome.status != "stale":
-            # Every `global` check keeps the cloud document; only an `all` run fans out.
-            discover(region_message, outcome.regions, snapshots=snapshots, enqueue=queue.send,
-                     change_number=outcome.change_number, fan_out=region_message.discover)
-        run_progress.record_outcome(region_message, outcome.status, store=runs, report=outcome.report,
-                                    found=outcome.regions)
+        handle_message(message.content, source=source, snapshots=snapshots, reports=reports, runs=runs,
+                       enqueue=queue.send, replies=replies, observed=observed)
 
     return QueueConsumer(queue, poison, handle, settings.loop, stop=stop,
                          on_poison=lambda m, reason: run_progress.record_poisoned(m, reason, store=runs))

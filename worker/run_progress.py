@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from core import runs
-from core.messages import BadMessage, RegionMessage, parse_region_message
+from core.errors import BadMessage
+from core.messages import RegionMessage, parse_region_message
 from core.ports import BlobStore, Message
 from runtime.crash_points import crash_point
 from runtime.logs import log_event

@@ -6,7 +6,7 @@ account endpoints and DefaultAzureCredential (the component's managed identity):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from typing import Any, NamedTuple
 
@@ -57,12 +57,41 @@ class StorageSettings(NamedTuple):
         return self.connection_string is not None
 
 
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
+def poison_name(queue: str) -> str:
+    """Where a queue's consumer moves the messages it gives up on."""
+    return f"{queue}-poison"
+
+
+def open_storage(settings: StorageSettings, cloud: str, *, containers: Iterable[str] = (),
+                 queues: Iterable[str] = (), identity_wait: int | None = None) -> StorageClients:
+    """The one wiring of storage every command and component uses: the managed identity in
+    Azure (waited for up to `identity_wait` seconds when given: a fresh job's identity may
+    not be ready), or the local connection string; then, in local mode only, the containers
+    and each queue with its poison queue created if missing (in Azure, Terraform owns them
+    and the identities have no right to create them)."""
+    from runtime.identity import azure_credential, wait_for_identity
+
+    credential = None
+    if not settings.local:
+        credential = azure_credential(cloud)
+        if identity_wait is not None:
+            wait_for_identity(credential, STORAGE_SCOPE, max_wait=identity_wait)
+    clients = StorageClients(settings, credential)
+    if settings.local:
+        clients.ensure(list(containers), [name for q in queues for name in (q, poison_name(q))])
+    return clients
+
+
 class StorageClients:
     """Builds service clients once per process; `credential` is only used without a
-    connection string."""
+    connection string (and kept for the component's other Azure clients)."""
 
     def __init__(self, settings: StorageSettings, credential: Any = None) -> None:
         self.settings = settings
+        self.credential = credential
         if settings.connection_string:
             try:
                 self.blobs = BlobServiceClient.from_connection_string(settings.connection_string)
@@ -79,6 +108,10 @@ class StorageClients:
 
     def queue(self, name: str) -> AzureQueue:
         return AzureQueue(self.queues.get_queue_client(name))
+
+    def poison(self, name: str) -> AzureQueue:
+        """The poison queue of queue `name`."""
+        return self.queue(poison_name(name))
 
     def ensure(self, containers: list[str], queues: list[str]) -> None:
         """Create what is missing. Only in local mode: in Azure, Terraform owns the resources

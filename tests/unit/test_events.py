@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.messages import BadMessage
+from core.errors import BadMessage
 from notifier.events import (
     IgnoredEvent,
     NotAReportEvent,

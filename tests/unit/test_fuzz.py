@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.change_report import change_report
-from core.errors import ServiceTagsError, SnapshotError
+from core.errors import BadMessage, ServiceTagsError, SnapshotError
 from core.json_input import JsonInputError, load_json
-from core.messages import BadMessage, RegionMessage, parse_region_message
+from core.messages import RegionMessage, parse_region_message
 from core.prefixes import PrefixParser
 from core.render import RENDERERS
 from core.snapshot import parse_snapshot

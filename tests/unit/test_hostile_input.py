@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ServiceTagsError, SnapshotError
+from core.errors import BadMessage, ServiceTagsError, SnapshotError
 from core.json_input import JsonInputError, load_json
-from core.messages import BadMessage, parse_region_message
+from core.messages import parse_region_message
 from core.ports import Message
 from core.prefixes import PrefixParser, normalise
 from core.regions import index_from_names

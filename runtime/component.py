@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from core.errors import ServiceTagsError
 from runtime import logs
-from servicetags.argparsing import fail
+from runtime.arguments import fail
 
 S = TypeVar("S")
 
