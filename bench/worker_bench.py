@@ -47,7 +47,7 @@ class MemorySource:
         self.body = body
 
     def fetch(self, cloud: str, location: str):
-        from worker.sources import Fetched
+        from core.ports import Fetched
 
         return Fetched(self.body, "memory")
 

@@ -1,9 +1,40 @@
-"""The seams between the core and the outside world: small Protocols, no SDK types."""
+"""The seams between the core and the outside world: small Protocols, no SDK types.
+
+A blob store and a queue (Azure Storage in `runtime/adapters/storage.py`, in memory in
+`runtime/adapters/memory.py`), where the worker's service tags come from (`TagSource`: ARM, a
+file, the Download Center, in `worker/`), how the notifier sends mail (`MailSender`: SMTP or
+Azure Communication Services, in `notifier/mail.py`), and the clock handlers are given."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
+from email.message import EmailMessage
 from typing import NamedTuple, Protocol
+
+
+class Clock(Protocol):
+    """The time now, timezone-aware (UTC): injected so tests can move it."""
+
+    def __call__(self) -> datetime: ...
+
+
+class Fetched(NamedTuple):
+    body: bytes
+    origin: str       # for messages and logs: URL or path
+
+
+class TagSource(Protocol):
+    def fetch(self, cloud: str, location: str) -> Fetched:
+        """The raw service-tags reply (bytes, maybe gzip) as seen from `location`. Raises
+        TransientError (retry later) or PermanentError (poison)."""
+        ...
+
+
+class MailSender(Protocol):
+    def send(self, msg: EmailMessage) -> str:
+        """Send `msg`; return the provider's id for it. Raises Transient/PermanentMailError."""
+        ...
 
 
 class Blob(NamedTuple):

@@ -39,10 +39,10 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
 from core.errors import PermanentError, TransientError
-from core.ports import BlobStore
+from core.ports import BlobStore, MailSender
 from core.render import summary_line
 from notifier.email_render import render_email
-from notifier.mail import MailSender, PermanentMailError, TransientMailError
+from notifier.mail import PermanentMailError, TransientMailError
 from notifier.recipients import Recipient, filter_report
 from runtime.crash_points import crash_point
 from runtime.history_store import is_imported

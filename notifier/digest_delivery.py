@@ -32,11 +32,11 @@ from typing import Any, NamedTuple
 from core import runs
 from core.digest import DigestReport, build_digest, worth_sending
 from core.errors import PermanentError, TransientError
-from core.ports import BlobStore
+from core.ports import BlobStore, MailSender
 from notifier.channels import Channel, ChannelPoster
 from notifier.chat_render import slack_payload, teams_payload
 from notifier.digest_email import render_digest_email
-from notifier.mail import MailSender, PermanentMailError, TransientMailError
+from notifier.mail import PermanentMailError, TransientMailError
 from notifier.recipients import Recipient, filter_report
 from runtime.crash_points import crash_point
 from runtime.logs import log_event

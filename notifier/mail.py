@@ -17,7 +17,7 @@ import smtplib
 import ssl
 import uuid
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from core.errors import ServiceTagsError
 from notifier.email_render import to_acs_message
@@ -47,12 +47,6 @@ class PermanentMailError(MailError):
 
 class MailConfigError(ServiceTagsError):
     """A mail sender that cannot be built from the given settings."""
-
-
-class MailSender(Protocol):
-    def send(self, msg: EmailMessage) -> str:
-        """Send `msg`; return the provider's id for it. Raises Transient/PermanentMailError."""
-        ...
 
 
 def _by_code(code: int, what: str) -> MailError:

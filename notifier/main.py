@@ -92,8 +92,9 @@ class Wiring(NamedTuple):
 
 
 def build(settings: NotifierSettings) -> Wiring:
+    from core.ports import MailSender
     from notifier.delivery import Notifier
-    from notifier.mail import MailSender, SmtpSender, acs_sender_from
+    from notifier.mail import SmtpSender, acs_sender_from
     from runtime.adapters.storage import open_storage
 
     s = settings.storage

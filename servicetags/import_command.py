@@ -138,7 +138,7 @@ class FileBody:
     """A TagSource answering every location with one archived file."""
 
     def __init__(self, body: bytes, origin: str) -> None:
-        from worker.sources import Fetched
+        from core.ports import Fetched
 
         self._fetched = Fetched(body, origin)
 

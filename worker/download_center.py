@@ -27,8 +27,8 @@ from core.download_page import (
     find_file_link,
 )
 from core.errors import PermanentError, TransientError
+from core.ports import Fetched
 from runtime.logs import log_event
-from worker.sources import Fetched
 
 log = logging.getLogger(__name__)
 

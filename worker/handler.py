@@ -36,7 +36,7 @@ from core.lifecycle import (
 )
 from core.messages import RegionMessage, parse_region_message
 from core.model import Snapshot
-from core.ports import BlobStore
+from core.ports import BlobStore, Clock, Fetched, TagSource
 from core.prefixes import PrefixParser
 from core.regions import GLOBAL, RegionIndex, index_from_document
 from core.render import summary_line
@@ -47,10 +47,9 @@ from runtime.logs import log_event
 from worker import run_progress
 from worker.discovery import discover
 from worker.observed import observe, observed_state, propagated
-from worker.sources import DEFAULT_LOCATIONS, Fetched, TagSource, UnknownLocation
+from worker.sources import DEFAULT_LOCATIONS, UnknownLocation
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:

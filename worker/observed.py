@@ -19,8 +19,8 @@ from core.messages import RegionMessage
 from core.regions import GLOBAL
 
 if TYPE_CHECKING:
+    from core.ports import TagSource
     from worker.handler import ParsedReplies
-    from worker.sources import TagSource
 
 log = logging.getLogger(__name__)
 

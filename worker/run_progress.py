@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from core import runs
 from core.errors import BadMessage
 from core.messages import RegionMessage, parse_region_message
-from core.ports import BlobStore, Message
+from core.ports import BlobStore, Clock, Message
 from runtime.crash_points import crash_point
 from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
-Clock = Callable[[], datetime]
 
 
 def _now() -> datetime:

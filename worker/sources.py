@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 from core.errors import PermanentError, SnapshotError, TransientError
+from core.ports import Fetched
 from core.snapshot import DEFAULT_MAX_BYTES, MAX_BYTES_VARIABLE, decompress
 
 log = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ DEFAULT_LOCATIONS = {"Public": "westeurope", "AzureGovernment": "usgovvirginia",
 
 class UnknownLocation(PermanentError):
     """The source does not know this location (ARM answers 400/404 for it)."""
-
-
-class Fetched(NamedTuple):
-    body: bytes
-    origin: str       # for messages and logs: URL or path
-
-
-class TagSource(Protocol):
-    def fetch(self, cloud: str, location: str) -> Fetched: ...
 
 
 # A GA version every cloud serves (sovereign clouds lag behind the newest).
