@@ -15,9 +15,10 @@ biggest week stays a few kilobytes.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
+
+from core.report import tag_address_counts
 
 SCHEMA = "servicetags.digest/v1"
 SLASH64 = 2 ** 64
@@ -29,21 +30,8 @@ class DigestReport(NamedTuple):
     report: dict[str, Any]    # the change report, filtered for the recipient
 
 
-def address_counts(cidrs: Iterable[str]) -> tuple[int, int]:
-    """(IPv4, IPv6) addresses in `cidrs`. The report's net lists are collapsed, so no overlap."""
-    v4 = v6 = 0
-    for cidr in cidrs:
-        network = ipaddress.ip_network(cidr)
-        if network.version == 4:
-            v4 += network.num_addresses
-        else:
-            v6 += network.num_addresses
-    return v4, v6
-
-
 def _row(region: str, tag: dict[str, Any]) -> dict[str, Any]:
-    v4_added, v6_added = address_counts(tag["net_added"])
-    v4_removed, v6_removed = address_counts(tag["net_removed"])
+    v4_added, v4_removed, v6_added, v6_removed = tag_address_counts(tag)
     return {"region": region, "tag": tag["id"], "status": tag["status"],
             "prefixes_added": len(tag["added_prefixes"]), "prefixes_removed": len(tag["removed_prefixes"]),
             "ipv4_added": v4_added, "ipv4_removed": v4_removed,

@@ -6,6 +6,7 @@ notifier renders exactly what was stored.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,7 +34,37 @@ def tag_entry(change: TagChange) -> dict[str, Any]:
         "net_added": change.net_added,
         "net_removed": change.net_removed,
         "metadata_changes": change.metadata_changes,
+        # Addresses newly covered / no longer covered (the net lists), per family: what
+        # filters and messages size a change by, so no reader parses the prefixes again.
+        "ipv4_addresses_added": change.ipv4_added,
+        "ipv4_addresses_removed": change.ipv4_removed,
+        "ipv6_addresses_added": change.ipv6_added,
+        "ipv6_addresses_removed": change.ipv6_removed,
     }
+
+
+def address_counts(cidrs: Iterable[str]) -> tuple[int, int]:
+    """(IPv4, IPv6) addresses in `cidrs`. The report's net lists are collapsed, so no overlap."""
+    v4 = v6 = 0
+    for cidr in cidrs:
+        network = ipaddress.ip_network(cidr)
+        if network.version == 4:
+            v4 += network.num_addresses
+        else:
+            v6 += network.num_addresses
+    return v4, v6
+
+
+def tag_address_counts(tag: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(IPv4 added, IPv4 removed, IPv6 added, IPv6 removed) addresses of a report's tag entry:
+    its own counts, or, in a report written before they were part of the contract, counted
+    from its net lists."""
+    if "ipv4_addresses_added" in tag:
+        return (tag["ipv4_addresses_added"], tag["ipv4_addresses_removed"],
+                tag["ipv6_addresses_added"], tag["ipv6_addresses_removed"])
+    v4_added, v6_added = address_counts(tag["net_added"])
+    v4_removed, v6_removed = address_counts(tag["net_removed"])
+    return v4_added, v4_removed, v6_added, v6_removed
 
 
 def summarise(changes: Iterable[TagChange]) -> dict[str, int]:

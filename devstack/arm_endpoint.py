@@ -58,6 +58,8 @@ from urllib.parse import parse_qs, urlsplit
 import trustme
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
+from runtime.logs import log_event
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
@@ -467,7 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
         snapshot = state.snapshot_for(location)
         fault = state.next_fault(location)
         if fault is not None:
-            log.info("arm_endpoint.fault kind=%s location=%s", fault, location)
+            log_event(log, "arm_endpoint_fault", f"injected {fault} for {location}", kind=fault,
+                  location=location)
         if fault is not None and fault.kind in AUTH_FAULT_KINDS:
             self._refuse_token(fault.kind, subscription)
             return
@@ -709,7 +712,8 @@ class ArmEndpoint:
             daemon=True,
         )
         self._thread.start()
-        log.info("arm_endpoint.listening url=%s ca=%s", self.url, self.ca_path)
+        log_event(log, "arm_endpoint_listening", f"ARM endpoint on {self.url}", url=self.url,
+                  ca=str(self.ca_path))
         return self
 
     def stop(self) -> None:
@@ -942,7 +946,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         endpoint.stop()
         state_file.unlink(missing_ok=True)
-        log.info("arm_endpoint.stopped")
+        log_event(log, "arm_endpoint_stopped", "ARM endpoint stopped")
     return 0
 
 

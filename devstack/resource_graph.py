@@ -57,6 +57,7 @@ from devstack.arm_endpoint import (
     _server_context,
     arm_error,
 )
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +316,7 @@ class _GraphHandler(_Handler):
         kind = self.graph.next_fault()
         if kind is None:
             return False
-        log.info("resource_graph.fault kind=%s path=%s", kind, self.path)
+        log_event(log, "resource_graph_fault", f"injected {kind} for {self.path}", kind=kind, path=self.path)
         if kind == "403":
             message = (
                 "The client does not have authorization to perform action "

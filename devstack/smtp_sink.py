@@ -31,6 +31,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 
 from devstack.tcp_ports import LOOPBACK, free_port
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class OutboxHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
         path = self.store(data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape"))
-        log.info("smtp_sink_stored", extra={"file": path.name, "rcpt": envelope.rcpt_tos})
+        log_event(log, "smtp_sink_stored", f"stored {path.name}", file=path.name, rcpt=envelope.rcpt_tos)
         return f"250 OK queued as {path.stem}"
 
 
@@ -119,7 +120,8 @@ class SmtpSink:
                     raise
                 continue  # someone took the free port between our probe and the bind
             self._port, self._controller = port, controller
-            log.info("smtp_sink_started", extra={"port": port, "outbox": str(self.outbox)})
+            log_event(log, "smtp_sink_started", f"SMTP sink on port {port}", port=port,
+                      outbox=str(self.outbox))
             return self
         raise AssertionError("unreachable")
 

@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from core.errors import PermanentError, ServiceTagsError, TransientError
 from notifier import signing
 from notifier.recipients import FILTER_KEYS, RecipientsError, filter_fields, tag_matches
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 SETTING = "SERVICETAGS_CHANNELS"
@@ -251,6 +252,7 @@ class ChannelPoster:
                     raise TransientError(f"channel {channel.name}: {what}, Retry-After "
                                          f"{answer.retry_after:.0f}s; trying again later")
                 delay = max(delay, answer.retry_after)
-            log.info("channel %s: %s; retrying in %.2fs", channel.name, what, delay)
+            log_event(log, "channel_retry", f"channel {channel.name}: {what}; retrying in {delay:.2f}s",
+                      channel=channel.name, reason=what, delay=round(delay, 3))
             self.sleep(delay)
         raise TransientError(f"channel {channel.name}: {last} after {self.attempts} tries")

@@ -231,7 +231,8 @@ class Notifier:
         crash_point("after_send")
         done = {**claim, "state": "sent", "sent_at": self._iso(), "provider_id": provider_id}
         if self.markers.replace(name, json.dumps(done).encode(), etag=etag) is None:
-            log.warning("marker %s changed while sending; the e-mail went out", name)
+            log_event(log, "marker_changed", f"marker {name} changed while sending; the e-mail went out",
+                      level=logging.WARNING, marker=name)
         log_event(log, "email_sent", f"report e-mailed to {recipient.address}", report=blob_name,
                   region=report["region"], recipient=recipient.address, provider_id=provider_id)
         return True

@@ -98,7 +98,8 @@ def send_once(markers: BlobStore, name: str, send: Callable[[], str], *, what: s
     done = {**claim, "state": "sent", "sent_at": clock().isoformat(timespec="seconds"),
             "provider_id": provider_id}
     if markers.replace(name, json.dumps(done).encode(), etag=etag) is None:
-        log.warning("marker %s changed while sending; %s went out", name, what)
+        log_event(log, "marker_changed", f"marker {name} changed while sending; {what} went out",
+                  level=logging.WARNING, marker=name)
     return True
 
 

@@ -16,9 +16,8 @@ from email.utils import format_datetime, getaddresses, parseaddr
 from html import escape
 from typing import Any
 
-from core.digest import address_counts
 from core.render import summary_line, to_json
-from core.report import region_event_line
+from core.report import region_event_line, tag_address_counts
 from notifier.recipients import Recipient
 
 Report = dict[str, Any]
@@ -58,9 +57,7 @@ def _numbers(tag: dict[str, Any]) -> str:
 
 
 def _tag_counts(tag: dict[str, Any]) -> tuple[int, int, int, int]:
-    v4_added, v6_added = address_counts(tag["net_added"])
-    v4_removed, v6_removed = address_counts(tag["net_removed"])
-    return v4_added, v4_removed, v6_added, v6_removed
+    return tag_address_counts(tag)
 
 
 def _net_is_listed(tag: dict[str, Any]) -> bool:

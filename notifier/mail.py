@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ServiceTagsError
 from notifier.email_render import to_acs_message
+from runtime.logs import log_event
 
 if TYPE_CHECKING:  # only for annotations: the SDK is imported when an ACS sender is built
     from azure.communication.email import EmailClient
@@ -112,7 +113,8 @@ class SmtpSender:
         if refused:
             # Some recipients took it and some did not; we send one recipient per message, so
             # this only happens with hand-built messages. Retrying would duplicate the others.
-            log.warning("smtp_recipients_refused", extra={"refused": sorted(refused)})
+            log_event(log, "smtp_recipients_refused", "the SMTP server refused some recipients",
+                      level=logging.WARNING, refused=sorted(refused))
         return str(msg["Message-ID"] or "")
 
 
@@ -149,7 +151,8 @@ class AcsSender:
             if code == 409:
                 # The operation id is already known: an earlier try of this very e-mail was
                 # accepted (we derive the id from the Message-ID), so it is sent, not failed.
-                log.info("acs_send_already_accepted", extra={"operation_id": operation_id})
+                log_event(log, "acs_send_already_accepted", "ACS had already accepted this e-mail",
+                          operation_id=operation_id)
                 return operation_id
             what = f"ACS: HTTP {code} {exc.error.code if exc.error else exc.reason}"
             if code is None or code in (408, 429) or code >= 500:

@@ -111,7 +111,8 @@ def build(settings: NotifierSettings) -> Wiring:
         sender = SmtpSender(settings.smtp["host"], settings.smtp["port"], starttls=settings.smtp["starttls"],
                             username=settings.smtp["username"], password=settings.smtp["password"])
     if not settings.recipients and not settings.channels:
-        log.warning("SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is e-mailed")
+        log_event(log, "no_recipients", "SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is "
+                  "e-mailed", level=logging.WARNING)
     from notifier.channels import ChannelPoster, with_secrets
     from notifier.digest_delivery import Digests
     channels = with_secrets(list(settings.channels), settings.secret_reader(credential)) \

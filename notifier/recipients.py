@@ -20,10 +20,9 @@ from email.utils import parseaddr
 from fnmatch import fnmatchcase
 from typing import Any, Protocol
 
-from core.digest import address_counts
 from core.errors import ServiceTagsError
 from core.json_input import JsonInputError, load_json
-from core.report import SUMMARY_KEYS
+from core.report import SUMMARY_KEYS, tag_address_counts
 
 SETTING = "SERVICETAGS_RECIPIENTS"
 _KEYS = ("address", "name", "regions", "tags", "services", "delivery", "min_addresses", "family")
@@ -169,8 +168,7 @@ def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
         summary[status_key[tag["status"]]] += 1
         summary["prefixes_added"] += len(tag["added_prefixes"])
         summary["prefixes_removed"] += len(tag["removed_prefixes"])
-        v4_added, v6_added = address_counts(tag["net_added"])
-        v4_removed, v6_removed = address_counts(tag["net_removed"])
+        v4_added, v4_removed, v6_added, v6_removed = tag_address_counts(tag)
         summary["ipv4_addresses_added"] += v4_added
         summary["ipv6_addresses_added"] += v6_added
         summary["ipv4_addresses_removed"] += v4_removed
@@ -198,13 +196,15 @@ def _family_only(tag: dict[str, Any], family: str) -> dict[str, Any] | None:
     kept = {k: [p for p in tag[k] if (":" in p) == (version == 6)] for k in keys}
     if not kept["added_prefixes"] and not kept["removed_prefixes"]:
         return None  # no prefix of that family moved (metadata-only tags included)
-    return {**tag, **kept}
+    # The counts of the other family go; those of this family are the tag's own.
+    other = "ipv6" if version == 4 else "ipv4"
+    zeroed = {f"{other}_addresses_{d}": 0 for d in ("added", "removed") if f"{other}_addresses_{d}" in tag}
+    return {**tag, **kept, **zeroed}
 
 
 def tag_size(tag: dict[str, Any]) -> int:
     """A tag's change, in the units the messages show: IPv4 addresses plus IPv6 /64s."""
-    v4_added, v6_added = address_counts(tag["net_added"])
-    v4_removed, v6_removed = address_counts(tag["net_removed"])
+    v4_added, v4_removed, v6_added, v6_removed = tag_address_counts(tag)
     return v4_added + v4_removed + (v6_added + v6_removed) // SLASH64
 
 

@@ -27,6 +27,7 @@ from core.errors import TransientError
 from core.history_index import Builder, Index, change_key
 from core.ports import BlobStore
 from core.snapshot import parse_snapshot
+from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 CHANGE_SCHEMA = "servicetags.history-change/v1"
@@ -138,8 +139,9 @@ def _catch_up(builder: Builder, cloud: str, *, snapshots: BlobStore, reports: Bl
         if builder.regions.get(region, {}).get("sha256") != state["sha256"]:
             # A snapshot with no report before it (a history deleted by hand, then a new
             # baseline): the index keeps what it knew and follows the reports from here.
-            log.warning("history index: %s %s is at %s but its reports end elsewhere; "
-                        "rebuild the index if blobs were deleted", cloud, region, state["sha256"][:16])
+            log_event(log, "history_gap", f"history index: {cloud} {region} is at {state['sha256'][:16]} but "
+                      "its reports end elsewhere; rebuild the index if blobs were deleted",
+                      level=logging.WARNING, cloud=cloud, region=region)
             builder.regions.setdefault(region, {"baseline": state["changeNumber"], "report": None}).update(
                 sha256=state["sha256"], changeNumber=state["changeNumber"])
     return applied

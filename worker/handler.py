@@ -128,7 +128,8 @@ def _fetch(source: TagSource, message: RegionMessage) -> tuple[str, Fetched]:
         fallback = DEFAULT_LOCATIONS[message.cloud]
         if location == fallback:
             raise
-        log.info("%s; asking %s instead", exc, fallback)
+        log_event(log, "location_fallback", f"{exc}; asking {fallback} instead", cloud=message.cloud,
+                  region=message.region, location=location, fallback=fallback)
         return fallback, source.fetch(message.cloud, fallback)
 
 
@@ -371,7 +372,7 @@ def _previous_snapshot(snapshots: BlobStore, state: dict[str, Any], parser: Pref
     blob = snapshots.read(state["snapshot"])
     if blob is None:
         # Someone deleted history: start a new baseline rather than report against nothing.
-        log.warning("snapshot %s named by the region state is missing; taking a new baseline",
-                    state["snapshot"])
+        log_event(log, "snapshot_missing", f"snapshot {state['snapshot']} named by the region state is "
+                  "missing; taking a new baseline", level=logging.WARNING, snapshot=state["snapshot"])
         return None
     return parse_snapshot(blob.data, state["snapshot"], parser)

@@ -17,6 +17,7 @@ from core.errors import ServiceTagsError, UnknownRegionError
 from core.lifecycle import EMPTY_SHA256 as EMPTY
 from core.messages import RegionMessage
 from core.regions import GLOBAL
+from runtime.logs import log_event
 
 if TYPE_CHECKING:
     from core.ports import TagSource
@@ -41,7 +42,9 @@ def observe(source: TagSource, message: RegionMessage, replies: ParsedReplies) -
         return {"origin": fetched.origin, "change_number": reply.change_number,
                 "sha256": content_sha256(region, tag_digests(region)), "present": True}
     except (ServiceTagsError, UnknownRegionError) as exc:
-        log.warning("observed source failed for %s %s: %s", message.cloud, message.region, exc)
+        log_event(log, "observed_source_failed",
+                  f"observed source failed for {message.cloud} {message.region}: {exc}",
+                  level=logging.WARNING, cloud=message.cloud, region=message.region, error=str(exc))
         return {"error": str(exc)}
 
 

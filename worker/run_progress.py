@@ -81,4 +81,7 @@ def record_poisoned(message: Message, reason: str, *, store: BlobStore) -> None:
     try:
         record_outcome(region_message, "poisoned", store=store, reason=reason)
     except Exception:  # the run's deadline still closes it; poisoning must go on
-        log.warning("could not record the poisoned outcome of %s", region_message.region, exc_info=True)
+        log_event(log, "run_outcome_not_recorded",
+                  f"could not record the poisoned outcome of {region_message.region}",
+                  level=logging.WARNING, exc_info=True, region=region_message.region,
+                  run_id=region_message.run_id)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.digest import address_counts
 from core.errors import ServiceTagsError
+from core.report import address_counts
 from notifier.recipients import (
     Recipient,
     RecipientsError,
