@@ -88,8 +88,10 @@ def ensure_browser() -> None:
 
 
 def lint(env: dict[str, str]) -> int:
-    """ruff, then mypy (its settings and file list are in pyproject.toml)."""
+    """ruff (lint, then the format check), then mypy in strict mode (settings and file list
+    in pyproject.toml). `.pre-commit-config.yaml` runs the same three."""
     return (subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
+            or subprocess.call([BIN / "ruff", "format", "--check", "."], cwd=ROOT, env=env)
             or subprocess.call([BIN / "mypy"], cwd=ROOT, env=env))
 
 

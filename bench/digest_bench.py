@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devstack import stack  # noqa: E402
-from devstack.arm_endpoint import ArmEndpointControl  # noqa: E402
+from devstack.arm_admin import ArmAdminClient  # noqa: E402
 from devstack.demo import DEFAULT_OLD, DELIVERY_FILES, Demo, Progress, demo_channels  # noqa: E402
 
 PATTERNS = list(DELIVERY_FILES.values())
@@ -52,7 +52,7 @@ def _files(outbox: Path) -> set[Path]:
     return {p for pattern in PATTERNS for p in outbox.glob(pattern)}
 
 
-def one_run(demo: Demo, control: ArmEndpointControl, outbox: Path, snapshot: Path,
+def one_run(demo: Demo, control: ArmAdminClient, outbox: Path, snapshot: Path,
             label: str) -> dict | None:
     control.set_snapshot(snapshot)
     before = _files(outbox)
@@ -107,7 +107,7 @@ def main() -> int:
                                         stdout=log, stderr=log)
             demo.children.append(notifier)
             time.sleep(2)
-            control = ArmEndpointControl.from_state_dir(state / "arm")
+            control = ArmAdminClient.from_state_dir(state / "arm")
             weeks = sorted(DEFAULT_OLD.parent.glob("ServiceTags_Public_*.json.gz"),
                            key=lambda p: int(p.name.split("_cn")[1].split(".")[0]))[1:]
             results: list[dict] = []

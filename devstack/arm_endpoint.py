@@ -21,19 +21,17 @@ reachable over HTTP under `/_admin/` (loopback only, no token), for when the end
     python -m devstack.arm_endpoint --snapshot FILE --state-dir DIR [--port P] [--fault-rate F]
 
 which writes `DIR/arm.json` ({"url", "ca_path", "pid", ...}) once it listens and runs until
-SIGTERM. `ArmEndpointControl.from_state_dir(DIR)` drives it from another process.
+SIGTERM. `ArmAdminClient.from_state_dir(DIR)` drives it from another process.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import ipaddress
 import json
 import logging
 import os
-import random
 import re
 import shutil
 import signal
@@ -44,27 +42,32 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections import Counter, deque
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import trustme
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 
+from devstack.arm_admin import STATE_FILE
+from devstack.arm_faults import (
+    AUTH_FAULT_KINDS,
+    DEFAULT_RETRY_AFTER,
+    DEFAULT_SLOW_SECONDS,
+    EndpointState,
+    Fault,
+)
 from runtime.logs import log_event
 
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-STATE_FILE = "arm.json"
+
 CA_FILE = "arm-ca.pem"
+
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 # ARM paths are case-insensitive; the trailing slash is tolerated like ARM does.
@@ -73,6 +76,7 @@ _SERVICE_TAGS_PATH = re.compile(
     r"/locations/(?P<location>[^/]+)/serviceTags/?$",
     re.IGNORECASE,
 )
+
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 
 # ARM's own challenge and message for a request without a token (as recorded in the Azure
@@ -81,6 +85,7 @@ _CHALLENGE = (
     'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
     "error_description=\"The authentication failed because of missing 'Authorization' header.\""
 )
+
 _INVALID_HEADER_CHALLENGE = (
     'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
     "error_description=\"The authentication failed because of invalid 'Authorization' header.\""
@@ -90,256 +95,10 @@ _INVALID_TOKEN_CHALLENGE = (
     'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
     'error_description="The access token is invalid."'
 )
+
 _LOCAL_PRINCIPAL = "00000000-0000-0000-0000-0000000d0c70"
 
-# Download-file fields the ARM API does not return.
-_DOWNLOAD_ONLY_PROPERTIES = frozenset({"regionId", "platform"})
-
-FAULT_KINDS = ("429", "500", "503", "reset", "truncate", "slow", "400")
-# The token refused: 401 (not accepted at all) or 403 (valid, but no role for the action).
-# Scripted only, never drawn at random: no retry makes them pass.
-AUTH_FAULT_KINDS = ("401", "403")
-DEFAULT_RETRY_AFTER = 1  # seconds; small so retries in tests stay fast
-DEFAULT_SLOW_SECONDS = 2.0
 _MAX_ADMIN_BODY = 1 << 20
-
-
-# --------------------------------------------------------------------------------------
-# ARM shape conversion (pure)
-
-
-def read_document(path: Path) -> dict[str, Any]:
-    """Load a service-tag JSON file, gzipped or plain (detected by content, not name)."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    # Microsoft's download files have been published with a UTF-8 byte-order mark.
-    document = json.loads(raw.decode("utf-8-sig"))
-    if not isinstance(document, dict) or not isinstance(document.get("values"), list):
-        raise ValueError(f"{path} is not a service-tag document (no `values` list)")
-    return document
-
-
-def arm_tag(value: dict[str, Any]) -> dict[str, Any]:
-    """One tag in ARM's shape: string changeNumber, no regionId/platform, rest kept as is."""
-    tag = {key: item for key, item in value.items() if key != "properties"}
-    properties: dict[str, Any] = {}
-    for key, item in value.get("properties", {}).items():
-        if key in _DOWNLOAD_ONLY_PROPERTIES:
-            continue
-        properties[key] = str(item) if key == "changeNumber" else item
-    tag["properties"] = properties
-    if "serviceTagChangeNumber" in tag:
-        tag["serviceTagChangeNumber"] = str(tag["serviceTagChangeNumber"])
-    return tag
-
-
-def arm_document(document: dict[str, Any], subscription_id: str) -> dict[str, Any]:
-    """The whole ARM answer for `document` (either input shape) as seen by a subscription."""
-    cloud = str(document.get("cloud", "Public"))
-    return {
-        **_arm_header(cloud, str(document["changeNumber"]), subscription_id),
-        "values": [arm_tag(value) for value in document["values"]],
-    }
-
-
-def _arm_header(cloud: str, change_number: str, subscription_id: str) -> dict[str, Any]:
-    # ARM names the list after the cloud ("Public") and puts it under the subscription.
-    return {
-        "name": cloud,
-        "id": f"/subscriptions/{subscription_id}/providers/Microsoft.Network/serviceTags/{cloud}",
-        "type": "Microsoft.Network/serviceTags",
-        "changeNumber": change_number,
-        "cloud": cloud,
-    }
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """A snapshot ready to serve: the `values` array is serialised once, at load."""
-
-    path: Path
-    cloud: str
-    change_number: str
-    tag_count: int
-    values_json: bytes
-
-    @classmethod
-    def load(cls, path: Path) -> Snapshot:
-        document = read_document(path)
-        values = [arm_tag(value) for value in document["values"]]
-        return cls(
-            path=path,
-            cloud=str(document.get("cloud", "Public")),
-            change_number=str(document["changeNumber"]),
-            tag_count=len(values),
-            values_json=json.dumps(values, separators=(",", ":")).encode(),
-        )
-
-    def body_parts(self, subscription_id: str) -> list[bytes]:
-        """The answer body in pieces, so serving never copies the large `values` part."""
-        header = _arm_header(self.cloud, self.change_number, subscription_id)
-        head = json.dumps(header, separators=(",", ":"))[:-1] + ',"values":'
-        return [head.encode(), self.values_json, b"}"]
-
-    def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "changeNumber": self.change_number, "tags": self.tag_count}
-
-
-# --------------------------------------------------------------------------------------
-# Faults and control state
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One injected failure. `arg` is Retry-After seconds (429) or the delay (slow)."""
-
-    kind: str
-    arg: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Fault:
-        """'429', '429:5', 'slow:0.5', 'reset', ... -> Fault; ValueError when unknown."""
-        kind, _, arg = str(text).partition(":")
-        if kind not in FAULT_KINDS + AUTH_FAULT_KINDS:
-            known = ", ".join(FAULT_KINDS + AUTH_FAULT_KINDS)
-            raise ValueError(f"unknown fault {text!r}; known kinds: {known}")
-        if arg and kind not in {"429", "slow"}:
-            raise ValueError(f"fault {kind!r} takes no argument (got {text!r})")
-        try:
-            value = float(arg) if arg else None
-        except ValueError:
-            raise ValueError(f"fault argument must be a number: {text!r}") from None
-        if value is not None and value < 0:
-            raise ValueError(f"fault argument must not be negative: {text!r}")
-        return cls(kind, value)
-
-    def __str__(self) -> str:
-        return self.kind if self.arg is None else f"{self.kind}:{self.arg:g}"
-
-
-def _location_key(location: str) -> str:
-    # ARM treats location names case-insensitively.
-    return location.strip().lower()
-
-
-class EndpointState:
-    """What the endpoint serves and which faults it injects; safe to use from any thread."""
-
-    def __init__(
-        self,
-        snapshot: Path,
-        *,
-        fault_rate: float = 0.0,
-        seed: int | None = None,
-        retry_after: int = DEFAULT_RETRY_AFTER,
-        slow_seconds: float = DEFAULT_SLOW_SECONDS,
-    ) -> None:
-        self.retry_after = retry_after
-        self.slow_seconds = slow_seconds
-        self._lock = threading.Lock()
-        self._cache: dict[Path, Snapshot] = {}
-        self._default = self._load(snapshot)
-        self._overrides: dict[str, Snapshot] = {}
-        self._script: deque[tuple[Fault, str | None]] = deque()
-        self._always: dict[str, Fault] = {}
-        self._fault_rate = 0.0
-        self._rng = random.Random(seed)
-        self._counts: Counter[str] = Counter()
-        self.set_fault_rate(fault_rate, seed)
-
-    def _load(self, path: Path) -> Snapshot:
-        # Parsing a full snapshot takes ~0.1 s; cached so switching back and forth is free.
-        key = Path(path).resolve()
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        snapshot = Snapshot.load(key)
-        with self._lock:
-            return self._cache.setdefault(key, snapshot)
-
-    def set_snapshot(self, path: Path, locations: list[str] | None = None) -> None:
-        """Serve `path` to every location, or only to `locations` (an override)."""
-        snapshot = self._load(path)
-        with self._lock:
-            if locations is None:
-                self._default = snapshot
-            else:
-                for location in locations:
-                    self._overrides[_location_key(location)] = snapshot
-
-    def clear_location_overrides(self) -> None:
-        with self._lock:
-            self._overrides.clear()
-
-    def snapshot_for(self, location: str) -> Snapshot:
-        with self._lock:
-            return self._overrides.get(_location_key(location), self._default)
-
-    def add_faults(self, kinds: list[str], location: str | None = None) -> None:
-        """Queue faults, each consumed by the next request for `location` (None: any)."""
-        faults = [Fault.parse(kind) for kind in kinds]  # validate all before queueing any
-        key = None if location is None else _location_key(location)
-        with self._lock:
-            self._script.extend((fault, key) for fault in faults)
-
-    def fail_always(self, location: str, kind: str) -> None:
-        fault = Fault.parse(kind)
-        with self._lock:
-            self._always[_location_key(location)] = fault
-
-    def clear_faults(self) -> None:
-        """Drop scripted and permanent faults and set the random fault rate to 0."""
-        with self._lock:
-            self._script.clear()
-            self._always.clear()
-            self._fault_rate = 0.0
-
-    def set_fault_rate(self, rate: float, seed: int | None = None) -> None:
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"fault rate must be between 0 and 1, got {rate}")
-        with self._lock:
-            self._fault_rate = rate
-            if seed is not None:
-                self._rng = random.Random(seed)
-
-    def record_request(self, location: str) -> None:
-        with self._lock:
-            self._counts[_location_key(location)] += 1
-
-    def request_count(self, location: str) -> int:
-        with self._lock:
-            return self._counts[_location_key(location)]
-
-    def reset_counts(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-    def next_fault(self, location: str) -> Fault | None:
-        """The fault for this request: permanent first, then scripted, then random."""
-        key = _location_key(location)
-        with self._lock:
-            if key in self._always:
-                return self._always[key]
-            for index, (fault, wanted) in enumerate(self._script):
-                if wanted is None or wanted == key:
-                    del self._script[index]
-                    return fault
-            if self._fault_rate and self._rng.random() < self._fault_rate:
-                return Fault(self._rng.choice(FAULT_KINDS))
-        return None
-
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "snapshot": self._default.describe(),
-                "overrides": {loc: snap.describe() for loc, snap in self._overrides.items()},
-                "requests": dict(self._counts),
-                "pending_faults": [{"kind": str(fault), "location": loc} for fault, loc in self._script],
-                "fail_always": {loc: str(fault) for loc, fault in self._always.items()},
-                "fault_rate": self._fault_rate,
-            }
 
 
 # --------------------------------------------------------------------------------------
@@ -641,23 +400,6 @@ def _is_loopback(host: str) -> bool:
 # The endpoint and its controls
 
 
-class ArmEndpointControls(Protocol):
-    """What tests and the local stack can do to a running endpoint, in or out of process."""
-
-    url: str
-    ca_path: Path
-
-    def set_snapshot(self, path: Path, locations: list[str] | None = None) -> None: ...
-    def clear_location_overrides(self) -> None: ...
-    def add_faults(self, kinds: list[str], location: str | None = None) -> None: ...
-    def fail_always(self, location: str, kind: str) -> None: ...
-    def clear_faults(self) -> None: ...
-    def set_fault_rate(self, rate: float, seed: int | None = None) -> None: ...
-    def request_count(self, location: str) -> int: ...
-    def reset_counts(self) -> None: ...
-    def stats(self) -> dict[str, Any]: ...
-
-
 class ArmEndpoint:
     """The endpoint running in this process (threads). Use as a context manager or start/stop.
 
@@ -787,63 +529,6 @@ def _server_context(host: str, ca_path: Path, extra_names: list[str]) -> ssl.SSL
     ca.issue_cert(*names).configure_cert(context)
     ca.cert_pem.write_to_path(str(ca_path))
     return context
-
-
-class ArmEndpointControl:
-    """Drives an endpoint running in another process through its `/_admin/` routes."""
-
-    def __init__(self, url: str, ca_path: Path | str, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
-        self.ca_path = Path(ca_path)
-        self.timeout = timeout
-        self._context = ssl.create_default_context(cafile=str(self.ca_path))
-
-    @classmethod
-    def from_state_dir(cls, state_dir: Path) -> ArmEndpointControl:
-        info = json.loads((state_dir / STATE_FILE).read_text())
-        return cls(info["url"], info["ca_path"])
-
-    def _call(self, method: str, route: str, payload: dict[str, Any] | None = None) -> Any:
-        data = None if payload is None else json.dumps(payload).encode()
-        request = urllib.request.Request(
-            f"{self.url}/_admin/{route}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, context=self._context, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            detail = error.read().decode(errors="replace")
-            raise RuntimeError(f"admin {method} {route} failed: {error.code} {detail}") from None
-
-    def set_snapshot(self, path: Path, locations: list[str] | None = None) -> None:
-        self._call("POST", "snapshot", {"path": str(Path(path).resolve()), "locations": locations})
-
-    def clear_location_overrides(self) -> None:
-        self._call("POST", "overrides/clear", {})
-
-    def add_faults(self, kinds: list[str], location: str | None = None) -> None:
-        self._call("POST", "faults", {"kinds": list(kinds), "location": location})
-
-    def fail_always(self, location: str, kind: str) -> None:
-        self._call("POST", "fail-always", {"location": location, "kind": kind})
-
-    def clear_faults(self) -> None:
-        self._call("POST", "faults/clear", {})
-
-    def set_fault_rate(self, rate: float, seed: int | None = None) -> None:
-        self._call("POST", "fault-rate", {"rate": rate, "seed": seed})
-
-    def request_count(self, location: str) -> int:
-        return int(self.stats()["requests"].get(_location_key(location), 0))
-
-    def reset_counts(self) -> None:
-        self._call("POST", "counts/reset", {})
-
-    def stats(self) -> dict[str, Any]:
-        return dict(self._call("GET", "stats"))
 
 
 class StaticTokenCredential:

@@ -232,10 +232,10 @@ def _message_region(content: str) -> str | None:
 
 def _switch(state_dir: Path, snapshot: Path) -> None:
     """Publish `snapshot` on both local sources: the ARM endpoint and the Download Center."""
-    from devstack.arm_endpoint import ArmEndpointControl
+    from devstack.arm_admin import ArmAdminClient
     from devstack.download_center import DownloadCenterControl
 
-    ArmEndpointControl.from_state_dir(state_dir / "arm").set_snapshot(snapshot)
+    ArmAdminClient.from_state_dir(state_dir / "arm").set_snapshot(snapshot)
     DownloadCenterControl.from_state_dir(state_dir / "download").set_file(snapshot)
 
 

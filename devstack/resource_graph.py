@@ -50,13 +50,13 @@ from devstack.arm_endpoint import (
     _CHALLENGE,
     _INVALID_HEADER_CHALLENGE,
     LOOPBACK,
-    Fault,
     _Handler,
     _is_guid,
     _Server,
     _server_context,
     arm_error,
 )
+from devstack.arm_faults import Fault
 from runtime.logs import log_event
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import pytest
 from core.change_report import change_report, index_of
 from core.prefixes import PrefixParser
 from devstack import stack
-from devstack.arm_endpoint import ArmEndpointControl
+from devstack.arm_admin import ArmAdminClient
 from runtime.adapters.storage import StorageClients, StorageSettings
 from runtime.config import Env
 from runtime.snapshot_files import load_snapshot
@@ -97,7 +97,7 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
                 "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
     clients = StorageClients(StorageSettings.from_env(Env(env)))
     queues = {n: clients.queue(n) for n in stack.QUEUES}
-    control = ArmEndpointControl.from_state_dir(tmp_path / "stack" / "arm")
+    control = ArmAdminClient.from_state_dir(tmp_path / "stack" / "arm")
     fleet = Fleet(env)
     rng = random.Random(20261124)
     try:

@@ -24,7 +24,7 @@ import pytest
 from core.change_report import change_report, index_of
 from core.prefixes import PrefixParser
 from devstack import stack
-from devstack.arm_endpoint import ArmEndpointControl
+from devstack.arm_admin import ArmAdminClient
 from runtime.adapters.storage import StorageClients, StorageSettings
 from runtime.config import Env
 from runtime.snapshot_files import load_snapshot
@@ -162,7 +162,7 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
                 "SERVICETAGS_ARM_RETRIES": "1", "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
     clients = StorageClients(StorageSettings.from_env(Env(env)))
     queues = {n: clients.queue(n) for n in stack.QUEUES}
-    control = ArmEndpointControl.from_state_dir(state_dir / "arm")
+    control = ArmAdminClient.from_state_dir(state_dir / "arm")
     fleet = Fleet(env, tmp_path / "logs")
     forger = Forger(clients)
     rng = random.Random(20261124)

@@ -21,7 +21,8 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient
 
-from devstack.arm_endpoint import DEFAULT_RETRY_AFTER, DEFAULT_SLOW_SECONDS, ArmEndpoint
+from devstack.arm_endpoint import ArmEndpoint
+from devstack.arm_faults import DEFAULT_RETRY_AFTER, DEFAULT_SLOW_SECONDS
 from devstack.azurite import Azurite, start_azurite
 
 DEFAULT_SNAPSHOT_CN = 361

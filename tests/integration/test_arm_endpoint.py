@@ -26,14 +26,9 @@ from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline.policies import RetryPolicy
 from azure.mgmt.network import NetworkManagementClient
 
-from devstack.arm_endpoint import (
-    ArmEndpoint,
-    ArmEndpointControl,
-    ArmEndpointControls,
-    StaticTokenCredential,
-    arm_document,
-    read_document,
-)
+from devstack.arm_admin import ArmAdminClient, ArmEndpointAdmin
+from devstack.arm_endpoint import ArmEndpoint, StaticTokenCredential
+from devstack.arm_wire import arm_document, read_document
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBSCRIPTION = "3f2a9c4e-1b7d-4e8a-9c55-0d6b2e7f1a30"
@@ -50,14 +45,14 @@ def service_tags_path(location: str, api_version: str | None = API_VERSION) -> s
     return path if api_version is None else f"{path}?api-version={api_version}"
 
 
-def connect(endpoint: ArmEndpointControls) -> http.client.HTTPSConnection:
+def connect(endpoint: ArmEndpointAdmin) -> http.client.HTTPSConnection:
     host, port = endpoint.url.removeprefix("https://").rsplit(":", 1)
     context = ssl.create_default_context(cafile=str(endpoint.ca_path))
     return http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
 
 
 def raw_get(
-    endpoint: ArmEndpointControls,
+    endpoint: ArmEndpointAdmin,
     path: str,
     *,
     token: str | None = "dev-token",
@@ -76,7 +71,7 @@ def raw_get(
         connection.close()
 
 
-def change_number_of(endpoint: ArmEndpointControls, location: str) -> str:
+def change_number_of(endpoint: ArmEndpointAdmin, location: str) -> str:
     status, _, body = raw_get(endpoint, service_tags_path(location))
     assert status == 200
     return json.loads(body)["changeNumber"]
@@ -106,11 +101,11 @@ def raw_body(pipeline_response: Any, deserialized: Any, headers: Any) -> bytes:
 
 
 @pytest.fixture(params=["in-process", "admin-http"])
-def controls(request: pytest.FixtureRequest, arm_endpoint: ArmEndpoint) -> ArmEndpointControls:
+def controls(request: pytest.FixtureRequest, arm_endpoint: ArmEndpoint) -> ArmEndpointAdmin:
     """The same endpoint, driven directly or through its /_admin/ routes."""
     if request.param == "in-process":
         return arm_endpoint
-    return ArmEndpointControl(arm_endpoint.url, arm_endpoint.ca_path)
+    return ArmAdminClient(arm_endpoint.url, arm_endpoint.ca_path)
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,7 +283,7 @@ def test_malformed_subscription_id_is_an_arm_400(arm_endpoint: ArmEndpoint):
 
 
 def test_switching_snapshot_changes_the_answer(
-    controls: ArmEndpointControls, snapshot_file: Callable[[int], Path]
+    controls: ArmEndpointAdmin, snapshot_file: Callable[[int], Path]
 ):
     assert change_number_of(controls, "francecentral") == "361"
 
@@ -303,7 +298,7 @@ def test_switching_snapshot_changes_the_answer(
 
 
 def test_location_override_serves_another_snapshot_to_that_location_only(
-    controls: ArmEndpointControls, snapshot_file: Callable[[int], Path]
+    controls: ArmEndpointAdmin, snapshot_file: Callable[[int], Path]
 ):
     controls.set_snapshot(snapshot_file(347), locations=["westeurope"])
 
@@ -407,7 +402,7 @@ def test_unknown_fault_kind_is_refused(arm_endpoint: ArmEndpoint):
     with pytest.raises(ValueError, match="unknown fault"):
         arm_endpoint.add_faults(["500", "teapot"])
     assert arm_endpoint.stats()["pending_faults"] == []  # nothing half-queued
-    control = ArmEndpointControl(arm_endpoint.url, arm_endpoint.ca_path)
+    control = ArmAdminClient(arm_endpoint.url, arm_endpoint.ca_path)
     with pytest.raises(RuntimeError, match="400"):
         control.add_faults(["teapot"])
 
@@ -474,7 +469,7 @@ def test_background_process_is_controlled_over_http_and_stops_on_sigterm(
     try:
         info = _wait_for_state_file(process, state_dir / "arm.json", tmp_path / "arm.log")
         assert info["pid"] == process.pid
-        control = ArmEndpointControl.from_state_dir(state_dir)
+        control = ArmAdminClient.from_state_dir(state_dir)
         assert Path(info["ca_path"]).is_file()
 
         assert change_number_of(control, "francecentral") == "360"

@@ -19,7 +19,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from devstack.arm_endpoint import ArmEndpointControl
+from devstack.arm_admin import ArmAdminClient
 from tests.conftest import ROOT
 from tests.integration.image_env import build_image_env
 
@@ -37,7 +37,7 @@ class Stack:
         conn = env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
         self.blobs = BlobServiceClient.from_connection_string(conn)
         self.queues = QueueServiceClient.from_connection_string(conn)
-        self.arm = ArmEndpointControl.from_state_dir(state / "arm")
+        self.arm = ArmAdminClient.from_state_dir(state / "arm")
 
     def doctor(self, executable: Path | None = None) -> tuple[int, list[str]]:
         # Only what the user's shell would hold: the stack's own values come from --state-dir.
