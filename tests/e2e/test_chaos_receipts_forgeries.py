@@ -31,7 +31,7 @@ from runtime.snapshot_files import load_snapshot
 from tests.conftest import ROOT, snapshot_path
 
 pytestmark = pytest.mark.e2e
-CHAOS_SECONDS = 20
+CHAOS_SECONDS = 12  # about a dozen kills: enough to hit every step boundary with this seed
 
 
 def expected_reports() -> dict[str, dict]:
