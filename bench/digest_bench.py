@@ -56,10 +56,10 @@ def one_run(demo: Demo, control: ArmEndpointControl, outbox: Path, snapshot: Pat
             label: str) -> dict | None:
     control.set_snapshot(snapshot)
     before = _files(outbox)
-    demo.cycle(label)
+    run_id = f"demo-{label}-{int(time.time())}"  # the demo's own ids carry no label
+    demo.cycle(label, run_id=run_id)
     runs = demo.clients.container("runs")
-    run_prefix = next(n for n in runs.names("Public/") if n.startswith(f"Public/demo-{label}-")
-                      and n.endswith("/manifest.json")).rsplit("/", 1)[0]
+    run_prefix = f"Public/{run_id}"
     if not any(json.loads(runs.read(n).data)["status"] == "changed"  # type: ignore[union-attr]
                for n in runs.names(f"{run_prefix}/regions/")):
         return None  # a week with the same content under a new number (cn346): no digest

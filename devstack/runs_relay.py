@@ -5,7 +5,10 @@ terraform/digest.tf), so manifests and region outcomes raise no events there; th
 the same in front of `devstack.relay.BlobEventRelay`, whose events and delivery it reuses.
 
     python -m devstack.runs_relay --connection-string CS [--container runs] [--queue change-events]
-        [--schema eventgrid|cloudevents] [--state-dir DIR] [--interval S]
+        [--webhook URL] [--schema eventgrid|cloudevents] [--state-dir DIR] [--interval S]
+
+With `--webhook` the events are POSTed like Event Grid's push delivery (for `servicetags
+notifier serve`) instead of queued.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
 from common.logs import configure
-from devstack.relay import STATE_FILE, BlobEventRelay, _account_name, queue_deliverer
+from devstack.relay import (
+    STATE_FILE,
+    BlobEventRelay,
+    Deliver,
+    _account_name,
+    queue_deliverer,
+    webhook_deliverer,
+)
 
 SUFFIX = "/complete.json"
 
@@ -44,31 +54,44 @@ class EndsWith:
         return self._client.get_blob_client(blob)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.runs_relay",
                                      description=__doc__.split("\n\n")[0])
     connection = os.environ.get("SERVICETAGS_STORAGE_CONNECTION_STRING")
     parser.add_argument("--connection-string", default=connection, required=not connection)
     parser.add_argument("--container", default="runs")
-    parser.add_argument("--queue", default="change-events")
+    parser.add_argument("--queue", default="change-events", help="destination queue (without --webhook)")
+    parser.add_argument("--webhook", help="POST events to this URL instead of the queue")
     parser.add_argument("--schema", choices=("eventgrid", "cloudevents"), default="eventgrid")
     parser.add_argument("--state-dir", type=Path)
     parser.add_argument("--interval", type=float, default=0.2)
-    args = parser.parse_args(argv)
+    parser.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
+    parser.add_argument("--resource-group", default="servicetags-local")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     configure(os.environ.get("SERVICETAGS_LOG_FORMAT", "json"),
               os.environ.get("SERVICETAGS_LOG_LEVEL", "INFO"))
     container = BlobServiceClient.from_connection_string(args.connection_string).get_container_client(
         args.container)
     with contextlib.suppress(ResourceExistsError):
         container.create_container()
-    queue = QueueClient.from_connection_string(args.connection_string, args.queue)
-    with contextlib.suppress(ResourceExistsError):
-        queue.create_queue()
+    deliver: Deliver
+    if args.webhook:
+        deliver = webhook_deliverer(args.webhook)
+    else:
+        queue = QueueClient.from_connection_string(args.connection_string, args.queue)
+        with contextlib.suppress(ResourceExistsError):
+            queue.create_queue()
+        deliver = queue_deliverer(queue)
     if args.state_dir:
         args.state_dir.mkdir(parents=True, exist_ok=True)
     relay = BlobEventRelay(EndsWith(container, SUFFIX), account_name=_account_name(args.connection_string),
-                           container=args.container, deliver=queue_deliverer(queue), schema=args.schema,
-                           state_path=args.state_dir / STATE_FILE if args.state_dir else None)
+                           container=args.container, deliver=deliver, schema=args.schema,
+                           state_path=args.state_dir / STATE_FILE if args.state_dir else None,
+                           subscription_id=args.subscription_id, resource_group=args.resource_group)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
