@@ -25,7 +25,7 @@ import pytest
 from common.config import Env
 from devstack.ports import free_port, port_is_open
 from devstack.relay import BlobEventRelay, queue_deliverer, webhook_deliverer
-from devstack.runs_relay import SUFFIX, EndsWith
+from devstack.runs_relay import RunMarkers
 from devstack.smtp_sink import SmtpSink
 from devstack.webhook_receiver import Receiver
 from tests.conftest import ROOT, snapshot_path
@@ -307,7 +307,7 @@ def test_notifier_serve_sends_the_digest_on_the_complete_event_and_closes_late_r
         mails = {m["To"].addresses[0].addr_spec: m for m in rig.emails()}
         assert str(mails["tokyo@example.com"]["X-Servicetags-Regions"]).strip() == "japaneast"
         # Event Grid redelivers: every event once more, nothing is sent twice.
-        again = BlobEventRelay(EndsWith(rig.p.clients.container(rig.settings.runs_container)._client, SUFFIX),
+        again = BlobEventRelay(RunMarkers(rig.p.clients.container(rig.settings.runs_container)._client),
                                account_name="devstoreaccount1", container=rig.settings.runs_container,
                                deliver=webhook_deliverer(url), state_path=None)
         assert again.poll_once() == 2
