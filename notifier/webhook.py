@@ -211,7 +211,13 @@ class WebhookApp:
             log_event(log, "webhook_validated", "answered the subscription validation handshake",
                       event_id=validations[0].id)
             return "200 OK", {"validationResponse": validations[0].code}, []
-        return self._handle_all(self._routed(items, body, environ.get("CONTENT_TYPE", "")))
+        try:
+            routed = self._routed(items, body, environ.get("CONTENT_TYPE", ""))
+        except BadMessage as exc:  # a runs-container event malformed beyond its container
+            self._count("rejected")
+            log_event(log, "webhook_bad_request", str(exc), level=logging.WARNING, reason=str(exc))
+            return "400 Bad Request", {"error": str(exc)}, []
+        return self._handle_all(routed)
 
     def _routed(self, items: list[Any], body: bytes, content_type: str) -> list[tuple[Any, Handler | None]]:
         """Each item with the handler it goes to: report events to `handle`; events ignored
