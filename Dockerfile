@@ -71,8 +71,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 servicetags \
     && useradd --system --uid 10001 --gid servicetags --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin servicetags \
-    && mkdir -p /app /state/arm /state/relay \
-    && chown servicetags:servicetags /app /state /state/arm /state/relay
+    && mkdir -p /app /state/arm /state/relay /state/relay-runs \
+    && chown servicetags:servicetags /app /state /state/arm /state/relay /state/relay-runs
 
 COPY --from=builder /opt/venv /opt/venv
 
@@ -83,7 +83,7 @@ ENTRYPOINT ["servicetags"]
 CMD ["--help"]
 
 # ---------------------------------------------------------------------------------------
-# Dev services only (docker-compose.yml's arm-endpoint and relay); never deployed.
+# Dev services only (docker-compose.yml's arm-endpoint and relays); never deployed.
 FROM runtime AS local
 
 USER root

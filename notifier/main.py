@@ -215,7 +215,8 @@ def main(argv: list[str], prog: str = "servicetags notifier") -> int:
         if args.mode == "serve":
             from notifier.serve import serve_webhook
 
-            return serve_webhook(wiring, Env(), stop)
+            return serve_webhook(wiring, Env(), stop, runs_container=settings.runs_container,
+                                 deadlines=deadline_consumer(settings, wiring, stop))
         stats = run_queues(settings, wiring, stop, until_empty=args.until_empty)
         log_event(log, "notifier_stopped", "notifier stopped", **stats._asdict())
         return 0

@@ -1,7 +1,9 @@
 """Event Grid push delivery: a small WSGI app served by waitress.
 
 Routes: `POST /api/events` (or `/`) takes Event Grid schema (an array), a single CloudEvent
-or a CloudEvents batch; `OPTIONS` answers the CloudEvents abuse-protection handshake.
+or a CloudEvents batch; `OPTIONS` answers the CloudEvents abuse-protection handshake. Blob
+events of the reports container go to the report handler, those of the runs container (a
+run's `complete.json`) to the run handler, anything else is acknowledged and ignored.
 Every call, handshakes included, must carry the configured credential.
 
 Status codes are chosen for Event Grid's retry policy, which retries everything but 400,
@@ -24,7 +26,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
@@ -127,9 +128,13 @@ class WebhookApp:
     """The WSGI application. `stats` counts outcomes (handled, ignored, refused, rejected, failed)."""
 
     def __init__(self, handle: Handler, *, auth: Authenticator, expected_container: str,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, runs_container: str | None = None,
+                 handle_run: Handler | None = None) -> None:
         self.handle, self.auth = handle, auth
         self.expected_container, self.max_body = expected_container, max_body
+        # BlobCreated events of the runs container (a run's complete marker) go to `handle_run`,
+        # as the queue mode hands them to the run's digest.
+        self.runs_container, self.handle_run = runs_container, handle_run
         self.stats = {"handled": 0, "ignored": 0, "refused": 0, "rejected": 0, "failed": 0}
         self._lock = threading.Lock()
 
@@ -204,20 +209,38 @@ class WebhookApp:
             log_event(log, "webhook_validated", "answered the subscription validation handshake",
                       event_id=validations[0].id)
             return "200 OK", {"validationResponse": validations[0].code}, []
-        return self._handle_all(items)
+        try:
+            routed = self._routed(items, body, environ.get("CONTENT_TYPE", ""))
+        except BadMessage as exc:  # a runs-container event malformed beyond its container
+            self._count("rejected")
+            log_event(log, "webhook_bad_request", str(exc), level=logging.WARNING, reason=str(exc))
+            return "400 Bad Request", {"error": str(exc)}, []
+        return self._handle_all(routed)
 
-    def _handle_all(self, items: list[Any]) -> tuple[str, Any, list[tuple[str, str]]]:
+    def _routed(self, items: list[Any], body: bytes, content_type: str) -> list[tuple[Any, Handler | None]]:
+        """Each item with the handler it goes to: report events to `handle`; events ignored
+        for the reports container that are blob events of the runs container to `handle_run`.
+        The body parses the same way a second time, one item per event in the same order."""
+        routed: list[tuple[Any, Handler | None]] = [(item, self.handle) for item in items]
+        if self.handle_run is None or self.runs_container is None \
+                or not any(isinstance(item, IgnoredEvent) for item in items):
+            return routed
+        runs = parse_webhook_body(body, content_type, expected_container=self.runs_container)
+        return [(alt, self.handle_run) if isinstance(item, IgnoredEvent) and isinstance(alt, ReportEvent)
+                else (item, handler) for (item, handler), alt in zip(routed, runs, strict=True)]
+
+    def _handle_all(self, items: list[tuple[Any, Handler | None]]) -> tuple[str, Any, list[tuple[str, str]]]:
         handled = ignored = 0
         rejected: list[str] = []
-        for item in items:
-            if isinstance(item, IgnoredEvent):
+        for item, handle in items:
+            if isinstance(item, IgnoredEvent) or handle is None:
                 ignored += 1
                 self._count("ignored")
                 log_event(log, "event_ignored", item.reason, event_id=item.id,
                           event_type=item.event_type, subject=item.subject)
                 continue
             try:
-                self.handle(item)
+                handle(item)
             except (PermanentError, BadMessage) as exc:
                 # Never succeeds: the others are still handled, then 400 dead-letters the body.
                 self._count("rejected")
@@ -249,8 +272,10 @@ class WebhookApp:
         return "413 Content Too Large", {"error": f"body is over {self.max_body} bytes"}, []
 
 
-def make_app(handle: Handler, *, auth: Authenticator, expected_container: str) -> WebhookApp:
-    return WebhookApp(handle, auth=auth, expected_container=expected_container)
+def make_app(handle: Handler, *, auth: Authenticator, expected_container: str,
+             runs_container: str | None = None, handle_run: Handler | None = None) -> WebhookApp:
+    return WebhookApp(handle, auth=auth, expected_container=expected_container,
+                      runs_container=runs_container, handle_run=handle_run)
 
 
 class WebhookServer:
@@ -282,17 +307,16 @@ def make_server(app: Any, host: str, port: int, threads: int = 4) -> WebhookServ
     return WebhookServer(app, host, port, threads)
 
 
-def serve(app: Any, host: str, port: int, threads: int = 4) -> None:
-    """Serve until SIGTERM or SIGINT, then let running handlers finish and return.
-    (Signals are only caught when called from the main thread, as Python requires.)"""
+def serve(app: Any, host: str, port: int, *, stop: threading.Event, threads: int = 4) -> None:
+    """Serve until `stop` is set, then let running handlers finish and return. The entry
+    point owns the signals (SIGTERM sets `stop`, Ctrl-C interrupts), as in queue mode."""
     server = make_server(app, host, port, threads)
-    if threading.current_thread() is threading.main_thread():
-        def stop(signum: int, _frame: object) -> None:
-            # close() waits for handlers; never block inside a signal handler.
-            threading.Thread(target=server.close, name="webhook-stop", daemon=True).start()
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, stop)
+    def close_when_stopped() -> None:
+        stop.wait()
+        server.close()  # waits for running handlers, so not in a signal handler
+
+    threading.Thread(target=close_when_stopped, name="webhook-stop", daemon=True).start()
     log_event(log, "webhook_listening", f"listening on {host}:{server.port}", host=host, port=server.port)
     server.run()
     log_event(log, "webhook_stopped", "webhook server stopped")

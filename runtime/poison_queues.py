@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from core.errors import BadMessage
 from core.messages import decode_json_message
 from core.ports import Message, Queue
+
+
+def with_poison(queues: Iterable[str]) -> list[str]:
+    """Each queue followed by its `<queue>-poison`, once each, in the given order."""
+    out: list[str] = []
+    for name in queues:
+        for q in (name, f"{name}-poison"):
+            if q not in out:
+                out.append(q)
+    return out
 
 
 def poisoned(message: Message) -> dict[str, Any]:

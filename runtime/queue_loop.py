@@ -41,7 +41,7 @@ class LoopSettings(NamedTuple):
     max_tries: int = 5
     visibility_timeout: int = 120   # seconds; the lease is extended while the handler runs
     retry_delay: int = 10           # seconds before the first retry; doubles per try
-    idle_sleep: float = 2.0         # seconds between polls of an empty queue
+    idle_sleep: float = 2.0         # at most this many seconds between polls of an empty queue
 
     @classmethod
     def from_env(cls, env: Env) -> LoopSettings:
@@ -196,14 +196,16 @@ class QueueConsumer:
 
     def run(self, *, until_empty: bool = False) -> Stats:
         """Consume until stopped; with `until_empty`, return once nothing is left, counting
-        messages still invisible (being retried or held by another consumer)."""
+        messages still invisible (being retried or held by another consumer). An empty queue
+        is polled again after `idle_wait`: soon after a message, then less and less often."""
         pause = 0.0
+        empty = 0  # empty receives in a row
         while not self.stop.is_set():
             try:
                 message = self.queue.receive(self.settings.visibility_timeout)
                 if message is not None:
                     self.process(message)
-                    pause = 0.0
+                    pause, empty = 0.0, 0
                     continue
                 if until_empty and self.queue.depth() == 0:
                     break
@@ -218,8 +220,22 @@ class QueueConsumer:
                           level=logging.WARNING, queue=self.queue.name, retry_in=pause)
                 self.stop.wait(pause)
                 continue
-            self.stop.wait(self.settings.idle_sleep)
+            empty += 1
+            self.stop.wait(idle_wait(empty, self.settings.idle_sleep))
         return self.stats
+
+
+IDLE_FIRST_WAIT = 0.05  # seconds after the first empty receive that follows a message
+
+
+def idle_wait(empty_polls: int, ceiling: float) -> float:
+    """Seconds to wait after the `empty_polls`-th empty receive in a row: 0.05 s doubling up
+    to `ceiling` (SERVICETAGS_IDLE_SLEEP), the queue-trigger polling of Azure Functions.
+    Storage queues have no long poll; this keeps the wait for a message that follows others
+    short (a run's complete event comes right after its last reports) and an idle consumer
+    cheap (one receive per `ceiling` seconds), without busy polling in between."""
+    wait: float = min(ceiling, IDLE_FIRST_WAIT * 2 ** min(max(empty_polls, 1) - 1, 20))
+    return wait
 
 
 UNAVAILABLE_PAUSE_MAX = 60.0

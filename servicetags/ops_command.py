@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from core.errors import ServiceTagsError
 from runtime.arguments import ArgumentParser, fail
 from runtime.config import Env
+
+# `requeue --queue` choices: every consumer's queue (the producer's regions, the notifier's
+# change-events and run-deadlines, the impact step's impact).
+QUEUE_CHOICES = ("regions", "change-events", "run-deadlines", "impact")
 
 
 def _clients(env: Env) -> Any:
@@ -17,11 +22,18 @@ def _clients(env: Env) -> Any:
     return open_storage(StorageSettings.from_env(env), env.cloud())
 
 
+def queue_names(env: Env, settings: Any) -> dict[str, str]:
+    """Every queue of the pipeline, by the name `requeue --queue` takes, as configured."""
+    return {"regions": settings.regions_queue, "change-events": settings.events_queue,
+            "run-deadlines": env.str("SERVICETAGS_DEADLINES_QUEUE") or "run-deadlines",
+            "impact": env.str("SERVICETAGS_IMPACT_QUEUE") or "impact"}
+
+
 def requeue_main(argv: list[str], prog: str) -> int:
     from runtime.poison_queues import message_region, requeue
 
     parser = ArgumentParser(prog=prog, description="Move poisoned messages back to their queue.")
-    parser.add_argument("--queue", default="regions", choices=["regions", "change-events", "impact"],
+    parser.add_argument("--queue", default="regions", choices=list(QUEUE_CHOICES),
                         help="which queue's poison queue to empty (default: regions)")
     parser.add_argument("--region", action="append", default=[], metavar="R",
                         help="only messages for this region (repeatable; regions queue only)")
@@ -31,9 +43,7 @@ def requeue_main(argv: list[str], prog: str) -> int:
     try:
         env = Env()
         clients = _clients(env)
-        names = clients.settings
-        queue_name = {"regions": names.regions_queue, "change-events": names.events_queue,
-                      "impact": env.str("SERVICETAGS_IMPACT_QUEUE") or "impact"}[args.queue]
+        queue_name = queue_names(env, clients.settings)[args.queue]
         wanted = {r.lower() for r in args.region}
         moved = requeue(clients.poison(queue_name), clients.queue(queue_name),
                         keep=lambda content: not wanted or message_region(content) in wanted)
@@ -43,11 +53,15 @@ def requeue_main(argv: list[str], prog: str) -> int:
     return 0
 
 
-def collect_status(clients: Any, cloud: str) -> dict[str, Any]:
-    from runtime.poison_queues import poisoned
+def collect_status(clients: Any, cloud: str, queues: Iterable[str] | None = None) -> dict[str, Any]:
+    """`queues`: the pipeline's queues (each is shown with its `-poison`); by default those
+    of `queue_names` with the default names of the steps that have no storage setting."""
+    from runtime.poison_queues import poisoned, with_poison
 
     s = clients.settings
-    queues = [s.regions_queue, f"{s.regions_queue}-poison", s.events_queue, f"{s.events_queue}-poison"]
+    if queues is None:
+        queues = queue_names(Env({}), s).values()
+    queues = with_poison(queues)
     depths: dict[str, int | None] = {}
     poison: list[dict[str, Any]] = []
     for name in queues:
@@ -177,7 +191,8 @@ def status_main(argv: list[str], prog: str) -> int:
     args = parser.parse_args(argv)
     try:
         env = Env()
-        status = collect_status(_clients(env), env.cloud())
+        clients = _clients(env)
+        status = collect_status(clients, env.cloud(), queue_names(env, clients.settings).values())
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
     if args.json:

@@ -33,14 +33,16 @@ LOCK = ROOT / "docker" / "requirements.lock"
 LOCAL_LOCK = ROOT / "docker" / "requirements-local.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-SERVICES = {"azurite", "arm-endpoint", "download-center", "relay", "mailpit", "producer", "worker",
-            "notifier"}
+SERVICES = {"azurite", "arm-endpoint", "download-center", "relay", "relay-runs", "mailpit", "producer",
+            "worker", "notifier"}
 # Containers running the project's code with the shared environment (`x-environment`).
-APP_SERVICES = ("producer", "worker", "notifier", "relay")
+APP_SERVICES = ("producer", "worker", "notifier", "relay", "relay-runs")
 # The code those containers run: a variable only the process stack's own tooling reads must
 # not be read here either (checked below), or compose would have to set it too.
 COMPONENT_SOURCES = [*(ROOT / p for p in ("core", "runtime", "producer", "worker", "notifier")),
-                     ROOT / "devstack" / "relay.py", ROOT / "devstack" / "arm_endpoint.py"]
+                     ROOT / "devstack" / "relay.py", ROOT / "devstack" / "runs_relay.py",
+                     ROOT / "devstack" / "arm_endpoint.py",
+                     ROOT / "devstack" / "arm_faults.py", ROOT / "devstack" / "arm_wire.py"]
 # `up()` also reports where the process stack keeps its own files (state directory, .eml
 # outbox) for the demo and tests; in compose those are volumes and Mailpit.
 STACK_BOOKKEEPING_PREFIX = "SERVICETAGS_LOCAL_"
@@ -151,7 +153,8 @@ def test_images_are_pinned(model: dict[str, Any]) -> None:
 def test_built_images_use_targets_of_the_dockerfile(model: dict[str, Any]) -> None:
     stages = {stage.name for stage in parse_dockerfile()}
     targets = {name: s["build"]["target"] for name, s in model["services"].items() if "build" in s}
-    assert set(targets) == {"arm-endpoint", "download-center", "relay", "producer", "worker", "notifier"}
+    assert set(targets) == {"arm-endpoint", "download-center", "relay", "relay-runs", "producer", "worker",
+                            "notifier"}
     assert set(targets.values()) <= stages
     for name in ("producer", "worker", "notifier"):
         assert targets[name] == "runtime", f"{name} runs the production image"
@@ -248,6 +251,31 @@ def test_environment_points_at_the_compose_services(model: dict[str, Any]) -> No
     assert relay_flags["--container"] == ["reports"] and relay_flags["--queue"] == ["change-events"]
     assert relay_flags["--subscription-id"] == [env["AZURE_SUBSCRIPTION_ID"]]
     assert _volume_at(relay, relay_flags["--state-dir"][0]) is not None
+
+
+def test_run_markers_reach_the_notifier_through_their_own_relay(model: dict[str, Any]) -> None:
+    # Without it a run's digest went out only at its deadline (an hour by default).
+    services = model["services"]
+    runs = services["relay-runs"]
+    assert runs["entrypoint"] == ["python", "-m", "devstack.runs_relay"]
+    flags = _flags(runs["command"])
+    notifier_env = services["notifier"]["environment"]
+    # The container the workers write markers to, and the queue the notifier consumes.
+    assert flags["--container"] == [notifier_env.get("SERVICETAGS_RUNS_CONTAINER", "runs")]
+    assert flags["--queue"] == [notifier_env.get("SERVICETAGS_EVENTS_QUEUE", "change-events")]
+    assert flags["--schema"] == _flags(services["relay"]["command"])["--schema"] == ["eventgrid"]
+    assert flags["--subscription-id"] == [notifier_env["AZURE_SUBSCRIPTION_ID"]]
+    state = _volume_at(runs, flags["--state-dir"][0])
+    assert state is not None and state["source"] != _volume_at(services["relay"], "/state/relay")["source"]  # type: ignore[index]
+    assert services["notifier"]["depends_on"]["relay-runs"]["condition"] == "service_started"
+    assert runs["depends_on"]["azurite"]["condition"] == "service_healthy"
+    assert runs["restart"] == "unless-stopped"
+    # Every flag the compose file passes is one the relay takes (its parser, not a guess).
+    from devstack import runs_relay
+
+    assert runs_relay.parse_args(["--connection-string", "x", *runs["command"]]).container == "runs"
+    # The image creates the state directory for the non-root user (a named volume copies it).
+    assert flags["--state-dir"][0] in DOCKERFILE.read_text()
 
 
 def _flags(argv: list[str]) -> dict[str, list[str]]:

@@ -8,7 +8,11 @@ import email
 import email.policy
 import json
 import logging
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,11 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from devstack.relay import BlobEventRelay, queue_deliverer
+from devstack.relay import BlobEventRelay, queue_deliverer, webhook_deliverer
+from devstack.runs_relay import RunMarkers
 from devstack.smtp_sink import SmtpSink
+from devstack.tcp_ports import free_port, port_is_open
 from devstack.webhook_receiver import Receiver
 from runtime.config import Env
-from tests.conftest import snapshot_path
+from tests.conftest import ROOT, snapshot_path
 from tests.integration.pipeline import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -262,3 +268,66 @@ def test_a_worker_killed_after_recording_an_outcome_leaves_the_run_to_complete(r
     rig.relay()
     rig.notify()
     assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
+
+
+def _wait(condition, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_notifier_serve_sends_the_digest_on_the_complete_event_and_closes_late_runs_at_the_deadline(
+        rig, arm_endpoint):
+    rig.run(340, arm_endpoint, "baseline")
+    rig.run(341, arm_endpoint, "change")  # deadline in an hour: only complete.json can close it now
+    port, secret = free_port(), secrets.token_urlsafe(24)
+    env = {**os.environ, **rig.p.env, "SERVICETAGS_WEBHOOK_HOST": "127.0.0.1",
+           "SERVICETAGS_WEBHOOK_PORT": str(port), "SERVICETAGS_WEBHOOK_SECRET": secret,
+           "SERVICETAGS_IDLE_SLEEP": "1"}
+    notifier = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait(lambda: port_is_open("127.0.0.1", port), 30), "the webhook did not start"
+        # Event Grid's push delivery over real HTTP: the reports' events, then the runs' markers.
+        url = f"http://127.0.0.1:{port}/api/events?code={secret}"
+        relays = [BlobEventRelay(rig.p.clients.container(name), account_name="devstoreaccount1",
+                                 container=name, deliver=webhook_deliverer(url), state_path=None,
+                                 schema=schema)
+                  for name, schema in ((rig.p.settings.reports_container, "eventgrid"),
+                                       (rig.settings.runs_container, "cloudevents"))]
+        # Unfiltered (Azure filters on the subject): 5 reports; per run a manifest, 5 outcomes, a
+        # complete marker. Only the markers close runs, the other runs blobs are acknowledged.
+        assert [r.poll_once() for r in relays] == [5, 14]
+        assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
+        [hook] = [json.loads(p.read_bytes()) for p in rig.files("*.webhook.json")]
+        assert (hook["run_id"], hook["closed_by"], hook["missing"]) == ("change", "complete", [])
+        mails = {m["To"].addresses[0].addr_spec: m for m in rig.emails()}
+        assert str(mails["tokyo@example.com"]["X-Servicetags-Regions"]).strip() == "japaneast"
+        # Event Grid redelivers: every event once more, nothing is sent twice.
+        again = BlobEventRelay(RunMarkers(rig.p.clients.container(rig.settings.runs_container)._client),
+                               account_name="devstoreaccount1", container=rig.settings.runs_container,
+                               deliver=webhook_deliverer(url), state_path=None)
+        assert again.poll_once() == 2
+        assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
+
+        # A run that never completes (no worker here) is closed by its deadline in this mode too.
+        rig.p.env["SERVICETAGS_DIGEST_DEADLINE"] = "1"
+        rig.p.produce(REGIONS, run_id="late")
+        assert _wait(lambda: deliveries(rig)["webhook"] == 2, 30), "the deadline did not close the run"
+        late = [d for d in (json.loads(p.read_bytes()) for p in rig.files("*.webhook.json"))
+                if d["run_id"] == "late"]
+        assert [(d["closed_by"], d["missing"]) for d in late] == [
+            ("deadline", ["francecentral", "germanywestcentral", "global", "japaneast", "westeurope"])]
+        notifier.send_signal(signal.SIGTERM)
+        output, _ = notifier.communicate(timeout=20)
+    finally:
+        if notifier.poll() is None:
+            notifier.kill()
+            notifier.communicate()
+    assert notifier.returncode == 0, output
+    # The entry point's SIGTERM handling stopped the server: one start line, one stop line.
+    assert output.count('"webhook_listening"') == 1 and output.count('"webhook_stopped"') == 1, output
+    assert secret not in output

@@ -137,6 +137,35 @@ def test_each_blob_becomes_one_base64_event_shaped_like_event_grids(storage, azu
     assert parsed.blob_name in {"francecentral/370-371.json", "global/12-13.json"}
 
 
+def test_the_runs_relay_raises_events_for_complete_markers_only_without_listing_outcomes(storage):
+    from devstack.runs_relay import RunMarkers
+
+    container, queue = storage.container("runs"), storage.queue("events")
+    for run in ("Public/weekly-1", "Public/weekly-2", "AzureChinaCloud/weekly-1"):
+        upload(container, f"{run}/manifest.json")
+        for region in ("francecentral", "japaneast"):
+            upload(container, f"{run}/regions/{region}.json")
+    upload(container, "Public/weekly-1/complete.json")
+    upload(container, "AzureChinaCloud/weekly-1/complete.json")
+    upload(container, "Public/weekly-2/complete.json.tmp")  # not the marker
+    markers = RunMarkers(container)
+    relay = relay_for(markers, queue_deliverer(queue), None)
+
+    assert relay.poll_once() == 2
+    assert sorted(decoded(c)["subject"].rsplit("/blobs/", 1)[1] for c in received(queue)) == [
+        "AzureChinaCloud/weekly-1/complete.json", "Public/weekly-1/complete.json"]
+    assert relay.poll_once() == 0
+    upload(container, "Public/weekly-2/complete.json")  # the last region of weekly-2 checked
+    assert relay.poll_once() == 1
+    assert decoded(received(queue)[-1])["subject"].endswith("/blobs/Public/weekly-2/complete.json")
+    # A run that is gone (retention) is forgotten, as the relay forgets blobs that are gone.
+    for name in [n for n in container.list_blob_names() if n.startswith("AzureChinaCloud/")]:
+        container.delete_blob(name)
+    assert sorted(b.name for b in markers.list_blobs()) == ["Public/weekly-1/complete.json",
+                                                             "Public/weekly-2/complete.json"]
+    assert relay.poll_once() == 0 and len(received(queue)) == 3
+
+
 def test_a_second_poll_delivers_nothing(storage, tmp_path):
     container, queue = storage.container("reports"), storage.queue("events")
     upload(container, "a.json")

@@ -469,10 +469,12 @@ def test_a_short_shared_secret_is_refused_at_start():
 
 
 SERVE_SCRIPT = """
-import sys
+import signal, sys, threading
 from notifier.webhook import SharedSecretAuth, make_app, serve
+stop = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stop.set())  # as runtime.component does
 serve(make_app(print, auth=SharedSecretAuth(sys.argv[2]), expected_container="reports"),
-      "127.0.0.1", int(sys.argv[1]), threads=2)
+      "127.0.0.1", int(sys.argv[1]), stop=stop, threads=2)
 print("stopped", flush=True)
 """
 
@@ -491,3 +493,46 @@ def test_serve_stops_cleanly_on_sigterm():
             process.wait()
     assert process.returncode == 0
     assert b"stopped" in output
+
+
+def test_run_markers_go_to_the_run_handler_and_other_runs_blobs_are_ignored():
+    from notifier.serve import run_complete_handler
+
+    closed: list[tuple[str, str, str]] = []
+
+    class Digests:
+        def deliver_run(self, cloud: str, run_id: str, *, closed_by: str) -> None:
+            closed.append((cloud, run_id, closed_by))
+
+    class Wiring:
+        digests = Digests()
+
+    reports: list[str] = []
+    app = make_app(lambda e: reports.append(e.blob_name), auth=SharedSecretAuth(SECRET),
+                   expected_container=CONTAINER, runs_container="runs",
+                   handle_run=run_complete_handler(Wiring()))
+    server = make_server(app, "127.0.0.1", 0, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        hook = Webhook(app, server.port)
+        [recorded] = json.loads(sample_bytes("eventgrid-blobcreated.docs.json"))
+
+        def event(container: str, name: str, **data: Any) -> dict[str, Any]:
+            return {**recorded, "id": str(uuid.uuid4()),
+                    "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
+                    "data": {**recorded["data"], "url": f"http://127.0.0.1/a/{container}/{name}", **data}}
+
+        body = [event(CONTAINER, "Public/japaneast/1-2.json"), event("runs", "Public/weekly-7/complete.json"),
+                event("runs", "Public/weekly-7/regions/japaneast.json"), event("other", "x.json")]
+        answer = hook.post(json.dumps(body).encode())
+        assert (answer.status, answer.json()) == (200, {"handled": 3, "ignored": 1})
+        assert reports == ["Public/japaneast/1-2.json"]
+        assert closed == [("Public", "weekly-7", "complete")]  # the outcome blob closed nothing
+        # A runs event malformed past its container is a 400 like any other, not a 500.
+        broken = hook.post(json.dumps([event("runs", "Public/weekly-8/complete.json", url=None)]).encode())
+        assert broken.status == 400 and "has no data.url" in broken.json()["error"]
+        assert closed == [("Public", "weekly-7", "complete")]
+    finally:
+        server.close()
+        thread.join(timeout=10)

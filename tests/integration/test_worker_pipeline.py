@@ -257,6 +257,56 @@ def test_status_and_requeue_commands_show_and_move_poisoned_messages(pipeline, a
     assert pipeline.queue.depth() == 1
 
 
+def test_status_and_requeue_know_the_deadline_and_impact_queues(pipeline, monkeypatch, capsys):
+    from core.ports import Message
+    from core.runs import Deadline
+    from runtime.queue_loop import poison_record
+    from servicetags.ops_command import requeue_main, status_main
+
+    suffix = pipeline.settings.regions_queue.removeprefix("regions-")
+    deadlines, impact = f"deadlines-{suffix}", f"impact-{suffix}"
+    for key, value in {**pipeline.env, "SERVICETAGS_DEADLINES_QUEUE": deadlines,
+                       "SERVICETAGS_IMPACT_QUEUE": impact}.items():
+        monkeypatch.setenv(key, value)
+    pipeline.clients.ensure([], [deadlines, f"{deadlines}-poison", impact, f"{impact}-poison"])
+    try:
+        deadline = Deadline("Public", "weekly-2025-01-19").to_json()
+        report = '{"report": "Public/francecentral/cn361.json"}'
+        pipeline.clients.queue(f"{deadlines}-poison").send(poison_record(
+            deadlines, Message("m1", "r", deadline, 5), "failed 5 times; last error: smtp down"))
+        pipeline.clients.queue(f"{impact}-poison").send(poison_record(
+            impact, Message("m2", "r", report, 1), "Resource Graph answered 403"))
+        pipeline.clients.queue(impact).send(report)
+
+        assert status_main(["--json"], "servicetags status") == 0
+        status = json.loads(capsys.readouterr().out)
+        s = pipeline.settings
+        assert status["queues"] == {s.regions_queue: 0, f"{s.regions_queue}-poison": 0,
+                                    s.events_queue: None, f"{s.events_queue}-poison": None,
+                                    deadlines: 0, f"{deadlines}-poison": 1, impact: 1, f"{impact}-poison": 1}
+        # Each record names the queue its message came from, where requeue puts it back.
+        assert sorted((p["queue"], p["reason"], p["content"]) for p in status["poisoned"]) == [
+            (deadlines, "failed 5 times; last error: smtp down", deadline),
+            (impact, "Resource Graph answered 403", report)]
+        assert status_main([], "servicetags status") == 0
+        text = capsys.readouterr().out
+        assert f"  {deadlines + '-poison':28} 1\n" in text and f"  {impact:28} 1\n" in text
+
+        assert requeue_main(["--queue", "run-deadlines"], "servicetags requeue") == 0
+        assert capsys.readouterr().out == f"requeued 1 message from {deadlines}-poison to {deadlines}\n"
+        back = pipeline.clients.queue(deadlines).receive(5)
+        assert back is not None and back.content == deadline  # the original, ready for the notifier
+        assert requeue_main(["--queue", "impact"], "servicetags requeue") == 0
+        assert capsys.readouterr().out == f"requeued 1 message from {impact}-poison to {impact}\n"
+        assert pipeline.clients.queue(impact).depth() == 2
+        assert requeue_main(["--queue", "run-deadlines", "--region", "x"], "servicetags requeue") == 2
+        assert capsys.readouterr().err == ("servicetags requeue: --region applies to the regions queue "
+                                           "only\n")
+    finally:
+        for name in (deadlines, f"{deadlines}-poison", impact, f"{impact}-poison"):
+            pipeline.clients.queues.delete_queue(name)
+
+
 def test_file_source_reads_a_download_file(pipeline):
     pipeline.produce("germanywestcentral")
     stats = pipeline.work(SERVICETAGS_SOURCE="file", SERVICETAGS_SOURCE_FILE=str(snapshot_path(347)))
