@@ -90,6 +90,40 @@ def _locals(module: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: _one(v) for doc in module for entry in doc.get("locals", []) for k, v in entry.items()}
 
 
+_EACH_VALUE = re.compile(r"\$\{each\.value\.([a-z0-9_]+)\}")
+
+
+def _expand(value: Any, each: dict[str, Any]) -> Any:
+    """`value` with `${each.value.X}` replaced by the instance's X (a whole-string reference by
+    the value itself, so a null stays None)."""
+    if isinstance(value, dict):
+        return {k: _expand(v, each) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, each) for v in value]
+    if isinstance(value, str):
+        whole = _EACH_VALUE.fullmatch(value)
+        if whole:
+            return each[whole.group(1)]
+        return _EACH_VALUE.sub(lambda m: str(each[m.group(1)]), value)
+    return value
+
+
+def _instances(module: list[dict[str, Any]], rtype: str, name: str) -> dict[str, dict[str, Any]]:
+    """{key: body} of a resource with `for_each = local.X`, each instance's body as it would
+    read written out by hand."""
+    body = _resources(module)[rtype][name]
+    source = re.fullmatch(r"\$\{local\.([a-z0-9_]+)\}", _attr(body, "for_each"))
+    assert source, f"{rtype}.{name}: for_each is expected to be a local map"
+    rest = {k: v for k, v in body.items() if k != "for_each"}
+    return {key: _expand(rest, each) for key, each in _locals(module)[source.group(1)].items()}
+
+
+def _moved(module: list[dict[str, Any]]) -> dict[str, str]:
+    """{from address: to address} of the `moved` blocks."""
+    return {_one(b["from"]).strip("${}"): _one(b["to"]).strip("${}")
+            for doc in module for b in doc.get("moved", [])}
+
+
 def _without_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
@@ -146,6 +180,7 @@ def test_references_to_variables_locals_and_resources_are_declared() -> None:
             if not m.group(0).endswith(("_id", "_name"))  # attribute names in docs strings
         }
         used_data = set(re.findall(r"\bdata\.[a-z0-9_]+\.[a-z0-9_]+", text))
+        used_resources -= set(_moved(mod))
 
         assert used_vars <= variables, f"{root.name}: undeclared {used_vars - variables}"
         assert used_locals <= local_names, f"{root.name}: undefined {used_locals - local_names}"
@@ -504,8 +539,10 @@ def _scope_label(scope: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def test_event_grid_sends_only_report_blob_creations_to_change_events(resources: dict) -> None:
-    subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
+def test_event_grid_sends_only_report_blob_creations_to_change_events(module: list, resources: dict) -> None:
+    # One resource, one instance a subscription (eventgrid.tf, local.blob_created_subscriptions).
+    assert set(resources["azurerm_eventgrid_system_topic_event_subscription"]) == {"blob_created"}
+    subs = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")
     # The others feed the impact step (test_impact_terraform.py), the publisher (test_web_terraform.py)
     # and the run digests (runs_complete_to_queue).
     assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher",
@@ -517,6 +554,7 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(resources:
     )
     assert resources["azurerm_storage_container"]["reports"]["name"] == ["reports"]
     assert not sub.get("advanced_filter")
+    assert _attr(sub, "subject_filter", "subject_ends_with") is None
     endpoint = _attr(sub, "storage_queue_endpoint")
     assert _attr(endpoint, "queue_name") == "${azurerm_storage_queue.change_events.name}"
     assert _attr(endpoint, "storage_account_id") == "${azurerm_storage_account.main.id}"
@@ -534,8 +572,9 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(resources:
     assert _attr(topic, "topic_type") == "Microsoft.Storage.StorageAccounts"
 
 
-def test_event_grid_sends_only_run_complete_markers_to_change_events(resources: dict) -> None:
-    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["runs_complete_to_queue"]
+def test_event_grid_sends_only_run_complete_markers_to_change_events(module: list) -> None:
+    sub = _instances(module, "azurerm_eventgrid_system_topic_event_subscription",
+                     "blob_created")["runs_complete_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.runs.name}/blobs/"
@@ -545,6 +584,18 @@ def test_event_grid_sends_only_run_complete_markers_to_change_events(resources: 
     assert _attr(endpoint, "queue_name") == "${azurerm_storage_queue.change_events.name}"
     for block in ("delivery_identity", "dead_letter_identity"):
         assert _attr(sub, block, "user_assigned_identity") == ("${azurerm_user_assigned_identity.events.id}")
+
+
+def test_the_folded_subscriptions_keep_their_addresses(module: list) -> None:
+    """Each subscription was its own resource before the fold: a `moved` block per old
+    address keeps existing deployments' subscriptions (no destroy and re-create)."""
+    kind = "azurerm_eventgrid_system_topic_event_subscription"
+    keys = _instances(module, kind, "blob_created")
+    assert _moved(module) == {f"{kind}.{key}": f'{kind}.blob_created["{key}"]' for key in keys}
+    # Names are what Azure knows them by: unchanged, and one a subscription.
+    assert {key: _attr(body, "name") for key, body in keys.items()} == {
+        "reports_to_queue": "reports-created", "reports_to_impact": "reports-created-impact",
+        "reports_to_publisher": "reports-created-publish", "runs_complete_to_queue": "runs-complete"}
 
 
 def test_channel_secrets_vault_uses_rbac_and_only_the_notifier_reads_it(resources: dict) -> None:
@@ -660,7 +711,8 @@ def test_doctor_job_runs_each_check_with_the_components_own_identity(
             f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
     assert "AZURE_CLIENT_ID" not in env, "no default identity: every check names its own"
     assert env.keys() <= _contract_env_names(), env.keys() - _contract_env_names()
-    assert "reports_to_queue.id" in env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"]
+    assert env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"] == (
+        '${azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"].id}')
     assert not body.get("secret")
 
 

@@ -10,8 +10,8 @@ from itertools import product
 from typing import Any
 
 import pytest
-from test_terraform import CONFIG_DOC, ROOT, TF, _attr, _blocks, _job_env, _module, _resources
 
+from tests.terraform.test_terraform import CONFIG_DOC, ROOT, TF, _attr, _blocks, _job_env, _module, _resources
 from worker.main import SOURCES
 
 DEPLOYABLE = ("arm", "download-center")   # `file` names one local file: not for a deployment

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_terraform import TF, TF_GITHUB, _attr, _blocks, _module, _one, _resources
+
+from tests.terraform.test_terraform import TF, TF_GITHUB, _attr, _blocks, _module, _one, _resources
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
