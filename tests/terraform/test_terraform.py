@@ -711,6 +711,10 @@ def test_doctor_job_runs_each_check_with_the_components_own_identity(
             f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
     assert "AZURE_CLIENT_ID" not in env, "no default identity: every check names its own"
     assert env.keys() <= _contract_env_names(), env.keys() - _contract_env_names()
+    # The channels' secrets are checked as the notifier reads them: the same channels, the same vault.
+    notifier = _job_env(module, "notifier")
+    for name in ("SERVICETAGS_CHANNELS", "SERVICETAGS_KEYVAULT_URL"):
+        assert env[name] == notifier[name], name
     assert env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"] == (
         '${azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"].id}')
     assert not body.get("secret")
