@@ -39,7 +39,8 @@ locals {
   worker_env = merge(local.common_env, {
     AZURE_CLIENT_ID                 = azurerm_user_assigned_identity.worker.client_id
     AZURE_SUBSCRIPTION_ID           = var.subscription_id
-    SERVICETAGS_SOURCE              = "arm"
+    SERVICETAGS_SOURCE              = var.worker_source
+    SERVICETAGS_OBSERVED_SOURCE     = var.worker_observed_source
     SERVICETAGS_REGIONS_QUEUE       = azurerm_storage_queue.regions.name
     SERVICETAGS_SNAPSHOTS_CONTAINER = azurerm_storage_container.snapshots.name
     SERVICETAGS_REPORTS_CONTAINER   = azurerm_storage_container.reports.name
@@ -183,6 +184,16 @@ resource "azurerm_container_app_job" "worker" {
   }
 
   tags = local.tags
+
+  lifecycle {
+    # A variable's validation cannot name another variable before Terraform 1.9; the worker
+    # refuses to start with the same source twice, so the plan refuses it first (written
+    # without != because of the operator note in versions.tf).
+    precondition {
+      condition     = contains(["arm/none", "arm/download-center", "download-center/none", "download-center/arm"], "${var.worker_source}/${var.worker_observed_source}")
+      error_message = "worker_observed_source must differ from worker_source (or be none)."
+    }
+  }
 
   depends_on = [
     azurerm_role_assignment.acr_pull,

@@ -1,7 +1,8 @@
 # Run digests: the producer records each run's regions under `runs` and enqueues a deadline
 # message (visible only when the run's time is up) on `run-deadlines`; workers record each
 # region's outcome and, for the last one, a create-only `complete.json`, whose BlobCreated
-# event reaches the notifier through change-events like a report's.
+# event reaches the notifier through change-events like a report's (the subscription is
+# blob_created["runs_complete_to_queue"] in eventgrid.tf).
 
 resource "azurerm_storage_container" "runs" {
   #checkov:skip=CKV2_AZURE_21:Blob logging goes to Log Analytics through azurerm_monitor_diagnostic_setting.blob; the storage-insights resource this check wants needs an account key, and shared keys are off.
@@ -18,53 +19,6 @@ resource "azurerm_storage_queue" "run_deadlines" {
 resource "azurerm_storage_queue" "run_deadlines_poison" {
   name               = "run-deadlines-poison"
   storage_account_id = azurerm_storage_account.main.id
-}
-
-resource "azurerm_eventgrid_system_topic_event_subscription" "runs_complete_to_queue" {
-  name                = "runs-complete"
-  system_topic        = azurerm_eventgrid_system_topic.storage.name
-  resource_group_name = azurerm_resource_group.main.name
-
-  event_delivery_schema = "EventGridSchema"
-  included_event_types  = ["Microsoft.Storage.BlobCreated"]
-
-  # Only a run's complete marker: manifests and region outcomes raise no work.
-  subject_filter {
-    subject_begins_with = "/blobServices/default/containers/${azurerm_storage_container.runs.name}/blobs/"
-    subject_ends_with   = "/complete.json"
-    case_sensitive      = true
-  }
-
-  storage_queue_endpoint {
-    storage_account_id                    = azurerm_storage_account.main.id
-    queue_name                            = azurerm_storage_queue.change_events.name
-    queue_message_time_to_live_in_seconds = 604800
-  }
-
-  delivery_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  retry_policy {
-    max_delivery_attempts = 30
-    event_time_to_live    = 1440
-  }
-
-  storage_blob_dead_letter_destination {
-    storage_account_id          = azurerm_storage_account.main.id
-    storage_blob_container_name = azurerm_storage_container.event_deadletter.name
-  }
-
-  dead_letter_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  depends_on = [
-    azurerm_role_assignment.events_change_events,
-    azurerm_role_assignment.events_deadletter,
-  ]
 }
 
 # The producer writes the run's manifest (create-only) and enqueues its deadline.

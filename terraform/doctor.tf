@@ -17,8 +17,11 @@ locals {
     SERVICETAGS_NOTIFICATIONS_CONTAINER = azurerm_storage_container.notifications.name
     SERVICETAGS_MAIL_BACKEND            = "acs"
     SERVICETAGS_ACS_ENDPOINT            = "https://${azurerm_communication_service.main.hostname}"
-    SERVICETAGS_EVENT_SUBSCRIPTION_ID   = azurerm_eventgrid_system_topic_event_subscription.reports_to_queue.id
+    SERVICETAGS_EVENT_SUBSCRIPTION_ID   = azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"].id
     SERVICETAGS_STALENESS_HOURS         = tostring(var.staleness_hours)
+    # The channels' secrets are read as the notifier reads them (its identity, this vault).
+    SERVICETAGS_CHANNELS     = local.channels_json
+    SERVICETAGS_KEYVAULT_URL = azurerm_key_vault.channels.vault_uri
   })
 }
 

@@ -137,7 +137,8 @@ resource "azurerm_role_assignment" "impact_acr_pull" {
 }
 
 # ---------------------------------------------------------------------------------------
-# Event Grid: the same report BlobCreated events, to the impact queue
+# Event Grid: the same report BlobCreated events, to the impact queue (the subscription is
+# blob_created["reports_to_impact"] in eventgrid.tf)
 # ---------------------------------------------------------------------------------------
 
 resource "azurerm_role_assignment" "events_impact" {
@@ -145,51 +146,6 @@ resource "azurerm_role_assignment" "events_impact" {
   role_definition_name = "Storage Queue Data Message Sender"
   principal_id         = azurerm_user_assigned_identity.events.principal_id
   principal_type       = "ServicePrincipal"
-}
-
-resource "azurerm_eventgrid_system_topic_event_subscription" "reports_to_impact" {
-  name                = "reports-created-impact"
-  system_topic        = azurerm_eventgrid_system_topic.storage.name
-  resource_group_name = azurerm_resource_group.main.name
-
-  event_delivery_schema = "EventGridSchema"
-  included_event_types  = ["Microsoft.Storage.BlobCreated"]
-
-  subject_filter {
-    subject_begins_with = "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"
-    case_sensitive      = true
-  }
-
-  storage_queue_endpoint {
-    storage_account_id                    = azurerm_storage_account.main.id
-    queue_name                            = azurerm_storage_queue.impact.name
-    queue_message_time_to_live_in_seconds = 604800
-  }
-
-  delivery_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  retry_policy {
-    max_delivery_attempts = 30
-    event_time_to_live    = 1440
-  }
-
-  storage_blob_dead_letter_destination {
-    storage_account_id          = azurerm_storage_account.main.id
-    storage_blob_container_name = azurerm_storage_container.event_deadletter.name
-  }
-
-  dead_letter_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  depends_on = [
-    azurerm_role_assignment.events_impact,
-    azurerm_role_assignment.events_deadletter,
-  ]
 }
 
 # ---------------------------------------------------------------------------------------

@@ -188,3 +188,25 @@ variable "tags" {
   description = "Tags added to every resource that takes them."
   default     = {}
 }
+
+variable "worker_source" {
+  type        = string
+  description = "The worker's primary tag source, the one reports are made from (SERVICETAGS_SOURCE): arm (the Service Tag Discovery API) or download-center (Microsoft's weekly file). See docs/architecture.md, \"Sources and the API's lag\"."
+  default     = "arm"
+
+  validation {
+    condition     = contains(["arm", "download-center"], var.worker_source)
+    error_message = "worker_source must be arm or download-center."
+  }
+}
+
+variable "worker_observed_source" {
+  type        = string
+  description = "A second source the worker reads beside the primary and only records (SERVICETAGS_OBSERVED_SOURCE): none, arm or download-center, never the same as worker_source."
+  default     = "none"
+
+  validation {
+    condition     = contains(["none", "arm", "download-center"], var.worker_observed_source)
+    error_message = "worker_observed_source must be none, arm or download-center."
+  }
+}

@@ -8,53 +8,12 @@
 # Entra ID (storage_use_azuread in main.tf): whoever runs `terraform apply` needs a data role
 # on the account (docs/deploy.md), as for the containers.
 
-# Report events for the publisher: a second subscription to the same BlobCreated events, so
-# the web view is brought up to date within a minute of each new report.
+# Report events for the publisher: a second subscription to the same BlobCreated events
+# (blob_created["reports_to_publisher"] in eventgrid.tf), so the web view is brought up to
+# date within a minute of each new report.
 resource "azurerm_storage_queue" "publish_events" {
   name               = "publish-events"
   storage_account_id = azurerm_storage_account.main.id
-}
-
-resource "azurerm_eventgrid_system_topic_event_subscription" "reports_to_publisher" {
-  name                = "reports-created-publish"
-  system_topic        = azurerm_eventgrid_system_topic.storage.name
-  resource_group_name = azurerm_resource_group.main.name
-
-  event_delivery_schema = "EventGridSchema"
-  included_event_types  = ["Microsoft.Storage.BlobCreated"]
-
-  subject_filter {
-    subject_begins_with = "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"
-    case_sensitive      = true
-  }
-
-  storage_queue_endpoint {
-    storage_account_id                    = azurerm_storage_account.main.id
-    queue_name                            = azurerm_storage_queue.publish_events.name
-    queue_message_time_to_live_in_seconds = 604800
-  }
-
-  delivery_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  retry_policy {
-    max_delivery_attempts = 30
-    event_time_to_live    = 1440
-  }
-
-  storage_blob_dead_letter_destination {
-    storage_account_id          = azurerm_storage_account.main.id
-    storage_blob_container_name = azurerm_storage_container.event_deadletter.name
-  }
-
-  dead_letter_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  depends_on = [azurerm_role_assignment.events_publish_events]
 }
 
 resource "azurerm_role_assignment" "events_publish_events" {

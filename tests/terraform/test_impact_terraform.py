@@ -13,6 +13,7 @@ from tests.terraform.test_terraform import (
     TF,
     _attr,
     _contract_env_names,
+    _instances,
     _job_env,
     _locals,
     _module,
@@ -65,8 +66,8 @@ def test_the_impact_identity_holds_exactly_the_roles_it_uses(resources: dict) ->
     }
 
 
-def test_the_impact_queue_gets_the_same_report_events(resources: dict) -> None:
-    subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
+def test_the_impact_queue_gets_the_same_report_events(module: list) -> None:
+    subs = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")
     ours, theirs = subs["reports_to_impact"], subs["reports_to_queue"]
     for key in (
         "included_event_types",

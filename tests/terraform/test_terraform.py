@@ -1,4 +1,4 @@
-"""Offline checks of the Azure deployment (terraform/) and the GitHub workflows.
+"""Offline checks of the Azure deployment (terraform/).
 
 No provider can be downloaded here, so `terraform validate` cannot run. Instead:
 
@@ -6,8 +6,9 @@ No provider can be downloaded here, so `terraform validate` cannot run. Instead:
 - checkov applies its azurerm policies;
 - the properties the deployment promises are asserted on the parsed HCL (bc-python-hcl2,
   the `hcl2` module checkov installs): Entra-ID-only storage, narrow role scopes, the Event
-  Grid filter, no stored secrets;
-- the workflows are parsed with PyYAML.
+  Grid filter, no stored secrets.
+
+The GitHub workflows are checked in test_workflows.py.
 
 hcl2 returns every attribute value wrapped in a list and references as "${...}" strings;
 the helpers below unwrap that.
@@ -26,13 +27,11 @@ from typing import Any
 
 import hcl2
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 TF = ROOT / "terraform"
 TF_GITHUB = TF / "github"
 ROOT_MODULES = [TF, TF_GITHUB]
-WORKFLOWS = ROOT / ".github" / "workflows"
 CONFIG_DOC = ROOT / "docs" / "configuration.md"
 
 # hcl's DiagError; DiagWarning is 2.
@@ -91,6 +90,40 @@ def _locals(module: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: _one(v) for doc in module for entry in doc.get("locals", []) for k, v in entry.items()}
 
 
+_EACH_VALUE = re.compile(r"\$\{each\.value\.([a-z0-9_]+)\}")
+
+
+def _expand(value: Any, each: dict[str, Any]) -> Any:
+    """`value` with `${each.value.X}` replaced by the instance's X (a whole-string reference by
+    the value itself, so a null stays None)."""
+    if isinstance(value, dict):
+        return {k: _expand(v, each) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, each) for v in value]
+    if isinstance(value, str):
+        whole = _EACH_VALUE.fullmatch(value)
+        if whole:
+            return each[whole.group(1)]
+        return _EACH_VALUE.sub(lambda m: str(each[m.group(1)]), value)
+    return value
+
+
+def _instances(module: list[dict[str, Any]], rtype: str, name: str) -> dict[str, dict[str, Any]]:
+    """{key: body} of a resource with `for_each = local.X`, each instance's body as it would
+    read written out by hand."""
+    body = _resources(module)[rtype][name]
+    source = re.fullmatch(r"\$\{local\.([a-z0-9_]+)\}", _attr(body, "for_each"))
+    assert source, f"{rtype}.{name}: for_each is expected to be a local map"
+    rest = {k: v for k, v in body.items() if k != "for_each"}
+    return {key: _expand(rest, each) for key, each in _locals(module)[source.group(1)].items()}
+
+
+def _moved(module: list[dict[str, Any]]) -> dict[str, str]:
+    """{from address: to address} of the `moved` blocks."""
+    return {_one(b["from"]).strip("${}"): _one(b["to"]).strip("${}")
+            for doc in module for b in doc.get("moved", [])}
+
+
 def _without_comments(text: str) -> str:
     return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
 
@@ -147,6 +180,7 @@ def test_references_to_variables_locals_and_resources_are_declared() -> None:
             if not m.group(0).endswith(("_id", "_name"))  # attribute names in docs strings
         }
         used_data = set(re.findall(r"\bdata\.[a-z0-9_]+\.[a-z0-9_]+", text))
+        used_resources -= set(_moved(mod))
 
         assert used_vars <= variables, f"{root.name}: undeclared {used_vars - variables}"
         assert used_locals <= local_names, f"{root.name}: undefined {used_locals - local_names}"
@@ -505,8 +539,10 @@ def _scope_label(scope: str) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def test_event_grid_sends_only_report_blob_creations_to_change_events(resources: dict) -> None:
-    subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
+def test_event_grid_sends_only_report_blob_creations_to_change_events(module: list, resources: dict) -> None:
+    # One resource, one instance a subscription (eventgrid.tf, local.blob_created_subscriptions).
+    assert set(resources["azurerm_eventgrid_system_topic_event_subscription"]) == {"blob_created"}
+    subs = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")
     # The others feed the impact step (test_impact_terraform.py), the publisher (test_web_terraform.py)
     # and the run digests (runs_complete_to_queue).
     assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher",
@@ -518,6 +554,7 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(resources:
     )
     assert resources["azurerm_storage_container"]["reports"]["name"] == ["reports"]
     assert not sub.get("advanced_filter")
+    assert _attr(sub, "subject_filter", "subject_ends_with") is None
     endpoint = _attr(sub, "storage_queue_endpoint")
     assert _attr(endpoint, "queue_name") == "${azurerm_storage_queue.change_events.name}"
     assert _attr(endpoint, "storage_account_id") == "${azurerm_storage_account.main.id}"
@@ -535,8 +572,9 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(resources:
     assert _attr(topic, "topic_type") == "Microsoft.Storage.StorageAccounts"
 
 
-def test_event_grid_sends_only_run_complete_markers_to_change_events(resources: dict) -> None:
-    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["runs_complete_to_queue"]
+def test_event_grid_sends_only_run_complete_markers_to_change_events(module: list) -> None:
+    sub = _instances(module, "azurerm_eventgrid_system_topic_event_subscription",
+                     "blob_created")["runs_complete_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.runs.name}/blobs/"
@@ -546,6 +584,18 @@ def test_event_grid_sends_only_run_complete_markers_to_change_events(resources: 
     assert _attr(endpoint, "queue_name") == "${azurerm_storage_queue.change_events.name}"
     for block in ("delivery_identity", "dead_letter_identity"):
         assert _attr(sub, block, "user_assigned_identity") == ("${azurerm_user_assigned_identity.events.id}")
+
+
+def test_the_folded_subscriptions_keep_their_addresses(module: list) -> None:
+    """Each subscription was its own resource before the fold: a `moved` block per old
+    address keeps existing deployments' subscriptions (no destroy and re-create)."""
+    kind = "azurerm_eventgrid_system_topic_event_subscription"
+    keys = _instances(module, kind, "blob_created")
+    assert _moved(module) == {f"{kind}.{key}": f'{kind}.blob_created["{key}"]' for key in keys}
+    # Names are what Azure knows them by: unchanged, and one a subscription.
+    assert {key: _attr(body, "name") for key, body in keys.items()} == {
+        "reports_to_queue": "reports-created", "reports_to_impact": "reports-created-impact",
+        "reports_to_publisher": "reports-created-publish", "runs_complete_to_queue": "runs-complete"}
 
 
 def test_channel_secrets_vault_uses_rbac_and_only_the_notifier_reads_it(resources: dict) -> None:
@@ -661,7 +711,12 @@ def test_doctor_job_runs_each_check_with_the_components_own_identity(
             f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
     assert "AZURE_CLIENT_ID" not in env, "no default identity: every check names its own"
     assert env.keys() <= _contract_env_names(), env.keys() - _contract_env_names()
-    assert "reports_to_queue.id" in env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"]
+    # The channels' secrets are checked as the notifier reads them: the same channels, the same vault.
+    notifier = _job_env(module, "notifier")
+    for name in ("SERVICETAGS_CHANNELS", "SERVICETAGS_KEYVAULT_URL"):
+        assert env[name] == notifier[name], name
+    assert env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"] == (
+        '${azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"].id}')
     assert not body.get("secret")
 
 
@@ -763,128 +818,3 @@ def test_example_tfvars_set_every_required_variable() -> None:
         required = {n for n, b in _blocks(_module(root), "variable") if "default" not in b}
         (example,) = root.glob("*.tfvars.example")
         assert required <= _load_hcl(example).keys(), required - _load_hcl(example).keys()
-
-
-# ---------------------------------------------------------------------------------------
-# Workflows
-# ---------------------------------------------------------------------------------------
-
-
-def _workflows() -> dict[str, dict[str, Any]]:
-    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(WORKFLOWS.glob("*.yml"))}
-
-
-def _triggers(workflow: dict[str, Any]) -> dict[str, Any]:
-    # YAML 1.1 reads the bare key `on` as the boolean True.
-    on = workflow.get("on", workflow.get(True))
-    return on if isinstance(on, dict) else {name: None for name in ([on] if isinstance(on, str) else on)}
-
-
-def _steps(job: dict[str, Any]) -> list[dict[str, Any]]:
-    return job.get("steps", [])
-
-
-def _logs_in_to_azure(workflow: dict[str, Any], job: dict[str, Any]) -> bool:
-    env = {**workflow.get("env", {}), **job.get("env", {})}
-    uses_login = any(str(s.get("uses", "")).startswith("azure/login") for s in _steps(job))
-    return uses_login or str(env.get("ARM_USE_OIDC", "")).lower() == "true"
-
-
-def test_workflows_exist() -> None:
-    assert set(_workflows()) == {"ci.yml", "build-push.yml", "terraform.yml", "run-now.yml"}
-
-
-def test_jobs_that_use_azure_request_an_oidc_token() -> None:
-    using_azure = 0
-    for name, workflow in _workflows().items():
-        for job_name, job in workflow["jobs"].items():
-            if not _logs_in_to_azure(workflow, job):
-                continue
-            using_azure += 1
-            permissions = job.get("permissions", workflow.get("permissions", {}))
-            assert permissions.get("id-token") == "write", f"{name}:{job_name}"
-    assert using_azure == 5  # build-push, terraform plan and apply, run-now (run, doctor)
-
-
-def test_no_long_lived_azure_credentials_in_workflows() -> None:
-    for path in sorted(WORKFLOWS.glob("*.yml")):
-        text = path.read_text()
-        # No GitHub secret is read at all: Azure logins use OIDC, values are variables.
-        assert "secrets." not in text, path.name
-        assert not re.search(r"client[-_]secret|ARM_ACCESS_KEY|creds\s*:", text, re.I), path.name
-    for name, workflow in _workflows().items():
-        for job in workflow["jobs"].values():
-            for step in _steps(job):
-                if str(step.get("uses", "")).startswith("azure/login"):
-                    assert set(step["with"]) == {"client-id", "tenant-id", "subscription-id"}, name
-
-
-def test_ci_runs_the_readme_test_command_on_push_and_pull_request() -> None:
-    ci = _workflows()["ci.yml"]
-    assert {"push", "pull_request"} <= set(_triggers(ci))
-    steps = [s for job in ci["jobs"].values() for s in _steps(job)]
-    assert any(s.get("run") == "python3 dev.py test" for s in steps)
-    with_python = [s["with"] for s in steps if "setup-python" in str(s.get("uses", ""))]
-    with_node = [s["with"] for s in steps if "setup-node" in str(s.get("uses", ""))]
-    assert with_python == [{"python-version": "3.11"}]
-    assert with_node == [{"node-version": "20"}]
-
-
-def test_build_push_publishes_version_tags_from_the_protected_environment() -> None:
-    workflow = _workflows()["build-push.yml"]
-    assert _triggers(workflow) == {"push": {"tags": ["v*.*.*"]}}
-    (job,) = workflow["jobs"].values()
-    assert job["environment"] == "production"
-    runs = "\n".join(s.get("run", "") for s in _steps(job))
-    assert "az acr login" in runs and "docker push" in runs
-    assert "/servicetags-watch:${{ github.ref_name }}" in job["steps"][-1]["env"]["IMAGE"]
-
-
-def test_terraform_workflow_plans_on_pull_requests_and_applies_main_in_an_environment() -> None:
-    workflow = _workflows()["terraform.yml"]
-    assert {"pull_request", "push"} <= set(_triggers(workflow))
-    assert _triggers(workflow)["push"]["branches"] == ["main"]
-    assert workflow["env"]["ARM_USE_OIDC"] == "true"
-    plan, apply = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
-    plan_runs = [s.get("run", "") for s in _steps(plan)]
-    for command in ("terraform fmt -check", "terraform validate", "terraform plan"):
-        assert any(r.startswith(command) for r in plan_runs), command
-    assert "environment" not in plan, "plan must use the read-only identity"
-    assert plan["env"]["ARM_CLIENT_ID"] == "${{ vars.AZURE_CI_CLIENT_ID }}"
-    assert apply["environment"] == "production"
-    assert apply["env"]["ARM_CLIENT_ID"] == "${{ vars.AZURE_CLIENT_ID }}"
-    assert "refs/heads/main" in apply["if"] and "push" in apply["if"]
-    assert any(s.get("run", "").startswith("terraform apply") for s in _steps(apply))
-
-
-def test_run_now_starts_the_producer_job_on_demand() -> None:
-    workflow = _workflows()["run-now.yml"]
-    assert set(_triggers(workflow)) == {"workflow_dispatch"}
-    runs = "\n".join(s.get("run", "") for j in workflow["jobs"].values() for s in _steps(j))
-    assert "az containerapp job start" in runs and "PRODUCER_JOB_NAME" in str(workflow)
-
-
-def test_run_now_can_start_the_doctor_and_fails_with_it() -> None:
-    workflow = _workflows()["run-now.yml"]
-    what = _triggers(workflow)["workflow_dispatch"]["inputs"]["what"]
-    assert what["options"] == ["run", "doctor"] and what["default"] == "run"
-    doctor = workflow["jobs"]["doctor"]
-    assert doctor["if"] == "inputs.what == 'doctor'"
-    assert workflow["jobs"]["start-producer"]["if"] == "inputs.what != 'doctor'"
-    (step,) = [s for s in _steps(doctor) if "run" in s]
-    assert step["env"]["JOB"] == "${{ vars.DOCTOR_JOB_NAME }}"
-    assert "az containerapp job start" in step["run"] and step["run"].rstrip().endswith(
-        'test "$status" = Succeeded')
-    # The deploy identity may start exactly this job (and the producer).
-    gh = _resources(_module(TF_GITHUB))
-    assert "DOCTOR_JOB_NAME" in _attr(gh["github_actions_variable"]["settings"], "for_each")
-
-
-def test_workflow_environments_match_the_federated_credential_subject() -> None:
-    (default,) = [
-        _one(b["default"]) for n, b in _blocks(_module(TF), "variable") if n == "github_environment"
-    ]
-    for workflow in _workflows().values():
-        for job in workflow["jobs"].values():
-            if "environment" in job:
-                assert job["environment"] == default

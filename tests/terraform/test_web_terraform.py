@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.terraform.test_terraform import TF, _attr, _module, _resources
+from tests.terraform.test_terraform import TF, _attr, _instances, _module, _resources
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,9 @@ def test_the_publisher_job_runs_servicetags_publish_with_its_own_identity(resour
     assert _attr(job, "identity", "identity_ids") == ["${azurerm_user_assigned_identity.publisher.id}"]
 
 
-def test_each_new_report_starts_the_publisher(resources):
-    sub = resources["azurerm_eventgrid_system_topic_event_subscription"]["reports_to_publisher"]
+def test_each_new_report_starts_the_publisher():
+    sub = _instances(_module(TF), "azurerm_eventgrid_system_topic_event_subscription",
+                     "blob_created")["reports_to_publisher"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"
