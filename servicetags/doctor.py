@@ -297,6 +297,37 @@ def arm_check(credential: Any, *, subscription: str, cloud: str, location: str, 
     return Check("OK", name, f"one GET, {count} tags")
 
 
+def download_center_check(pages: str, cloud: str) -> Check:
+    """The worker's `download-center` source: one GET of the cloud's details page, which must
+    link the current weekly file (the file itself is not downloaded)."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError
+    from azure.core.rest import HttpRequest
+
+    from core.download_page import find_file_link
+    from worker.download_center import DownloadCenterSource, download_pipeline_client
+
+    name = f"worker: read the Download Center page ({cloud})"
+    try:
+        url = DownloadCenterSource(None, pages_base=pages).page_url(cloud)
+    except ServiceTagsError as exc:
+        return Check("FAIL", name, str(exc))
+    client = download_pipeline_client(pages, retry_total=1, retry_backoff=0.2, timeout=30)
+    try:
+        response = client.send_request(HttpRequest("GET", url))
+        response.raise_for_status()
+        link = find_file_link(response.text())
+    except HttpResponseError as exc:
+        return Check("FAIL", name, f"HTTP {exc.status_code} from {url}; fix: check "
+                     "SERVICETAGS_DOWNLOAD_CENTER_URL and the worker's outbound network")
+    except ServiceRequestError as exc:
+        return Check("FAIL", name, f"cannot reach {url} ({type(exc).__name__}); fix: check the network "
+                     "(local: is the stack running?)")
+    if link is None:
+        return Check("FAIL", name, f"{url} links no service-tags file (the page changed?); the worker "
+                     "would poison every region: switch SERVICETAGS_SOURCE to arm meanwhile")
+    return Check("OK", name, f"one GET, the page links {link.url.rsplit('/', 1)[-1]}")
+
+
 def _arm_code(exc: Any) -> str | None:
     error = getattr(exc, "error", None)
     if error is not None and getattr(error, "code", None):
@@ -540,6 +571,14 @@ def _worker_checks(settings: Settings, worker: Storage, credential: Any) -> list
         checks += queue_checks("worker", worker, queue, local=local, deleter=None)
     for container in (s.snapshots_container, s.reports_container):
         checks += container_checks("worker", worker, container, write=True, local=local)
+    # Each source the worker reads (the primary and the observed one), checked as it reads it.
+    sources = {env.str("SERVICETAGS_SOURCE", "arm") or "arm",
+               env.str("SERVICETAGS_OBSERVED_SOURCE") or "none"}
+    if "download-center" in sources:
+        checks.append(download_center_check(env.str("SERVICETAGS_DOWNLOAD_CENTER_URL")
+                                            or "https://www.microsoft.com", settings.cloud))
+    if "arm" not in sources:
+        return checks
     subscription = env.str("AZURE_SUBSCRIPTION_ID")
     if not subscription:
         return [*checks, Check("FAIL", "worker: read service tags", "AZURE_SUBSCRIPTION_ID is not set")]

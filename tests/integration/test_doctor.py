@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -39,11 +40,12 @@ class Stack:
         self.queues = QueueServiceClient.from_connection_string(conn)
         self.arm = ArmAdminClient.from_state_dir(state / "arm")
 
-    def doctor(self, executable: Path | None = None) -> tuple[int, list[str]]:
+    def doctor(self, executable: Path | None = None, **settings: str) -> tuple[int, list[str]]:
         # Only what the user's shell would hold: the stack's own values come from --state-dir.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("SERVICETAGS_", "AZURE_")) and k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
         env["SERVICETAGS_REGIONS"] = "westeurope"
+        env.update(settings)
         args = ["doctor", "--local", "--state-dir", str(self.state)]
         if executable is None:
             result = servicetags(*args, env=env)
@@ -155,6 +157,16 @@ def test_the_arm_endpoint_refusing_the_token_is_named(stack: Stack, fault: str, 
         stack.arm.clear_faults()
     assert code == 1
     assert _failures(lines) == [f"FAIL worker: read service tags (Public, westeurope): {expected}"]
+
+
+def test_a_worker_observing_the_download_center_gets_that_source_checked_too(stack: Stack) -> None:
+    code, lines = stack.doctor(SERVICETAGS_OBSERVED_SOURCE="download-center")
+    assert code == 0, lines
+    [page] = [x for x in lines if "Download Center" in x]
+    # The local stand-in publishes the stack's snapshot under Microsoft's file name.
+    assert re.fullmatch(r"OK +worker: read the Download Center page \(Public\): one GET, the page links "
+                        r"ServiceTags_Public_\d{8}\.json", page), page
+    assert any(x.startswith("OK") and "read service tags (Public, westeurope)" in x for x in lines)
 
 
 def test_the_mail_server_down_is_named_last(stack: Stack) -> None:
