@@ -25,7 +25,9 @@ class MemoryBlobStore:
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name
-        self.url = f"memory://account/{name}"  # the container a path segment, as in Azure's URLs
+        # Shaped like Azure's (https, the container the first path segment): events carry it and
+        # are checked against it. `.invalid` never resolves.
+        self.url = f"https://memory.blob.invalid/{name}"
         self._blobs: dict[str, Blob] = {}
         self._lock = threading.Lock()
         self._etags = itertools.count(1)
