@@ -35,8 +35,9 @@ def shared_data() -> Path:
 
 
 _PARSER = PrefixParser()
-# Fixtures that start (or stand on) the session's Azurite, and so need Node.
-_AZURITE_FIXTURES = {"azurite", "storage"}
+# Fixtures that start (or stand on) an Azurite, and so need Node: the session's, and the local
+# stack of test_doctor.py. Tests that start one themselves carry the mark by hand.
+_AZURITE_FIXTURES = {"azurite", "storage", "stack"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
