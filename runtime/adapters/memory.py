@@ -4,7 +4,8 @@ They stand beside the Azure adapters (dramatiq's StubBroker idea), not instead o
 contract tests run the same assertions over both, so the fake cannot drift from Azurite.
 What they keep of the real services is what the pipeline relies on: create-only writes, ETag
 conditions, listings in name order; visibility timeouts, dequeue counts, a new pop receipt on
-every receive and extend, and a stale receipt refused.
+every receive and extend, and a stale receipt refused. `MemoryAccount` holds them by name, and
+its `clients` has `StorageClients`' shape, so whole components can run over it in tests.
 """
 
 from __future__ import annotations
