@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the real Microsoft snapshots live."""
+"""Shared test fixtures: where the real Microsoft snapshots live; the `azurite` mark."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ def shared_data() -> Path:
 
 
 _PARSER = PrefixParser()
+# Fixtures that start (or stand on) an Azurite, and so need Node: the session's, and the local
+# stack of test_doctor.py. Tests that start one themselves carry the mark by hand.
+_AZURITE_FIXTURES = {"azurite", "storage", "stack"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "azurite: needs Azurite, so Node (set by the fixtures a test uses); "
+                            "`pytest -m 'not azurite'` runs everything that does not")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        # A backend parameter (`stores`, the contract's `store` and `queue`) set to "azurite".
+        on_azurite = callspec is not None and "azurite" in callspec.params.values()
+        if on_azurite or _AZURITE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.azurite)
 
 
 @cache

@@ -4,7 +4,8 @@ They stand beside the Azure adapters (dramatiq's StubBroker idea), not instead o
 contract tests run the same assertions over both, so the fake cannot drift from Azurite.
 What they keep of the real services is what the pipeline relies on: create-only writes, ETag
 conditions, listings in name order; visibility timeouts, dequeue counts, a new pop receipt on
-every receive and extend, and a stale receipt refused.
+every receive and extend, and a stale receipt refused. `MemoryAccount` holds them by name, and
+its `clients` has `StorageClients`' shape, so whole components can run over it in tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from core.ports import Blob, LostReceipt, Message
 
@@ -24,7 +26,9 @@ class MemoryBlobStore:
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name
-        self.url = f"memory://{name}"
+        # Shaped like Azure's (https, the container the first path segment): events carry it and
+        # are checked against it. `.invalid` never resolves.
+        self.url = f"https://memory.blob.invalid/{name}"
         self._blobs: dict[str, Blob] = {}
         self._lock = threading.Lock()
         self._etags = itertools.count(1)
@@ -87,9 +91,9 @@ class MemoryQueue:
         self._messages: dict[str, _Stored] = {}   # insertion order is delivery order
         self._lock = threading.Lock()
 
-    def send(self, content: str, *, visibility_timeout: int = 0) -> None:
+    def send(self, content: str, *, delay: int = 0) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-        stored = _Stored(uuid.uuid4().hex, content, stamp, self._clock() + visibility_timeout)
+        stored = _Stored(uuid.uuid4().hex, content, stamp, self._clock() + delay)
         with self._lock:
             self._messages[stored.id] = stored
 
@@ -139,3 +143,48 @@ class MemoryQueue:
     def _message(stored: _Stored) -> Message:
         return Message(stored.id, stored.pop_receipt, stored.content, stored.dequeue_count,
                        stored.inserted_on)
+
+
+class MemoryAccount:
+    """A storage account in memory: every client built over it sees the same containers and
+    queues, as every process sees the one Azure account. Containers and queues come into being
+    when first named (in Azure, Terraform or `ensure` has made them)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._containers: dict[str, MemoryBlobStore] = {}
+        self._queues: dict[str, MemoryQueue] = {}
+        self._lock = threading.Lock()
+
+    def container(self, name: str) -> MemoryBlobStore:
+        with self._lock:
+            return self._containers.setdefault(name, MemoryBlobStore(name))
+
+    def queue(self, name: str) -> MemoryQueue:
+        with self._lock:
+            return self._queues.setdefault(name, MemoryQueue(name, clock=self._clock))
+
+    def clients(self, settings: Any, credential: Any = None) -> MemoryClients:
+        """`StorageClients(settings, credential)` over this account: the same call, so a test
+        can hand it to the components' wiring in place of the Azure one."""
+        return MemoryClients(settings, self)
+
+
+class MemoryClients:
+    """What `runtime.adapters.storage.StorageClients` offers the components, over a MemoryAccount."""
+
+    def __init__(self, settings: Any, account: MemoryAccount) -> None:
+        self.settings = settings
+        self.account = account
+
+    def container(self, name: str) -> MemoryBlobStore:
+        return self.account.container(name)
+
+    def queue(self, name: str) -> MemoryQueue:
+        return self.account.queue(name)
+
+    def ensure(self, containers: list[str], queues: list[str]) -> None:
+        for name in containers:
+            self.account.container(name)
+        for name in queues:
+            self.account.queue(name)

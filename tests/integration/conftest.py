@@ -7,6 +7,9 @@
 - `arm_endpoint` (function): the local ARM endpoint, serving cn361 to every location with no
   faults and zeroed request counts; one server per session, reset before each test.
 - `snapshot_file(cn)`: path of the real download file with that change number.
+- `stores` (function, params memory/azurite): where a pipeline or notifier test keeps its
+  containers and queues. The same test code runs over the in-memory account and over Azurite,
+  so the fake cannot drift; the memory variant starts no Azurite (it runs without Node).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
@@ -24,6 +28,8 @@ from azure.storage.queue import QueueClient
 from devstack.arm_endpoint import ArmEndpoint
 from devstack.arm_faults import DEFAULT_RETRY_AFTER, DEFAULT_SLOW_SECONDS
 from devstack.azurite import Azurite, start_azurite
+from runtime.adapters.memory import MemoryAccount
+from runtime.adapters.storage import StorageClients
 
 DEFAULT_SNAPSHOT_CN = 361
 
@@ -95,6 +101,43 @@ def storage(azurite: Azurite) -> Iterator[Storage]:
         yield helper
     finally:
         helper.cleanup()
+
+
+# Parsed by StorageSettings (it selects local mode) and never connected to: no Azurite listens.
+MEMORY_CONNECTION_STRING = "UseMemoryStorage=true"
+
+
+class Stores:
+    """A test's storage account: `clients(settings)` is what the components build for themselves."""
+
+    def __init__(self, kind: str, connection_string: str,
+                 clients: Callable[[Any], Any]) -> None:
+        self.kind = kind
+        self.connection_string = connection_string
+        self.clients = clients
+
+    def drop(self, clients: Any, containers: list[str], queues: list[str]) -> None:
+        """Delete what a test made (Azurite is shared by the session; memory goes with the test)."""
+        if self.kind != "azurite":
+            return
+        for name in containers:
+            with contextlib.suppress(ResourceNotFoundError):
+                clients.blobs.delete_container(name)
+        for name in queues:
+            with contextlib.suppress(ResourceNotFoundError):
+                clients.queues.delete_queue(name)
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def stores(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Stores:
+    if request.param == "memory":
+        account = MemoryAccount()
+        # The components build their clients at their wiring points through this one name,
+        # imported there when called: the in-memory account takes its place for this test.
+        monkeypatch.setattr("runtime.adapters.storage.StorageClients", account.clients)
+        return Stores("memory", MEMORY_CONNECTION_STRING, account.clients)
+    azurite: Azurite = request.getfixturevalue("azurite")
+    return Stores("azurite", azurite.connection_string, StorageClients)
 
 
 @pytest.fixture(scope="session")

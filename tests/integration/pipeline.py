@@ -1,5 +1,6 @@
-"""A test harness around one isolated pipeline: its own queues and containers on the shared
-Azurite, the shared local ARM endpoint, and workers run in-process or as real processes."""
+"""A test harness around one isolated pipeline: its own queues and containers (on the shared
+Azurite, or in memory: see the `stores` fixture), the shared local ARM endpoint, and workers
+run in-process or (Azurite only) as real processes."""
 
 from __future__ import annotations
 
@@ -15,15 +16,20 @@ from runtime.adapters.storage import StorageClients, StorageSettings
 from runtime.config import Env
 from runtime.queue_loop import Stats
 from tests.conftest import ROOT
+from tests.integration.conftest import Stores
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000aa"
 
 
 class Pipeline:
-    def __init__(self, connection_string: str, arm_url: str, arm_ca: str, **overrides: str) -> None:
+    def __init__(self, stores: Stores | str, arm_url: str, arm_ca: str, **overrides: str) -> None:
+        """`stores`: the `stores` fixture, or an Azurite connection string."""
         suffix = uuid.uuid4().hex[:10]
+        if isinstance(stores, str):
+            stores = Stores("azurite", stores, StorageClients)
+        self.stores = stores
         self.env: dict[str, str] = {
-            "SERVICETAGS_STORAGE_CONNECTION_STRING": connection_string,
+            "SERVICETAGS_STORAGE_CONNECTION_STRING": stores.connection_string,
             "SERVICETAGS_REGIONS_QUEUE": f"regions-{suffix}",
             "SERVICETAGS_EVENTS_QUEUE": f"events-{suffix}",
             "SERVICETAGS_SNAPSHOTS_CONTAINER": f"snapshots-{suffix}",
@@ -41,7 +47,7 @@ class Pipeline:
             **overrides,
         }
         self.settings = StorageSettings.from_env(Env(self.env))
-        self.clients = StorageClients(self.settings)
+        self.clients = stores.clients(self.settings)
         s = self.settings
         self.clients.ensure([s.snapshots_container, s.reports_container],
                             [s.regions_queue, f"{s.regions_queue}-poison"])
@@ -75,6 +81,7 @@ class Pipeline:
         return build_consumer(settings, threading.Event()).run(until_empty=True)
 
     def spawn_worker(self, **overrides: str) -> subprocess.Popen[str]:
+        assert self.stores.kind == "azurite", "a worker process shares no memory with the test"
         env = {**os.environ, **self.env, **overrides}
         return subprocess.Popen([sys.executable, "-m", "worker", "--until-empty"], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -96,7 +103,5 @@ class Pipeline:
 
     def cleanup(self) -> None:
         s = self.settings
-        for name in (s.snapshots_container, s.reports_container):
-            self.clients.blobs.delete_container(name)
-        for name in (s.regions_queue, f"{s.regions_queue}-poison"):
-            self.clients.queues.delete_queue(name)
+        self.stores.drop(self.clients, [s.snapshots_container, s.reports_container],
+                         [s.regions_queue, f"{s.regions_queue}-poison"])

@@ -19,6 +19,8 @@ from devstack.azurite import (
 )
 from devstack.tcp_ports import port_is_open
 
+pytestmark = pytest.mark.azurite  # several tests start their own Azurite, not the fixture's
+
 
 def test_blob_round_trip(storage):
     container = storage.container("blobs")

@@ -33,6 +33,7 @@ def alive(pid: int) -> bool:
     return True
 
 
+@pytest.mark.azurite  # `servicetags local up` starts Azurite
 def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everything(tmp_path):
     state = tmp_path / "stack"
     first = servicetags("local", "up", "--state-dir", str(state))

@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def pipeline(azurite, arm_endpoint) -> Iterator[Pipeline]:
-    p = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path))
+def pipeline(stores, arm_endpoint) -> Iterator[Pipeline]:
+    """Over memory and over Azurite (the `stores` fixture)."""
+    p = Pipeline(stores, arm_endpoint.url, str(arm_endpoint.ca_path))
     try:
         yield p
     finally:
@@ -76,6 +77,9 @@ def restricted(cn: int, tmp: Path, *, drop: str | None = None, change_number: in
     return path
 
 
+# Azurite only: whole-file runs whose time is the diff's, not storage's; once is enough (the
+# memory variants of the shorter lifecycle tests below take the same storage paths).
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_a_region_launched_between_two_files_is_reported_as_new(pipeline, arm_endpoint):
     arm_endpoint.set_snapshot(snapshot_path(346))
     pipeline.produce()
@@ -104,6 +108,9 @@ def test_a_region_launched_between_two_files_is_reported_as_new(pipeline, arm_en
     assert pipeline.cloud()["first_seen"]["indonesiacentral"]["baseline"] is False
 
 
+# Azurite only: whole-file runs whose time is the diff's, not storage's; once is enough (the
+# memory variants of the shorter lifecycle tests below take the same storage paths).
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_three_regions_appearing_at_once_are_each_new_under_their_arm_names(pipeline, arm_endpoint):
     arm_endpoint.set_snapshot(snapshot_path(350))
     pipeline.produce("francecentral")  # a chosen list: the global worker still records the cloud
@@ -118,6 +125,8 @@ def test_three_regions_appearing_at_once_are_each_new_under_their_arm_names(pipe
     assert written["chilecentral"]["tags"][0]["region"] == "chilec"  # the data's code, kept in tags
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_it_returns(
         pipeline, arm_endpoint, tmp_path, caplog):
     caplog.set_level(logging.INFO)
@@ -165,6 +174,9 @@ def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_
     assert "retired" not in pipeline.state("austriaeast") and "austriaeast" in pipeline.cloud()["regions"]
 
 
+# Azurite only: whole-file runs whose time is the diff's, not storage's; once is enough (the
+# memory variants of the shorter lifecycle tests below take the same storage paths).
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_a_rolled_back_file_is_stale_once_and_the_next_file_reports_what_diff_says(
         pipeline, arm_endpoint, caplog):
     regions = "francecentral,indonesiacentral,southcentralus2,chilecentral"  # the demo replays `all`
@@ -217,6 +229,8 @@ def test_a_region_message_must_name_an_arm_location(pipeline, region, reason):
         ["Public/germanywestcentral/latest.json"]
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 @pytest.mark.parametrize("crash_at", ["after_snapshot", "after_report", "before_delete"])
 def test_a_worker_killed_while_reporting_a_new_region_leaves_one_report(pipeline, arm_endpoint, crash_at):
     arm_endpoint.set_snapshot(snapshot_path(346))
@@ -234,6 +248,8 @@ def test_a_worker_killed_while_reporting_a_new_region_leaves_one_report(pipeline
     assert pipeline.queue.depth() == 0 and pipeline.poisoned() == []
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 @pytest.mark.parametrize("crash_at", ["after_snapshot", "after_report", "after_retire", "before_delete"])
 def test_a_worker_killed_while_retiring_a_region_leaves_one_report_and_a_retirement(
         pipeline, arm_endpoint, tmp_path, crash_at):
@@ -255,6 +271,8 @@ def test_a_worker_killed_while_retiring_a_region_leaves_one_report_and_a_retirem
     assert pipeline.queue.depth() == 0 and pipeline.poisoned() == []
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_two_workers_with_duplicated_messages_report_a_new_region_once(pipeline, arm_endpoint):
     arm_endpoint.set_snapshot(snapshot_path(346))
     pipeline.produce("francecentral")

@@ -104,8 +104,8 @@ def test_two_workers_with_a_one_second_visibility_and_slow_arm_replies(azurite, 
     ('{"schema": "servicetags.region-check/v1", "cloud": "Public", "region": "westeurope", '
      '"run_id": "r\\udc00"}', "lone UTF-16 surrogate"),
 ], ids=["nesting", "surrogate"])
-def test_malformed_region_messages_are_poisoned_at_the_first_delivery(azurite, arm_endpoint, content, reason):
-    pipeline = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path),
+def test_malformed_region_messages_are_poisoned_at_the_first_delivery(stores, arm_endpoint, content, reason):
+    pipeline = Pipeline(stores, arm_endpoint.url, str(arm_endpoint.ca_path),
                         SERVICETAGS_MAX_TRIES="5")
     try:
         pipeline.queue.send(content)
@@ -159,6 +159,7 @@ def restart_azurite(azurite, location, pause: float = 0.0):
                          table_port=azurite.table_port or 0)
 
 
+@pytest.mark.azurite  # starts (and restarts) its own Azurite
 def test_the_consumer_rides_out_a_storage_outage(tmp_path):
     """Azurite stopped under a running consumer and started again on the same ports and
     data: the consumer logs `queue_unavailable`, keeps polling, and handles the message."""

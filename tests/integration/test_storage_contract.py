@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from core.ports import BlobStore, LostReceipt, Queue
-from runtime.adapters.memory import MemoryBlobStore, MemoryQueue
-from runtime.adapters.storage import AzureBlobStore, AzureQueue
+from runtime.adapters.memory import MemoryAccount, MemoryBlobStore, MemoryQueue
+from runtime.adapters.storage import AzureBlobStore, AzureQueue, StorageClients, StorageSettings
+from runtime.config import Env
+from tests.integration.conftest import MEMORY_CONNECTION_STRING, unique_name
 
 
 @pytest.fixture(params=["memory", "azurite"])
@@ -29,6 +32,25 @@ def queue(request: pytest.FixtureRequest) -> Iterator[Queue]:
         return
     storage = request.getfixturevalue("storage")
     yield AzureQueue(storage.queue("contract"))
+
+
+@pytest.fixture(params=["memory", "azurite"])
+def new_clients(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
+    """Builds a component's clients, as each component (and process) does for itself."""
+    if request.param == "memory":
+        account = MemoryAccount()
+        settings = StorageSettings.from_env(Env({"SERVICETAGS_STORAGE_CONNECTION_STRING":
+                                                 MEMORY_CONNECTION_STRING}))
+        yield lambda: account.clients(settings)
+        return
+    azurite = request.getfixturevalue("azurite")
+    settings = StorageSettings.from_env(Env({"SERVICETAGS_STORAGE_CONNECTION_STRING":
+                                             azurite.connection_string}))
+    made: list[Any] = []
+    yield lambda: made.append(StorageClients(settings)) or made[-1]
+    for clients in made:
+        clients.blobs.close()
+        clients.queues.close()
 
 
 STALE = LostReceipt  # both adapters raise the port's own error, never an SDK one
@@ -118,9 +140,32 @@ def test_memory_queue_moves_with_an_injected_clock():
     now = [1000.0]
     clock: Callable[[], float] = lambda: now[0]  # noqa: E731 - a tiny test clock
     queue = MemoryQueue("clocked", clock=clock)
-    queue.send("later", visibility_timeout=60)
+    queue.send("later", delay=60)
     assert queue.receive(visibility_timeout=10) is None
     now[0] += 60
     message = queue.receive(visibility_timeout=10)
     assert message is not None
     assert message.content == "later"
+
+
+def test_a_delayed_message_is_counted_but_not_delivered_before_its_time(queue: Queue):
+    queue.send("the run's deadline", delay=60)
+    assert queue.receive(visibility_timeout=1) is None
+    assert queue.peek() == []
+    assert queue.depth() == 1
+
+
+def test_clients_built_apart_see_one_account(new_clients: Callable[[], Any]):
+    writer, reader = new_clients(), new_clients()
+    name = unique_name("shared")
+    writer.ensure([name], [name])
+    writer.ensure([name], [name])  # again: what exists is left alone
+    try:
+        assert writer.container(name).create("Public/regions.json", b"{}")
+        assert list(reader.container(name).names()) == ["Public/regions.json"]
+        writer.queue(name).send("hello")
+        assert [m.content for m in reader.queue(name).peek()] == ["hello"]
+    finally:
+        if isinstance(writer, StorageClients):  # Azurite is the session's: leave it as found
+            writer.blobs.delete_container(name)
+            writer.queues.delete_queue(name)

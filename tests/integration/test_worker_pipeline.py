@@ -1,4 +1,5 @@
-"""The queue pipeline on a real Azurite and the local ARM endpoint, on real snapshots."""
+"""The queue pipeline on the local ARM endpoint and real snapshots, its storage on Azurite
+and in memory (the `stores` fixture): the same tests over both."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def expected_reports(old_cn: int, new_cn: int) -> dict[str, dict]:
 
 
 @pytest.fixture
-def pipeline(azurite, arm_endpoint) -> Iterator[Pipeline]:
-    p = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path))
+def pipeline(stores, arm_endpoint) -> Iterator[Pipeline]:
+    p = Pipeline(stores, arm_endpoint.url, str(arm_endpoint.ca_path))
     try:
         yield p
     finally:
@@ -113,6 +114,9 @@ def test_changed_content_under_the_same_change_number_writes_a_report(pipeline, 
     assert report["summary"]["ipv4_addresses_added"] == 256
 
 
+# Azurite only: the faults are the ARM endpoint's, not storage's, and waiting out their
+# backoffs once is enough.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_transient_api_faults_are_retried_and_the_result_is_right(pipeline, arm_endpoint):
     arm_endpoint.set_snapshot(snapshot_path(340))
     pipeline.produce("francecentral")
@@ -148,6 +152,8 @@ def test_a_region_that_always_fails_is_poisoned_with_its_reason_then_requeued(pi
     assert pipeline.poisoned() == []
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 @pytest.mark.parametrize("crash_at", ["after_snapshot", "after_report", "before_delete"])
 def test_a_worker_killed_at_each_step_leaves_one_report_and_a_correct_state(pipeline, arm_endpoint, crash_at):
     arm_endpoint.set_snapshot(snapshot_path(340))
@@ -168,6 +174,8 @@ def test_a_worker_killed_at_each_step_leaves_one_report_and_a_correct_state(pipe
     assert pipeline.queue.depth() == 0 and pipeline.poisoned() == []
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_two_workers_and_duplicated_messages_write_one_report(pipeline, arm_endpoint):
     arm_endpoint.set_snapshot(snapshot_path(340))
     pipeline.produce("francecentral")
@@ -217,6 +225,8 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
                           cwd=ROOT, env=env, timeout=60, check=False)
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_configuration_errors_are_one_clear_line(pipeline):
     import os
 
@@ -236,6 +246,8 @@ def test_configuration_errors_are_one_clear_line(pipeline):
     assert "Traceback" not in producer.stderr + worker.stderr + missing.stderr
 
 
+# Azurite only: worker or CLI processes, which share no memory with the test.
+@pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_status_and_requeue_commands_show_and_move_poisoned_messages(pipeline, arm_endpoint):
     import os
 

@@ -121,7 +121,7 @@ def spread_prefixes(draw: st.DrawFn) -> str:
     return str(ipaddress.IPv6Network((network >> (128 - length) << (128 - length), length)))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.frozensets(spread_prefixes(), min_size=1, max_size=40),
        st.lists(spread_prefixes(), min_size=1, max_size=6), st.sampled_from([0, 100]))
 def test_coverage_candidates_include_every_overlapping_prefix(texts, changed, scan):
@@ -140,7 +140,7 @@ def test_coverage_candidates_include_every_overlapping_prefix(texts, changed, sc
     assert overlapping <= set(found)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(spread_prefixes())
 def test_supernet_names_are_the_canonical_text(prefix):
     from core import coverage
@@ -161,7 +161,7 @@ json_values = st.recursive(
     max_leaves=20)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(json_values)
 def test_the_json_rendering_is_json_dumps_with_an_indent_of_two(value):
     import json

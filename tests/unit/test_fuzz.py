@@ -6,7 +6,7 @@ a 4xx for a webhook request, ConfigError for a setting), never another exception
 a hang (pytest-timeout), never unbounded memory (inputs and reads are bounded; see
 test_hostile_input.py for the limits themselves).
 
-The budget per property is SERVICETAGS_FUZZ_EXAMPLES (default 100, about ten seconds in all);
+The budget per property is SERVICETAGS_FUZZ_EXAMPLES (default 50, about five seconds in all);
 `python3 bench/fuzz.py` runs the same properties with a much larger one.
 """
 
@@ -34,7 +34,7 @@ from notifier.events import NotAReportEvent, ReportEvent, parse_queue_message, p
 from notifier.webhook import EntraTokenAuth, SharedSecretAuth, WebhookApp
 from runtime.config import ConfigError, Env
 
-EXAMPLES = int(os.environ.get("SERVICETAGS_FUZZ_EXAMPLES", "100"))
+EXAMPLES = int(os.environ.get("SERVICETAGS_FUZZ_EXAMPLES", "50"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 # A hang fails the test; the long budget of bench/fuzz.py gets proportionally longer.

@@ -182,10 +182,12 @@ def _plain_expectation(report: dict[str, Any], rules: RuleSet) -> set[tuple[str,
     """(resource id, rule, why) for every tag reference and literal a change touches, found
     the plain way: every literal against every changed range with ipaddress."""
     changed = {t["id"].lower(): t for t in report["tags"] if t["net_added"] or t["net_removed"]}
+    # Each changed block as ipaddress gives it, half-open [first, last + 1) like a literal's range:
+    # two ranges overlap when each starts before the other ends.
     blocks = [
-        (ipaddress.ip_network(p), t["id"])
+        (net.version, int(net.network_address), int(net.broadcast_address) + 1)
         for t in changed.values()
-        for p in t["net_added"] + t["net_removed"]
+        for net in map(ipaddress.ip_network, t["net_added"] + t["net_removed"])
     ]
     out = set()
     for rule in rules.rules:
@@ -195,9 +197,7 @@ def _plain_expectation(report: dict[str, Any], rules: RuleSet) -> set[tuple[str,
                     out.add((rule.resource_id, rule.rule, f"tag {changed[tag.lower()]['id']}"))
             for literal in field.literals:
                 for version, start, end in literal.ranges:
-                    kind = ipaddress.IPv4Network if version == 4 else ipaddress.IPv6Network
-                    net = kind((start, (32 if version == 4 else 128) - (end - start).bit_length() + 1))
-                    if any(net.version == b.version and net.overlaps(b) for b, _ in blocks):
+                    if any(v == version and s < end and start < e for v, s, e in blocks):
                         out.add((rule.resource_id, rule.rule, f"literal {literal.text}"))
     return out
 
