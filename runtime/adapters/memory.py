@@ -85,8 +85,12 @@ class _Stored:
 class MemoryQueue:
     """A storage queue. `clock` is injectable so tests move time instead of sleeping."""
 
-    def __init__(self, name: str = "memory", clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, name: str = "memory", clock: Callable[[], float] = time.monotonic,
+                 *, exists: bool = True) -> None:
         self.name = name
+        # An account's queue named before anyone made it: its depth fails, as Azure's does
+        # (`status` shows it as missing). Sending makes it, more leniently than Azure.
+        self.exists = exists
         self._clock = clock
         self._messages: dict[str, _Stored] = {}   # insertion order is delivery order
         self._lock = threading.Lock()
@@ -95,6 +99,7 @@ class MemoryQueue:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
         stored = _Stored(uuid.uuid4().hex, content, stamp, self._clock() + delay)
         with self._lock:
+            self.exists = True
             self._messages[stored.id] = stored
 
     def receive(self, visibility_timeout: int) -> Message | None:
@@ -130,6 +135,8 @@ class MemoryQueue:
 
     def depth(self) -> int:
         with self._lock:
+            if not self.exists:
+                raise LookupError(f"queue {self.name!r} does not exist")
             return len(self._messages)
 
     def _current(self, message: Message) -> _Stored:
@@ -162,7 +169,9 @@ class MemoryAccount:
 
     def queue(self, name: str) -> MemoryQueue:
         with self._lock:
-            return self._queues.setdefault(name, MemoryQueue(name, clock=self._clock))
+            if name not in self._queues:
+                self._queues[name] = MemoryQueue(name, clock=self._clock, exists=False)
+            return self._queues[name]
 
     def clients(self, settings: Any, credential: Any = None) -> MemoryClients:
         """`StorageClients(settings, credential)` over this account: the same call, so a test
@@ -176,6 +185,11 @@ class MemoryClients:
     def __init__(self, settings: Any, account: MemoryAccount) -> None:
         self.settings = settings
         self.account = account
+        self.credential = None  # nothing to authenticate to
+
+    def poison(self, name: str) -> MemoryQueue:
+        """The poison queue of queue `name`."""
+        return self.account.queue(f"{name}-poison")
 
     def container(self, name: str) -> MemoryBlobStore:
         return self.account.container(name)
@@ -187,4 +201,4 @@ class MemoryClients:
         for name in containers:
             self.account.container(name)
         for name in queues:
-            self.account.queue(name)
+            self.account.queue(name).exists = True

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import json
 
-from core.errors import PermanentError
-from core.messages import BadMessage
+from core.errors import BadMessage, PermanentError
 from core.ports import Message
 from runtime.adapters.memory import MemoryQueue
 from runtime.queue_loop import POISON_SCHEMA, LoopSettings, QueueConsumer
