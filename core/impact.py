@@ -202,7 +202,7 @@ def _intervals(ranges: Iterable[Range]) -> dict[int, list[coverage.Interval]]:
 class _Mirrors:
     """Finds literal lists that copy a changed tag: needs the tags' current prefixes."""
 
-    def __init__(self, index: ChangeIndex, tag_prefixes: Mapping[str, Collection[str]]) -> None:
+    def __init__(self, index: ChangeIndex, tag_prefixes: Mapping[str, Collection[str]], longest: int) -> None:
         self._holders: dict[Block, list[str]] = defaultdict(list)  # block -> lower-case tag ids
         self._lengths: dict[int, list[int]] = {}
         self.tags: dict[str, _Coverage] = {}
@@ -211,6 +211,12 @@ class _Mirrors:
         for key, entry in index.tags.items():
             texts = prefixes.get(key)
             if texts is None:
+                continue
+            # A list copies a tag only if it is at least half as long as the tag (in the IP
+            # versions it holds, see `finding`): a tag longer in both versions than twice the
+            # longest list is no list's copy, and its prefixes need not be indexed.
+            v6 = sum(":" in t for t in texts)
+            if min(len(texts) - v6, v6) > 2 * longest:
                 continue
             after = [_range_of(t) for t in texts]
             removed = [_range_of(t) for t in entry["net_removed"]]
@@ -334,6 +340,18 @@ def _route_tables(rules: Sequence[Rule], mirrors: _Mirrors, index: ChangeIndex) 
     return out
 
 
+def _longest_list(rules: Sequence[Rule]) -> int:
+    """The most literal ranges any field holds, or any route table over its routes."""
+    tables: Counter[str] = Counter()
+    longest = 0
+    for rule in rules:
+        for f in rule.fields:
+            longest = max(longest, len(f.literals))
+            if rule.resource_type in (ROUTE_TABLE, ROUTE):
+                tables[rule.resource_id.lower().split("/routes/")[0]] += len(f.literals)
+    return max([longest, *tables.values()])
+
+
 def impact(
     report: Mapping[str, Any],
     rules: Sequence[Rule],
@@ -348,7 +366,9 @@ def impact(
     e.g. from the report's new snapshot; without it, mirrors are not looked for.
     """
     index = ChangeIndex(report)
-    mirrors = _Mirrors(index, tag_prefixes) if tag_prefixes is not None and index.tags else None
+    longest = _longest_list(rules)
+    mirrors = (_Mirrors(index, tag_prefixes, longest)
+               if tag_prefixes is not None and index.tags and longest >= MIRROR_MIN else None)
     by_rule: dict[int, list[dict[str, Any]]] = {}
     groups: dict[str, tuple[Rule, list[dict[str, Any]]]] = {}  # touched IP Groups by lower-case id
     extra: list[tuple[Rule, list[dict[str, Any]]]] = []  # whole route tables
