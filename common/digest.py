@@ -82,7 +82,8 @@ def impact_member(reports: Sequence[DigestReport]) -> dict[str, Any]:
 
 
 def build_digest(run: dict[str, Any], outcomes: dict[str, dict[str, Any]], missing: Sequence[str],
-                 reports: Sequence[DigestReport], *, closed_by: str, with_impact: bool = False) -> dict[str, Any]:
+                 reports: Sequence[DigestReport], *, closed_by: str,
+                 with_impact: bool = False) -> dict[str, Any]:
     """The digest document. `outcomes` are every region's recorded outcome in the run;
     `reports` only those matching the recipient; `closed_by` is `complete` or `deadline`;
     `with_impact`: the impact step is deployed, so say what it found (or not yet)."""

@@ -214,6 +214,23 @@ def _slack_impact_chunks(digest: dict[str, Any], limit: int) -> list[_Chunk]:
     return chunks
 
 
+def _slack_impact_blocks(digest: dict[str, Any], chunks: list[_Chunk], *, blocks: int, used: int,
+                         max_blocks: int, max_total: int) -> list[dict[str, Any]]:
+    """The impact chunks that fit after `blocks` blocks and `used` characters, and a fold note."""
+    out: list[dict[str, Any]] = []
+    shown = 0
+    for chunk, count in chunks:
+        if blocks + len(out) + 2 >= max_blocks or used + len(chunk) + 200 > max_total:
+            break
+        out.append({"type": "section", "text": {"type": "mrkdwn", "text": chunk}})
+        used += len(chunk) + 60
+        shown += count
+    left = len(impact_items(digest)) - shown + impact_left_out(digest)
+    if left:
+        out.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _more_rules(left)}]})
+    return out
+
+
 def slack_payload(digest: dict[str, Any], *, max_blocks: int = SLACK_MAX_BLOCKS,
                   max_section: int = SLACK_MAX_SECTION, max_total: int = SLACK_MAX_TOTAL) -> dict[str, Any]:
     """The incoming-webhook body: fallback `text` plus Block Kit blocks within Slack's limits."""
@@ -254,17 +271,8 @@ def slack_payload(digest: dict[str, Any], *, max_blocks: int = SLACK_MAX_BLOCKS,
                            f"*{left} more tag change{'s' if left != 1 else ''} not shown here*; "
                            "they are in the full reports."}})
     if impact_head:
-        used -= impact_chars
-        shown = 0
-        for chunk, count in impact_chunks:
-            if len(blocks) + 2 >= max_blocks or used + len(chunk) + 200 > max_total:
-                break
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": chunk}})
-            used += len(chunk) + 60
-            shown += count
-        left = len(impact_items(digest)) - shown + impact_left_out(digest)
-        if left:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _more_rules(left)}]})
+        blocks += _slack_impact_blocks(digest, impact_chunks, blocks=len(blocks), used=used - impact_chars,
+                                       max_blocks=max_blocks, max_total=max_total)
     if link_text:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": link_text}})
     text = fallback + (". " + " ".join(head_lines) if head_lines else "")

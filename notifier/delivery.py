@@ -135,7 +135,7 @@ class Notifier:
             if impact is _UNREAD:  # read once, and only when someone gets a per-report e-mail
                 impact = read_impacts(self.impacts, [blob_name]).get(blob_name)
             try:
-                if self._send_once(blob_name, blob_url, filtered, recipient, wait, impact):
+                if self._send_once(blob_name, blob_url, filtered, recipient, wait, impact=impact):
                     sent.append(recipient.address)
                 else:
                     already.append(recipient.address)
@@ -215,7 +215,7 @@ class Notifier:
             return etag, claim
 
     def _send_once(self, blob_name: str, blob_url: str, report: dict[str, Any], recipient: Recipient,
-                   claim_wait: timedelta, impact: dict[str, Any] | None = None) -> bool:
+                   claim_wait: timedelta, *, impact: dict[str, Any] | None = None) -> bool:
         """True when this call sent the e-mail, False when it had been sent before."""
         name = marker_name(blob_name, recipient.address)
         claimed = self._claim(name, blob_name, claim_wait)
