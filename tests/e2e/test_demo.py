@@ -79,7 +79,7 @@ def check_impact(summary: dict, outbox: Path) -> None:
     assert touched == {"eastus2": 5, "global": 6, "israelcentral": 2, "westeurope": 7}
     [entry] = summary["emails"]
     message = email.message_from_bytes(Path(entry["file"]).read_bytes(), policy=email.policy.default)
-    plain = message.get_body(("plain",)).get_content()
+    plain = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert "Impact on your rules: 20 rules touched in 4 of 31 regions checked\n" in plain
     assert f"  {NSG}\n    {GAINED}\n" in plain
     assert "not yet computed" not in plain
