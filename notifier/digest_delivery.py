@@ -38,6 +38,7 @@ from common import runs
 from common.digest import DigestReport, build_digest, worth_sending
 from common.errors import PermanentError, TransientError
 from common.faults import crash_point
+from common.impact_render import section
 from common.logs import log_event
 from common.ports import BlobStore
 from common.report_schema import ReportSchemaError, validate_report
@@ -200,11 +201,11 @@ class Digests:
     def deliver_run(self, cloud: str, run_id: str, *, closed_by: str) -> RunDelivered:
         frozen = self._freeze(cloud, run_id, closed_by)
         run = frozen["run"]
+        reports = self._reports(frozen)
         targets: list[Target] = [r for r in self.recipients if r.delivery == "digest"]
         targets += [c for c in self.channels if c.delivery == "digest"]
         if not targets:
             return RunDelivered(run["run_id"], frozen["closed_by"], (), (), ())
-        reports = self._reports(frozen)
         impacts = read_impacts(self.impacts, [name for name, _ in reports])
         prefix = f"runs/{runs.run_prefix(cloud, run_id)}"
 
@@ -302,10 +303,8 @@ def read_impacts(store: BlobStore | None, report_names: list[str]) -> dict[str, 
             continue
         try:
             doc = json.loads(blob.data)
-            if not (isinstance(doc, dict) and isinstance(doc.get("affected"), list)
-                    and isinstance(doc.get("summary"), dict)):
-                raise ValueError("not an impact document")
-        except ValueError as exc:
+            section(doc)  # what every rendering reads; our own blob, but checked like any input
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("impact of %s unreadable (%s): said to be not yet computed", name, exc)
             continue
         out[name] = doc

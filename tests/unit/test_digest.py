@@ -326,3 +326,19 @@ def test_teams_and_slack_show_the_impact_within_their_limits_and_fold_the_rest()
     notes = [e["text"] for b in few["blocks"] if b["type"] == "context" for e in b["elements"]]
     assert notes[-1] == "4 more affected rules not shown here."
     assert sum(len(json.dumps(b)) for b in slack_payload(digest)["blocks"]) < 12000
+
+
+def test_an_unreadable_impact_document_counts_as_not_computed():
+    from common.adapters.memory import MemoryBlobStore
+    from notifier.digest_delivery import read_impacts
+
+    store = MemoryBlobStore()
+    docs = json.loads(_impact_docs())
+    store.create("Public/eastus2/x.json", json.dumps(docs["Public/eastus2/x.json"]).encode())
+    store.create("Public/westeurope/x.json", b'{"affected": [{"rule": "r"}], "summary": {}}')
+    store.create("Public/global/x.json", b"not json")
+    names = [f"Public/{r}/x.json" for r in ("eastus2", "westeurope", "global", "eastus")]
+    found = read_impacts(store, names)
+    assert list(found) == ["Public/eastus2/x.json"]
+    assert found["Public/eastus2/x.json"]["summary"]["rules_affected"] == 5
+    assert read_impacts(None, names) == {}
