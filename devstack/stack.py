@@ -207,7 +207,8 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         "SERVICETAGS_LOCAL_SIGNING_SECRET": signing_secret,
         # What the local impact worker matches reports against (`none`: no impact step).
         "SERVICETAGS_LOCAL_RULES": str(rules) if rules is not None else "none",
-        "SERVICETAGS_IMPACT_CONTAINER": "impact" if rules is not None else "none",
+        # Without the impact step, messages carry no impact section (not "not yet computed").
+        **({"SERVICETAGS_IMPACT_CONTAINER": "none"} if rules is None else {}),
     }
     (state_dir / "stack.json").write_text(json.dumps({"pids": pids, "env": env}, indent=1))
     return env
