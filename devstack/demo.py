@@ -140,6 +140,16 @@ class Demo:
             self.matched[name] = json.loads(blob.data)
         timings["impact"] = timings.get("impact", 0.0) + time.monotonic() - started
 
+    def notify(self, outbox: Path, expected: int, timings: dict[str, float]) -> None:
+        """A notifier process, until `expected` messages per kind are in the outbox; the
+        run's events have waited for it in the queue."""
+        started = time.monotonic()
+        notifier = self._spawn("notifier")
+        self.deliveries(outbox, expected)
+        notifier.terminate()
+        self._finish([notifier], "the notifier")
+        timings["notify"] += time.monotonic() - started
+
     def stale_regions(self, run_id: str) -> list[str]:
         """Regions whose check in this run was stale (an older reply than recorded)."""
         out = []
@@ -321,15 +331,10 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
                 reports.update(fresh)
                 # The impact step runs beside the notifier and a digest never waits for it; the
                 # demo lets it finish first, so its messages show the impact of every report.
-                demo.wait_for_impact(fresh, timings)
-                notifier = demo._spawn("notifier")  # the run's events wait for it in the queue
-                mark = time.monotonic()
-                if fresh:
+                if fresh:  # else nothing to send: the step's events wait for the next notifier
+                    demo.wait_for_impact(fresh, timings)
                     delivered += 1 if delivery == "digest" else len(fresh)
-                    demo.deliveries(outbox, delivered)
-                notifier.terminate()
-                demo._finish([notifier], "the notifier")
-                timings["notify"] += time.monotonic() - mark
+                    demo.notify(outbox, delivered, timings)
                 steps.append(demo.step_record(path, run_id, fresh, outbox=outbox, emails_before=emails_before,
                                               poisoned_before=poisoned_before,
                                               regressed_before=regressed_before))
