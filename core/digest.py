@@ -7,7 +7,10 @@ Teams and Slack renderers draw from:
 - `region_events`: regions new or retired in this run, stated first everywhere;
 - `rows`: one per (region, tag) that changed, with prefix counts and sizes: IPv4 in
   addresses, IPv6 in /64 networks (an IPv6 address count is a 20-digit number nobody reads);
-- `missing` / `poisoned`: regions the run did not check by its deadline, or gave up on.
+- `missing` / `poisoned`: regions the run did not check by its deadline, or gave up on;
+- `impact` (only where the impact step is deployed): per report, the rules of the user's the
+  change touches, as the impact step had found them when the digest was built, or `pending`
+  when it had not yet (the impact step runs beside the notifier and never holds a report up).
 
 No prefix lists: those stay in the reports (named and linked per region), so a digest of the
 biggest week stays a few kilobytes.
@@ -19,15 +22,18 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from core.report import tag_address_counts
+from core.impact_render import restrict, section
 
 SCHEMA = "servicetags.digest/v1"
 SLASH64 = 2 ** 64
+IMPACT_ITEMS_MAX = 50  # affected rules per report in the contract; `more` counts the rest
 
 
 class DigestReport(NamedTuple):
     blob: str                 # report blob name
     url: str                  # where the stored report is
     report: dict[str, Any]    # the change report, filtered for the recipient
+    impact: dict[str, Any] | None = None  # its impact document, when computed (impact/<blob>)
 
 
 def _row(region: str, tag: dict[str, Any]) -> dict[str, Any]:
@@ -38,10 +44,36 @@ def _row(region: str, tag: dict[str, Any]) -> dict[str, Any]:
             "ipv6_added": v6_added, "ipv6_removed": v6_removed}
 
 
+def impact_entry(item: DigestReport) -> dict[str, Any]:
+    """One report's impact in the digest: `computed` with the rules touched by the tags the
+    recipient gets, or `pending`."""
+    report = item.report
+    base = {"region": report["region"], "report": item.blob}
+    if item.impact is None:
+        return {**base, "state": "pending"}
+    doc = restrict(item.impact, [t["id"] for t in report["tags"]])
+    shown = section(doc, limit=IMPACT_ITEMS_MAX)
+    s = doc["summary"]
+    return {**base, "state": "computed", "line": shown["summary"],
+            "summary": {k: s[k] for k in ("rules_checked", "rules_affected", "stale", "by_kind")},
+            "items": shown["items"], "more": shown["more"]}
+
+
+def impact_member(reports: Sequence[DigestReport]) -> dict[str, Any]:
+    entries = [impact_entry(r) for r in reports]
+    done = [e for e in entries if e["state"] == "computed"]
+    return {"rules_affected": sum(e["summary"]["rules_affected"] for e in done),
+            "stale": sum(e["summary"]["stale"] for e in done),
+            "pending": [e["region"] for e in entries if e["state"] == "pending"],
+            "reports": entries}
+
+
 def build_digest(run: dict[str, Any], outcomes: dict[str, dict[str, Any]], missing: Sequence[str],
-                 reports: Sequence[DigestReport], *, closed_by: str) -> dict[str, Any]:
+                 reports: Sequence[DigestReport], *, closed_by: str,
+                 with_impact: bool = False) -> dict[str, Any]:
     """The digest document. `outcomes` are every region's recorded outcome in the run;
-    `reports` only those matching the recipient; `closed_by` is `complete` or `deadline`."""
+    `reports` only those matching the recipient; `closed_by` is `complete` or `deadline`;
+    `with_impact`: the impact step is deployed, so say what it found (or not yet)."""
     changes, rows, events = [], [], []
     ordered = sorted(reports, key=lambda r: (r.report.get("region_event") is None, r.report["region"]))
     for item in ordered:
@@ -59,13 +91,16 @@ def build_digest(run: dict[str, Any], outcomes: dict[str, dict[str, Any]], missi
                "ipv6_removed")}
     poisoned = [{"region": region, "reason": doc.get("reason", "")}
                 for region, doc in sorted(outcomes.items()) if doc.get("status") == "poisoned"]
-    return {
+    digest = {
         "schema": SCHEMA, "cloud": run["cloud"], "run_id": run["run_id"], "started_at": run["started_at"],
         "closed_by": closed_by, "regions_expected": len(set(outcomes) | set(missing)),
         "regions_checked": len(outcomes), "regions_changed": len(changes),
         "region_events": events, "missing": sorted(missing), "poisoned": poisoned,
         "totals": {**totals, "tags": len(rows)}, "changes": changes, "rows": rows,
     }
+    if with_impact and ordered:
+        digest["impact"] = impact_member(ordered)
+    return digest
 
 
 def worth_sending(digest: dict[str, Any]) -> bool:
@@ -137,3 +172,68 @@ def table_cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
 
 
 UNITS_NOTE = "IPv4 sizes in addresses; IPv6 sizes in /64 networks (one /64 = 2^64 addresses)."
+
+
+# ---- the impact section every rendering shares -------------------------------------------------
+
+IMPACT_TITLE = "Impact on your rules"
+
+
+def impact_headline(digest: dict[str, Any]) -> str | None:
+    """One line for the whole run, or None when the digest has no impact member."""
+    member = digest.get("impact")
+    if not member:
+        return None
+    computed = [e for e in member["reports"] if e["state"] == "computed"]
+    parts = []
+    if computed:
+        touched = member["rules_affected"]
+        regions = sum(1 for e in computed if e["summary"]["rules_affected"])
+        stale = f", {member['stale']} stale," if member["stale"] else ""
+        parts.append(f"{touched} rule{'s' if touched != 1 else ''} touched{stale} in {regions} of "
+                     f"{len(computed)} region{'s' if len(computed) != 1 else ''} checked")
+    if member["pending"]:
+        parts.append("not yet computed for " + ", ".join(member["pending"]))
+    return f"{IMPACT_TITLE}: " + "; ".join(parts)
+
+
+def impact_summaries(digest: dict[str, Any]) -> list[str]:
+    """One line per report whose impact touches some rule."""
+    return [e["line"] for e in digest.get("impact", {}).get("reports", [])
+            if e["state"] == "computed" and e["summary"]["rules_affected"]]
+
+
+def impact_item_lines(entry: dict[str, Any], item: dict[str, Any]) -> list[str]:
+    """One affected rule: a heading line, then what the change does to it."""
+    stale = " [stale]" if item["stale"] else ""
+    return [f"{entry['region']}: {item['kind']} {item['resource']} {item['rule']}{stale}",
+            *(f"  {line.strip()}" for line in item["lines"])]
+
+
+def impact_items(digest: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(report entry, affected rule) pairs, stale rules first across the run."""
+    pairs = [(e, item) for e in digest.get("impact", {}).get("reports", []) if e["state"] == "computed"
+             for item in e["items"]]
+    pairs.sort(key=lambda pair: not pair[1]["stale"])
+    return pairs
+
+
+def impact_left_out(digest: dict[str, Any]) -> int:
+    """Affected rules the contract itself left out (beyond IMPACT_ITEMS_MAX per report)."""
+    return sum(e.get("more", 0) for e in digest.get("impact", {}).get("reports", []))
+
+
+def impact_text(digest: dict[str, Any], *, max_items: int | None = None) -> list[str]:
+    """The impact section as plain lines (e-mail, fallbacks); [] without an impact member."""
+    head = impact_headline(digest)
+    if head is None:
+        return []
+    pairs = impact_items(digest)
+    shown = pairs if max_items is None else pairs[:max_items]
+    lines = [head, *(f"  {line}" for line in impact_summaries(digest))]
+    for entry, item in shown:
+        lines += [f"  {line}" for line in impact_item_lines(entry, item)]
+    left = len(pairs) - len(shown) + impact_left_out(digest)
+    if left:
+        lines.append(f"  … and {left} more affected rule{'s' if left != 1 else ''} not shown here")
+    return lines

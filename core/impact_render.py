@@ -11,6 +11,8 @@ record or a notification's subject.
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Collection
 from html import escape
 from typing import Any
 
@@ -67,6 +69,19 @@ def finding_lines(finding: dict[str, Any]) -> list[str]:
             f"{field} references IP Group {finding['group_name']}" + (" (stale)" if finding["stale"] else "")
         ] + [f"  {line}" for line in inner]
     return [json.dumps(finding)]
+
+
+def restrict(doc: Doc, tags: Collection[str]) -> Doc:
+    """The impact as seen by someone who gets only `tags` of the report (a recipient's filters):
+    the rules touched through those tags, the summary counted again."""
+    wanted = set(tags)
+    affected = [a for a in doc["affected"] if not a["tags"] or wanted.intersection(a["tags"])]
+    if len(affected) == len(doc["affected"]):
+        return doc
+    kinds = Counter(a["kind"] for a in affected)
+    summary = {**doc["summary"], "rules_affected": len(affected),
+               "stale": sum(1 for a in affected if a["stale"]), "by_kind": dict(sorted(kinds.items()))}
+    return {**doc, "summary": summary, "affected": affected}
 
 
 def section(doc: Doc, *, limit: int | None = None) -> dict[str, Any]:

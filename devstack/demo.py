@@ -2,8 +2,10 @@
 
 It starts the local stack, serves OLD from the local ARM endpoint, runs the producer and N
 worker processes until the regions queue drains (the baseline), switches the endpoint to NEW,
-runs them again, lets the relay and a notifier process turn every report into e-mail, and
-prints what changed. Everything it started is stopped on the way out, Ctrl-C included.
+runs them again, lets the stack's impact step match every report against the bundled rules
+(`data/rules/`), lets the relay and a notifier process turn every report into e-mail and
+channel messages (with the impact section), and prints what changed. Everything it started
+is stopped on the way out, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Demo:
         self.events = self.clients.queue("change-events")
         self.reports = self.clients.container("reports")
         self.snapshots = self.clients.container("snapshots")
+        self.impacts = self.clients.container("impact")
+        self.matched: dict[str, dict[str, Any]] = {}  # impact documents, by report blob name
         self.regions_poison = self.clients.queue("regions-poison")
         self.children: list[subprocess.Popen[bytes]] = []
 
@@ -116,6 +120,35 @@ class Demo:
         _wait(done, timeout, ", ".join(f"{n} {kind}" for kind, n in expected.items()))
         final = ", ".join(f"{n} {kind}" for kind, n in counts().items())
         self.progress.show(f"notifier: {final}", final=True)
+
+    def wait_for_impact(self, fresh: dict[str, Any], timings: dict[str, float], *,
+                        timeout: float = 120) -> None:
+        """Wait for the stack's impact step to have written the impact of every fresh report
+        (impact/<report blob name>); keep the documents in `self.matched`, by report name."""
+        started = time.monotonic()
+
+        def done() -> bool:
+            have = set(self.impacts.names())
+            self.progress.show(f"impact: {len(have & set(fresh))} of {len(fresh)} reports matched")
+            return set(fresh) <= have
+
+        _wait(done, timeout, f"the impact of {len(fresh)} reports (see the stack's logs/impact.log)")
+        self.progress.show(f"impact: {len(fresh)} reports matched against the bundled rules", final=True)
+        for name in fresh:
+            blob = self.impacts.read(name)
+            assert blob is not None
+            self.matched[name] = json.loads(blob.data)
+        timings["impact"] = timings.get("impact", 0.0) + time.monotonic() - started
+
+    def notify(self, outbox: Path, expected: dict[str, int], timings: dict[str, float]) -> None:
+        """A notifier process, until `expected` messages per kind are in the outbox; the
+        run's events have waited for it in the queue."""
+        started = time.monotonic()
+        notifier = self._spawn("notifier")
+        self.deliveries(outbox, expected)
+        notifier.terminate()
+        self._finish([notifier], "the notifier")
+        timings["notify"] += time.monotonic() - started
 
     def stale_regions(self, run_id: str) -> list[str]:
         """Regions whose check in this run was stale (an older reply than recorded)."""
@@ -254,6 +287,18 @@ def _publish_web(env: dict[str, str]) -> str:
     return env["SERVICETAGS_LOCAL_WEB_URL"] + "Public/index.html"
 
 
+def _report_entries(reports: dict[str, dict[str, Any]],
+                    impacts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    from core.impact_render import summary_line as impact_line
+    from core.render import summary_line
+
+    return [{"region": r["region"], "blob": name, "summary": summary_line(r), "counts": r["summary"],
+             "region_event": r.get("region_event"),
+             "impact": impact_line(impacts[name]) if name in impacts else None,
+             "rules_affected": impacts[name]["summary"]["rules_affected"] if name in impacts else None}
+            for name, r in sorted(reports.items())]
+
+
 def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: list[Path] | None = None,
              regions: str, workers: int, outbox: Path, progress: Progress,
              source: str = "arm", delivery: str = "digest") -> dict[str, Any]:
@@ -269,7 +314,7 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
     _clear_outbox(outbox)
     steps: list[dict[str, Any]] = []
     reports: dict[str, dict[str, Any]] = {}
-    timings = {"stack": 0.0, "baseline": 0.0, "change": 0.0, "notify": 0.0}
+    timings = {"stack": 0.0, "baseline": 0.0, "change": 0.0, "impact": 0.0, "notify": 0.0}
     checked = 0
     with tempfile.TemporaryDirectory(prefix="servicetags-demo-") as tmp:
         state_dir = Path(tmp)
@@ -291,19 +336,17 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
                 regressed_before = set(demo.regressions())
                 emails_before = set(outbox.glob("*.eml"))
                 run_id = f"demo-{number}-{int(time.time())}"
-                notifier = demo._spawn("notifier")  # running through the change: digests are event-driven
                 mark = time.monotonic()
                 checked = demo.cycle(f"step {number} ({path.name})", run_id=run_id)
                 timings["change"] += time.monotonic() - mark
                 fresh = demo.new_reports(known=reports)
                 reports.update(fresh)
-                mark = time.monotonic()
-                if fresh:
+                # The impact step runs beside the notifier and a digest never waits for it; the
+                # demo lets it finish first, so its messages show the impact of every report.
+                if fresh:  # else nothing to send: the step's events wait for the next notifier
+                    demo.wait_for_impact(fresh, timings)
                     delivered = _expected_after(delivered, delivery, len(fresh))
-                    demo.deliveries(outbox, delivered)
-                notifier.terminate()
-                demo._finish([notifier], "the notifier")
-                timings["notify"] += time.monotonic() - mark
+                    demo.notify(outbox, delivered, timings)
                 steps.append(demo.step_record(path, run_id, fresh, outbox=outbox, emails_before=emails_before,
                                               poisoned_before=poisoned_before,
                                               regressed_before=regressed_before))
@@ -317,9 +360,7 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
         "snapshots": [str(p) for p in files],
         "source": source,
         "regions_checked": checked,
-        "reports": [{"region": r["region"], "blob": name, "summary": summary_line(r),
-                     "counts": r["summary"], "region_event": r.get("region_event")}
-                    for name, r in sorted(reports.items())],
+        "reports": _report_entries(reports, demo.matched),
         "emails": [{k: e[k] for k in ("recipient", "region", "file", "subject")} for e in emails],
         "channel_messages": _channel_messages(outbox),
         "delivery": delivery,
@@ -350,6 +391,8 @@ def print_summary(result: dict[str, Any]) -> None:
         mark = f" [region {report['region_event']}]" if report.get("region_event") else ""
         print(f"  {report['summary']}{mark}")
         print(f"      report: reports/{report['blob']}")
+        if report.get("rules_affected"):
+            print(f"      impact: {report['impact']}")
         if not digest:
             print(f"      e-mail: {by_region.get(report['region'], '(none)')}")
     if digest:
@@ -369,7 +412,7 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"\nWeb view (served while the stack ran; `servicetags local up` keeps one): {result['web']}")
     t = result["timings"]
     print(f"Timings: stack {t['stack']}s, baseline {t['baseline']}s, change {t['change']}s, "
-          f"e-mail {t['notify']}s; total {result['seconds']}s")
+          f"impact {t.get('impact', 0)}s, e-mail {t['notify']}s; total {result['seconds']}s")
 
 
 def main(argv: list[str], prog: str = "servicetags demo") -> int:

@@ -1,6 +1,8 @@
 """The local stack as background processes: Azurite, the ARM service-tag endpoint, the
 Download Center stand-in, the blob-event relay, the SMTP sink and the static website server
-($web). What `servicetags local up/down` and the demo run.
+($web), and the impact step (its own relay, the report events' second "subscription", and an
+impact worker over the bundled rules in `data/rules/`). What `servicetags local up/down` and
+the demo run.
 
 State lives in one directory: `stack.json` (the PIDs started and the environment the
 components need), each service's log under `logs/`, Azurite's data, the relay's
@@ -24,10 +26,14 @@ from devstack.azurite import start_azurite, stop_process_group
 
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-00000000c0de"
 DEFAULT_RECIPIENTS = json.dumps([{"address": "network-team@example.com", "name": "Network team"}])
-CONTAINERS = ("snapshots", "reports", "notifications", "runs", "history", "$web")
+CONTAINERS = ("snapshots", "reports", "notifications", "runs", "history", "$web", "impact")
 QUEUES = ("regions", "regions-poison", "change-events", "change-events-poison", "run-deadlines",
-          "run-deadlines-poison")
+          "run-deadlines-poison", "impact", "impact-poison")
 ROOT = Path(__file__).resolve().parents[1]
+# ARM JSON of NSGs, firewall policies, IP Groups, routes, storage and key vault ACLs, made from
+# real tag names and prefixes (a copy of tests/fixtures/rules/arm/): what the local impact
+# worker matches reports against.
+DEFAULT_RULES = ROOT / "data" / "rules"
 DEFAULT_SNAPSHOT = ROOT / "data" / "snapshots" / "ServiceTags_Public_2025-01-12_cn340.json.gz"
 
 
@@ -91,11 +97,13 @@ def _wait_for_file(path: Path, process: subprocess.Popen[bytes], name: str, stat
 
 def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float = 0.0,
        event_schema: str = "eventgrid", recipients: str = DEFAULT_RECIPIENTS,
-       persistent: bool = True, outbox: Path | None = None) -> dict[str, str]:
+       persistent: bool = True, outbox: Path | None = None,
+       rules: Path | None = DEFAULT_RULES) -> dict[str, str]:
     """Start everything and return the environment the components need.
 
     A stack already running from `state_dir` is reused (its environment is returned); one
-    left behind half-dead is stopped first.
+    left behind half-dead is stopped first. `rules`: what the impact worker reads (None: no
+    impact step).
     """
     state_dir = state_dir.resolve()
     existing = running(state_dir)
@@ -148,6 +156,11 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
                                            "--interval", "0.2", "--state-dir", str(state_dir / "relay-runs")],
                             state_dir)
         pids["relay-runs"] = runs_relay.pid
+        relays = [("relay", relay), ("relay-runs", runs_relay)]
+        if rules is not None:
+            for name, process in _impact_step(state_dir, azurite.connection_string, event_schema, rules):
+                pids[name] = process.pid
+                relays.append((name, process))
         signing_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         receiver = _spawn("webhooks", [sys.executable, "-m", "devstack.webhook_receiver", "--outbox",
                                        str(outbox or state_dir / "outbox"),
@@ -156,7 +169,7 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         pids["webhooks"] = receiver.pid
         webhooks_info = _wait_for_file(state_dir / "webhooks.json", receiver, "webhooks", state_dir)
         time.sleep(0.3)
-        for name, process in (("relay", relay), ("relay-runs", runs_relay)):
+        for name, process in relays:
             if process.poll() is not None:
                 tail = (state_dir / "logs" / f"{name}.log").read_text(errors="replace")[-1500:]
                 raise StackError(f"{name} did not start:\n{tail}")
@@ -192,9 +205,29 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
         # signed webhooks use this dev secret (a local value, like Azurite's key).
         "SERVICETAGS_LOCAL_WEBHOOKS_URL": webhooks_info["url"],
         "SERVICETAGS_LOCAL_SIGNING_SECRET": signing_secret,
+        # What the local impact worker matches reports against (`none`: no impact step).
+        "SERVICETAGS_LOCAL_RULES": str(rules) if rules is not None else "none",
+        # Without the impact step, messages carry no impact section (not "not yet computed").
+        **({"SERVICETAGS_IMPACT_CONTAINER": "none"} if rules is None else {}),
     }
     (state_dir / "stack.json").write_text(json.dumps({"pids": pids, "env": env}, indent=1))
     return env
+
+
+def _impact_step(state_dir: Path, connection_string: str, event_schema: str,
+                 rules: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """The impact step's own "Event Grid subscription" on the same report events (a second
+    relay) and its worker over `rules`: a report never waits for it (docs/architecture.md)."""
+    relay = _spawn("relay-impact", [sys.executable, "-m", "devstack.relay", "--connection-string",
+                                    connection_string, "--container", "reports", "--queue", "impact",
+                                    "--schema", event_schema, "--interval", "0.2",
+                                    "--state-dir", str(state_dir / "relay-impact")], state_dir)
+    env = {**os.environ, "SERVICETAGS_STORAGE_CONNECTION_STRING": connection_string,
+           "SERVICETAGS_RULES_SOURCE": "file", "SERVICETAGS_RULES_PATH": str(rules),
+           "SERVICETAGS_IMPACT_QUEUE": "impact", "SERVICETAGS_IMPACT_CONTAINER": "impact",
+           "SERVICETAGS_IDLE_SLEEP": "1", "SERVICETAGS_RETRY_DELAY": "1"}
+    worker = _spawn("impact", [sys.executable, "-m", "impact"], state_dir, env=env)
+    return [("relay-impact", relay), ("impact", worker)]
 
 
 def _ensure_resources(connection_string: str) -> None:

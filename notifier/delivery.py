@@ -41,6 +41,15 @@ from urllib.parse import quote, unquote, urlsplit
 from core.errors import PermanentError, TransientError
 from core.ports import BlobStore, MailSender
 from core.render import summary_line
+from core.digest import DigestReport, impact_member
+from core.errors import PermanentError, TransientError
+from runtime.crash_points import crash_point
+from runtime.history_store import is_imported
+from runtime.logs import log_event
+from core.ports import BlobStore
+from core.render import summary_line
+from runtime.report_schema import ReportSchemaError, validate_report
+from notifier.digest_delivery import read_impacts
 from notifier.email_render import render_email
 from notifier.mail import PermanentMailError, TransientMailError
 from notifier.recipients import Recipient, filter_report
@@ -51,6 +60,7 @@ from runtime.report_schema import ReportSchemaError, validate_report
 
 log = logging.getLogger(__name__)
 MARKER_SCHEMA = "servicetags.notification/v1"
+_UNREAD = object()
 
 
 class Delivered(NamedTuple):
@@ -93,8 +103,9 @@ class Notifier:
     def __init__(self, *, reports: BlobStore, markers: BlobStore, sender: MailSender, mail_from: str,
                  recipients: Sequence[Recipient], claim_timeout: timedelta = timedelta(minutes=10),
                  clock: Callable[[], datetime] = _now, digests: Any = None, reports_url: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, impacts: BlobStore | None = None) -> None:
         self.reports, self.markers, self.sender = reports, markers, sender
+        self.impacts = impacts  # the impact step's results (read only), None where it is not deployed
         self.digests = digests  # notifier.digest_delivery.Digests: channels in per-report mode
         self.mail_from, self.recipients = mail_from, list(recipients)
         self.claim_timeout, self.clock, self.sleep = claim_timeout, clock, sleep
@@ -119,6 +130,7 @@ class Notifier:
             return Delivered(blob_name, (), (), (), False)
         logged = self._log_once(blob_name, blob_url, report)
         sent, already, skipped, refused = [], [], [], []
+        impact: Any = _UNREAD
         for recipient in self.recipients:
             if recipient.delivery != "report":
                 skipped.append(recipient.address)  # theirs comes in the run's digest
@@ -127,8 +139,10 @@ class Notifier:
             if filtered is None:
                 skipped.append(recipient.address)
                 continue
+            if impact is _UNREAD:  # read once, and only when someone gets a per-report e-mail
+                impact = read_impacts(self.impacts, [blob_name]).get(blob_name)
             try:
-                if self._send_once(blob_name, blob_url, filtered, recipient, wait):
+                if self._send_once(blob_name, blob_url, filtered, recipient, wait, impact=impact):
                     sent.append(recipient.address)
                 else:
                     already.append(recipient.address)
@@ -208,7 +222,7 @@ class Notifier:
             return etag, claim
 
     def _send_once(self, blob_name: str, blob_url: str, report: dict[str, Any], recipient: Recipient,
-                   claim_wait: timedelta) -> bool:
+                   claim_wait: timedelta, *, impact: dict[str, Any] | None = None) -> bool:
         """True when this call sent the e-mail, False when it had been sent before."""
         name = marker_name(blob_name, recipient.address)
         claimed = self._claim(name, blob_name, claim_wait)
@@ -219,7 +233,9 @@ class Notifier:
 
         message = render_email(report, sender=self.mail_from, recipient=recipient,
                                message_id=f"{blob_name}|{recipient.address.lower()}",
-                               blob_name=blob_name, blob_url=blob_url, date=self.clock())
+                               blob_name=blob_name, blob_url=blob_url, date=self.clock(),
+                               impact=None if self.impacts is None else impact_member(
+                                   [DigestReport(blob_name, blob_url, report, impact)]))
         try:
             provider_id = self.sender.send(message)
         except (TransientMailError, PermanentMailError) as exc:

@@ -12,6 +12,11 @@ region checked), or its deadline message. Either one calls `deliver_run`:
    filter the run's reports, build the digest, and send it once, guarded like e-mails
    are: a create-only claim, the send, then "sent" under the claim's ETag (`send_once`).
 
+Impact: when the impact step is deployed (`impacts`, its results container, read only), each
+digest carries the impact documents that exist when it is built, read by the report's own
+blob name; a report whose impact is not there yet is said to be "not yet computed". The
+digest never waits for the impact step, so a Resource Graph outage delays no report.
+
 The crash window is the one of e-mails: a notifier killed between a channel accepting the
 message and the "sent" mark sends it again, with the same `webhook-id` / Message-ID, so
 the receiver can tell.
@@ -33,6 +38,14 @@ from core import runs
 from core.digest import DigestReport, build_digest, worth_sending
 from core.errors import PermanentError, TransientError
 from core.ports import BlobStore, MailSender
+from core import runs
+from core.digest import DigestReport, build_digest, worth_sending
+from core.errors import PermanentError, TransientError
+from runtime.crash_points import crash_point
+from core.impact_render import section
+from runtime.logs import log_event
+from core.ports import BlobStore
+from runtime.report_schema import ReportSchemaError, validate_report
 from notifier.channels import Channel, ChannelPoster
 from notifier.chat_render import slack_payload, teams_payload
 from notifier.digest_email import render_digest_email
@@ -115,8 +128,10 @@ class Digests:
     def __init__(self, *, runs_store: BlobStore, reports: BlobStore, markers: BlobStore,
                  report_url: Callable[[str], str], sender: MailSender | None, mail_from: str,
                  recipients: Sequence[Recipient], channels: Sequence[Channel], poster: ChannelPoster,
-                 claim_timeout: timedelta = timedelta(minutes=10), clock: Clock = _now) -> None:
+                 claim_timeout: timedelta = timedelta(minutes=10), clock: Clock = _now,
+                 impacts: BlobStore | None = None) -> None:
         self.runs, self.reports, self.markers = runs_store, reports, markers
+        self.impacts = impacts  # the impact step's results, or None where it is not deployed
         self.report_url, self.sender, self.mail_from = report_url, sender, mail_from
         self.recipients, self.channels, self.poster = list(recipients), list(channels), poster
         self.claim_timeout, self.clock = claim_timeout, clock
@@ -199,14 +214,16 @@ class Digests:
         targets += [c for c in self.channels if c.delivery == "digest"]
         if not targets:
             return RunDelivered(run["run_id"], frozen["closed_by"], (), (), ())
+        impacts = read_impacts(self.impacts, [name for name, _ in reports])
         prefix = f"runs/{runs.run_prefix(cloud, run_id)}"
 
         def one(target: Target) -> str:
-            chosen = [DigestReport(name, self.report_url(name), f) for name, rep in reports
+            chosen = [DigestReport(name, self.report_url(name), f, impacts.get(name)) for name, rep in reports
                       if (f := filter_report(rep, target)) is not None]
             outcomes = {r: o for r, o in frozen["outcomes"].items() if target.wants_region(r)}
             missing = [r for r in frozen["missing"] if target.wants_region(r)]
-            digest = build_digest(run, outcomes, missing, chosen, closed_by=frozen["closed_by"])
+            digest = build_digest(run, outcomes, missing, chosen, closed_by=frozen["closed_by"],
+                                  with_impact=self.impacts is not None)
             if not worth_sending(digest):
                 return "skipped"
             marker = f"{prefix}{target_key(target)}.json"
@@ -258,16 +275,19 @@ class Digests:
         """Send a report to each channel in report mode; the names of those sent to now."""
         self.remember(blob_name, report)
         chosen = [c for c in self.channels if c.delivery == "report"]
+        if not chosen:
+            return []
+        impact = read_impacts(self.impacts, [blob_name]).get(blob_name)
 
         def one(channel: Channel) -> str:
             filtered = filter_report(report, channel)
             if filtered is None:
                 return "skipped"
-            item = DigestReport(blob_name, self.report_url(blob_name), filtered)
+            item = DigestReport(blob_name, self.report_url(blob_name), filtered, impact)
             run = {"cloud": report["cloud"], "run_id": f"report {report['region']}",
                    "started_at": ""}
             digest = build_digest(run, {report["region"]: {"status": "changed"}}, [], [item],
-                                  closed_by="report")
+                                  closed_by="report", with_impact=self.impacts is not None)
             marker = f"{blob_name}/{target_key(channel)}.json"
             body = json.dumps(filtered, ensure_ascii=False, separators=(",", ":")).encode("utf-8") \
                 if channel.kind == "webhook" else None
@@ -277,6 +297,26 @@ class Digests:
             return "sent" if sent else "already"
 
         return [_label(c) for c, r in _in_parallel(chosen, one) if r == "sent"]
+
+
+def read_impacts(store: BlobStore | None, report_names: list[str]) -> dict[str, dict[str, Any]]:
+    """The impact documents that exist now, by report blob name (impact/<report blob name>).
+    One that cannot be read as an impact document counts as not computed: the impact step's
+    output is advisory and never stops a report or a digest."""
+    if store is None or not report_names:
+        return {}
+    out = {}
+    for name, blob in zip(report_names, _read_all(store, report_names), strict=True):
+        if blob is None:
+            continue
+        try:
+            doc = json.loads(blob.data)
+            section(doc)  # what every rendering reads; our own blob, but checked like any input
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("impact of %s unreadable (%s): said to be not yet computed", name, exc)
+            continue
+        out[name] = doc
+    return out
 
 
 def _read_all(store: BlobStore, names: list[str]) -> list[Any]:

@@ -16,8 +16,9 @@ from html import escape
 from typing import Any
 
 from core.digest import TABLE_HEADER, UNITS_NOTE, DigestReport, headline, table_cells, title
+from core.digest import TABLE_HEADER, UNITS_NOTE, DigestReport, headline, impact_text, table_cells, title
 from notifier.chat_render import table_lines
-from notifier.email_render import SUBJECT_PREFIX, message_id_for
+from notifier.email_render import IMPACT_FOLD_AFTER, SUBJECT_PREFIX, impact_html, message_id_for
 from notifier.recipients import Recipient
 
 RUN_HEADER = "X-Servicetags-Run"
@@ -55,7 +56,11 @@ def _prefix_lines(reports: list[DigestReport]) -> list[str]:
 def plain_text(digest: dict[str, Any], reports: list[DigestReport]) -> str:
     lines = [title(digest), "", *headline(digest), ""]
     if digest["rows"]:
-        lines += [UNITS_NOTE, "", *table_lines(digest), "", *_prefix_lines(reports), ""]
+        lines += [UNITS_NOTE, "", *table_lines(digest), ""]
+    if impact := impact_text(digest, max_items=IMPACT_FOLD_AFTER):
+        lines += [*impact, ""]
+    if digest["rows"]:
+        lines += [*_prefix_lines(reports), ""]
     lines.append(f"Every prefix of every report is in the attached {attachment_name(digest)}.")
     return "\n".join(lines) + "\n"
 
@@ -75,7 +80,7 @@ def html_body(digest: dict[str, Any], reports: list[DigestReport]) -> str:
                        for r in digest["rows"])
         table = (f"<p><small>{escape(UNITS_NOTE)}</small></p>"
                  f'<table style="border-collapse:collapse"><tr>{header}</tr>{rows}</table>')
-    details = []
+    details = [impact_html(digest)] if digest.get("impact") else []
     for item in reports:
         report = item.report
         parts = [f'<h3>{escape(report["region"])} <small><a href="{escape(item.url, quote=True)}">'

@@ -18,6 +18,17 @@ from typing import Any
 
 from core.render import summary_line, to_json
 from core.report import region_event_line, tag_address_counts
+from core.digest import (
+    IMPACT_TITLE,
+    address_counts,
+    impact_headline,
+    impact_items,
+    impact_left_out,
+    impact_summaries,
+    impact_text,
+)
+from core.render import summary_line, to_json
+from core.report import region_event_line
 from notifier.recipients import Recipient
 
 Report = dict[str, Any]
@@ -26,6 +37,8 @@ SUBJECT_PREFIX = "[servicetags]"
 REGION_HEADER = "X-Servicetags-Region"
 REPORT_HEADER = "X-Servicetags-Report"
 MESSAGE_ID_HEADER = "X-Servicetags-Message-Id"  # ACS sets its own Message-ID; ours travels here
+
+IMPACT_FOLD_AFTER = 40  # affected rules in a body; the digest's attachment has every one it holds
 
 _STATUS_COLOUR = {"added": "#1a7f37", "removed": "#cf222e", "changed": "#9a6700", "metadata": "#57606a"}
 
@@ -94,7 +107,7 @@ def _footer(report: Report, blob_url: str | None) -> str:
             f"Snapshots: {report['from']['sha256'][:12]} → {report['to']['sha256'][:12]}.\n")
 
 
-def plain_text(report: Report, *, blob_url: str | None = None) -> str:
+def plain_text(report: Report, *, blob_url: str | None = None, impact: dict[str, Any] | None = None) -> str:
     s = report["summary"]
     event = region_event_line(report)
     lines = [
@@ -109,6 +122,8 @@ def plain_text(report: Report, *, blob_url: str | None = None) -> str:
         f"IPv6 addresses: +{_n(s['ipv6_addresses_added'])} / -{_n(s['ipv6_addresses_removed'])}",
         "",
     ]
+    if impact is not None:
+        lines += [*impact_text({"impact": impact}, max_items=IMPACT_FOLD_AFTER), ""]
     for tag in report["tags"]:
         v4_added, v4_removed, v6_added, v6_removed = _tag_counts(tag)
         service = f", service {tag['system_service']}" if tag["system_service"] else ""
@@ -162,7 +177,7 @@ def _html_tag(tag: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def html_body(report: Report, *, blob_url: str | None = None) -> str:
+def html_body(report: Report, *, blob_url: str | None = None, impact: dict[str, Any] | None = None) -> str:
     title = f"Service tag changes: {report['region']} ({report['cloud']})"
     link = (f'<p>Stored report: <a href="{escape(blob_url, quote=True)}">{escape(blob_url)}</a></p>'
             if blob_url else "")
@@ -174,11 +189,34 @@ def html_body(report: Report, *, blob_url: str | None = None) -> str:
         f"<title>{escape(title)}</title></head>\n"
         '<body style="font-family:sans-serif;font-size:14px">\n'
         f"{headline}<h2>{escape(title)}</h2>\n<p>{escape(summary_line(report))}</p>\n"
-        f"{_summary_table(report['summary'])}\n{tags}\n{link}"
+        f"{_summary_table(report['summary'])}\n"
+        + (impact_html({"impact": impact}) + "\n" if impact is not None else "")
+        + f"{tags}\n{link}"
         f"<p>The full report is attached as <code>{escape(attachment_name(report))}</code>. "
         f"Snapshots {escape(report['from']['sha256'][:12])} → {escape(report['to']['sha256'][:12])}.</p>\n"
         "</body></html>\n"
     )
+
+
+def impact_html(digest: dict[str, Any]) -> str:
+    """The impact section of a digest (or of `{"impact": member}` for one report), escaped."""
+    head = impact_headline(digest) or ""
+    summary = head.removeprefix(f"{IMPACT_TITLE}: ")
+    parts = [f"<h3>{escape(IMPACT_TITLE)}</h3>", f"<p>{escape(summary)}</p>"]
+    lines = [f"<li>{escape(line)}</li>" for line in impact_summaries(digest)]
+    if lines:
+        parts.append("<ul>" + "".join(lines) + "</ul>")
+    pairs = impact_items(digest)
+    for entry, item in pairs[:IMPACT_FOLD_AFTER]:
+        stale = ' <strong style="color:#b42318">stale</strong>' if item["stale"] else ""
+        parts.append(f"<p style=\"margin:8px 0 0 0\">{escape(entry['region'])}: {escape(item['kind'])} "
+                     f"<code>{escape(item['resource'])}</code> <code>{escape(item['rule'])}</code>{stale}</p>"
+                     + "".join(f"<p style=\"margin:0 0 0 16px\">{escape(line.strip())}</p>"
+                               for line in item["lines"]))
+    left = max(0, len(pairs) - IMPACT_FOLD_AFTER) + impact_left_out(digest)
+    if left:
+        parts.append(f"<p>… and {left} more affected rule{'s' if left != 1 else ''} not shown here</p>")
+    return '<div class="impact">' + "\n".join(parts) + "</div>"
 
 
 def render_email(
@@ -190,8 +228,12 @@ def render_email(
     blob_name: str | None = None,
     blob_url: str | None = None,
     date: datetime | None = None,
+    impact: dict[str, Any] | None = None,
 ) -> EmailMessage:
     """The e-mail for `report` (already filtered for `recipient`).
+
+    `impact`: the digest contract's impact member for this one report (`core.digest.
+    impact_member`), when the impact step is deployed; None leaves the section out.
 
     `message_id` is the idempotency key of this send (e.g. report blob name plus recipient
     address); the Message-ID header is derived from it, so every re-send carries the same one.
@@ -210,8 +252,8 @@ def render_email(
     msg[REGION_HEADER] = report["region"]
     if blob_name:
         msg[REPORT_HEADER] = blob_name
-    msg.set_content(plain_text(report, blob_url=blob_url))
-    msg.add_alternative(html_body(report, blob_url=blob_url), subtype="html")
+    msg.set_content(plain_text(report, blob_url=blob_url, impact=impact))
+    msg.add_alternative(html_body(report, blob_url=blob_url, impact=impact), subtype="html")
     msg.add_attachment(to_json(report).encode("utf-8"), maintype="application", subtype="json",
                        filename=attachment_name(report))
     return msg

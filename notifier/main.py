@@ -39,6 +39,7 @@ class NotifierSettings(NamedTuple):
     channels: tuple[Any, ...] = ()     # notifier.channels.Channel, secrets not yet read
     runs_container: str = "runs"
     deadlines_queue: str = "run-deadlines"
+    impact_container: str | None = "impact"  # the impact step's results; None: not deployed
     # credential -> secret reader, over this environment (a closure: its repr shows no value)
     secret_reader: Any = None
     identity_wait: int = 300
@@ -80,8 +81,16 @@ class NotifierSettings(NamedTuple):
             channels=channels,
             runs_container=env.str("SERVICETAGS_RUNS_CONTAINER", "runs") or "runs",
             deadlines_queue=env.str("SERVICETAGS_DEADLINES_QUEUE", "run-deadlines") or "run-deadlines",
+            impact_container=impact_container(env),
             secret_reader=lambda credential: reader_from_env(env.mapping, credential),
         )
+
+
+def impact_container(env: Env) -> str | None:
+    """SERVICETAGS_IMPACT_CONTAINER (default `impact`, as the impact step writes it); `none`
+    where the impact step is not deployed, so messages carry no impact section."""
+    name = env.str("SERVICETAGS_IMPACT_CONTAINER", "impact") or "impact"
+    return None if name.lower() == "none" else name
 
 
 class Wiring(NamedTuple):
@@ -100,7 +109,8 @@ def build(settings: NotifierSettings) -> Wiring:
     s = settings.storage
     clients = open_storage(s, settings.cloud, identity_wait=settings.identity_wait,
                            containers=[s.reports_container, settings.notifications_container,
-                                       settings.runs_container],
+                                       settings.runs_container,
+                                       *([settings.impact_container] if settings.impact_container else [])],
                            queues=[s.events_queue, settings.deadlines_queue])
     credential = clients.credential
     sender: MailSender
@@ -119,13 +129,15 @@ def build(settings: NotifierSettings) -> Wiring:
         if settings.channels else []
     reports = clients.container(s.reports_container)
     markers = clients.container(settings.notifications_container)
+    impacts = clients.container(settings.impact_container) if settings.impact_container else None
     digests = Digests(runs_store=clients.container(settings.runs_container), reports=reports, markers=markers,
                       report_url=reports.blob_url, sender=sender, mail_from=settings.mail_from,
                       recipients=settings.recipients, channels=channels, poster=ChannelPoster(),
-                      claim_timeout=timedelta(seconds=settings.claim_timeout))
+                      claim_timeout=timedelta(seconds=settings.claim_timeout), impacts=impacts)
     notifier = Notifier(reports=reports, markers=markers, sender=sender,
                         mail_from=settings.mail_from, recipients=settings.recipients,
-                        claim_timeout=timedelta(seconds=settings.claim_timeout), digests=digests)
+                        claim_timeout=timedelta(seconds=settings.claim_timeout), digests=digests,
+                        impacts=impacts)
     return Wiring(notifier, clients, s.reports_container, digests)
 
 

@@ -599,6 +599,10 @@ def _notifier_checks(settings: Settings, notifier: Storage, credential: Any) -> 
         checks += queue_checks("notifier", notifier, queue, local=local, deleter=None)
     checks += container_checks("notifier", notifier, s.reports_container, write=False, local=local)
     checks += container_checks("notifier", notifier, notifications, write=True, local=local)
+    # The impact step's results, read into every message (terraform/impact.tf, notifier_impact).
+    impact = settings.env.str("SERVICETAGS_IMPACT_CONTAINER", "impact") or "impact"
+    if impact.lower() != "none":
+        checks += container_checks("notifier", notifier, impact, write=False, local=local)
     return [*checks, _mail_check(settings, credential),
             *channel_secret_checks(settings.env.mapping, credential)]
 

@@ -129,6 +129,22 @@ resource "azurerm_role_assignment" "impact_results" {
   principal_type       = "ServicePrincipal"
 }
 
+# The notifier and the publisher read the impact documents into the digest, the channels and
+# the report pages (impact/<report blob name>); they never wait for them or write them.
+resource "azurerm_role_assignment" "notifier_impact" {
+  scope                = azurerm_storage_container.impact.id
+  role_definition_name = "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.notifier.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
+resource "azurerm_role_assignment" "publisher_impact" {
+  scope                = azurerm_storage_container.impact.id
+  role_definition_name = "Storage Blob Data Reader"
+  principal_id         = azurerm_user_assigned_identity.publisher.principal_id
+  principal_type       = "ServicePrincipal"
+}
+
 resource "azurerm_role_assignment" "impact_acr_pull" {
   scope                = azurerm_container_registry.main.id
   role_definition_name = "AcrPull"
@@ -223,6 +239,50 @@ resource "azurerm_container_app_job" "impact" {
     azurerm_role_assignment.impact_snapshots,
     azurerm_role_assignment.impact_results,
   ]
+}
+
+# A new impact document makes the publisher run again, so the report's page shows it (the
+# page was usually published before the impact step had finished).
+resource "azurerm_eventgrid_system_topic_event_subscription" "impact_to_publisher" {
+  name                = "impact-created-publish"
+  system_topic        = azurerm_eventgrid_system_topic.storage.name
+  resource_group_name = azurerm_resource_group.main.name
+
+  event_delivery_schema = "EventGridSchema"
+  included_event_types  = ["Microsoft.Storage.BlobCreated"]
+
+  subject_filter {
+    subject_begins_with = "/blobServices/default/containers/${azurerm_storage_container.impact.name}/blobs/"
+    case_sensitive      = true
+  }
+
+  storage_queue_endpoint {
+    storage_account_id                    = azurerm_storage_account.main.id
+    queue_name                            = azurerm_storage_queue.publish_events.name
+    queue_message_time_to_live_in_seconds = 604800
+  }
+
+  delivery_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.events.id
+  }
+
+  retry_policy {
+    max_delivery_attempts = 30
+    event_time_to_live    = 1440
+  }
+
+  storage_blob_dead_letter_destination {
+    storage_account_id          = azurerm_storage_account.main.id
+    storage_blob_container_name = azurerm_storage_container.event_deadletter.name
+  }
+
+  dead_letter_identity {
+    type                   = "UserAssigned"
+    user_assigned_identity = azurerm_user_assigned_identity.events.id
+  }
+
+  depends_on = [azurerm_role_assignment.events_publish_events]
 }
 
 output "impact_scopes" {

@@ -11,6 +11,9 @@ from typing import Any
 
 from core.history_index import Index
 from core.render import summary_line
+from core.history_index import Index
+from core.impact_render import to_html_fragment
+from core.render import summary_line
 
 STYLE = "../style.css"
 
@@ -138,7 +141,9 @@ def _prefix_list(title: str, prefixes: list[str], cls: str) -> str:
     return f'<h4>{escape(title)} ({len(prefixes)})</h4><ul class="{cls}">{items}</ul>'
 
 
-def report_page(report: dict[str, Any], *, name: str, date: str) -> str:
+def report_page(report: dict[str, Any], *, name: str, date: str, impact: dict[str, Any] | None = None) -> str:
+    """One report's page; with its impact document (impact/<report blob name>), the section
+    of the rules it touches (escaped text only) after the summary."""
     cloud, region = report["cloud"], report["region"]
     s = report["summary"]
     rows = "".join(f"<tr><th>{escape(k.replace('_', ' '))}</th><td>{v:,}</td></tr>" for k, v in s.items())
@@ -165,7 +170,7 @@ def report_page(report: dict[str, Any], *, name: str, date: str) -> str:
 <p class="summary">{escape(summary_line(report))}</p>
 <p class="source">Report blob <code>{escape(name)}</code></p></header>
 <table class="summary">{rows}</table>
-{"".join(tags)}"""
+{to_html_fragment(impact) if impact is not None else ""}{"".join(tags)}"""
     return _page(f"{region}: change {report['from']['changeNumber']} → {report['to']['changeNumber']}",
                  body, depth=3)
 

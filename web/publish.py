@@ -7,7 +7,10 @@
     index.html, style.css, lookup.js                          shared
 
 Idempotent: report pages are written once, every other file only when its bytes differ
-from what is stored (under the stored ETag), so a second run writes nothing.
+from what is stored (under the stored ETag), so a second run writes nothing. The one
+exception: a report page written before the report's impact document existed is written
+again, once, when it does (`<cloud>/impact-pages.json` lists the reports whose page shows
+their impact, so no page is read to find out).
 """
 
 from __future__ import annotations
@@ -45,23 +48,51 @@ def _put(web: Any, name: str, data: bytes) -> bool:
                        content_type=content_type(name)) is not None
 
 
-def publish(cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: str = "") -> int:
-    """Bring the site of one cloud up to date; the number of files written."""
+def _impact_of(impacts: Any, name: str) -> dict[str, Any] | None:
+    blob = impacts.read(name) if impacts is not None else None
+    if blob is None:
+        return None
+    try:
+        doc = json.loads(blob.data)
+    except ValueError:
+        return None  # advisory: a page without it rather than no page
+    return doc if isinstance(doc, dict) and isinstance(doc.get("affected"), list) else None
+
+
+def publish(cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: str = "",
+            impacts: Any = None) -> int:
+    """Bring the site of one cloud up to date; the number of files written. `impacts`: the
+    impact step's results container (read only), None where it is not deployed."""
     index = Index.from_bytes(index_data, f"{cloud} history index")
     dates = dict(index.changes)
     if base_url and not base_url.endswith("/"):
         base_url += "/"
     written = 0
     existing = set(web.names(f"{cloud}/reports/"))
+    with_impact = set(impacts.names(f"{cloud}/")) if impacts is not None else set()
+    shown_name = f"{cloud}/impact-pages.json"
+    shown_blob = web.read(shown_name)
+    shown = set(json.loads(shown_blob.data)) if shown_blob is not None else set()
     for row in index.reports:
         page = report_page_name(cloud, row[0])
-        if page in existing:
+        late = row[0] in with_impact and row[0] not in shown  # its impact came after its page
+        if page in existing and not late:
             continue
         blob = reports.read(row[0])
         if blob is None:
             continue  # deleted by hand: the feed still lists it, its page cannot be made
-        html = report_page(json.loads(blob.data), name=row[0], date=dates.get(row[3], ""))
-        written += web.create(page, html.encode(), content_type=content_type(page))
+        impact = _impact_of(impacts, row[0]) if row[0] in with_impact else None
+        html = report_page(json.loads(blob.data), name=row[0], date=dates.get(row[3], ""),
+                           impact=impact).encode()
+        if page in existing:
+            written += _put(web, page, html)
+        else:
+            written += web.create(page, html, content_type=content_type(page))
+        if impact is not None:
+            shown.add(row[0])
+    # After the pages: a crash between them renders those pages again, to the same bytes.
+    if shown or shown_blob is not None:
+        written += _put(web, shown_name, (json.dumps(sorted(shown), indent=0) + "\n").encode())
     files: dict[str, bytes] = {
         f"{cloud}/index.bin": index_data,
         f"{cloud}/index.html": cloud_index_page(index).encode(),
@@ -104,8 +135,24 @@ def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = Fals
     pages = 0
     if stores.web is not None:
         pages = publish(cloud, index_data=synced.data, reports=stores.reports, web=stores.web,
-                        base_url=stores.web_base_url)
+                        base_url=stores.web_base_url, impacts=_impacts(env))
     return synced, pages
+
+
+def _impacts(env: Any) -> Any:
+    """The impact step's results container (SERVICETAGS_IMPACT_CONTAINER, default `impact`;
+    `none` where the step is not deployed)."""
+    from runtime.adapters.storage import StorageClients, StorageSettings
+    from runtime.identity import azure_credential
+
+    name = env.str("SERVICETAGS_IMPACT_CONTAINER", "impact") or "impact"
+    if name.lower() == "none":
+        return None
+    settings = StorageSettings.from_env(env)
+    clients = StorageClients(settings, None if settings.local else azure_credential(env.cloud()))
+    if settings.local:
+        clients.ensure([name], [])
+    return clients.container(name)
 
 
 def _publish_queue(env: Any) -> Any:

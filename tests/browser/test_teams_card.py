@@ -107,3 +107,15 @@ def test_the_largest_week_renders_new_regions_first_and_says_what_was_folded(tmp
     facts = sum(1 for b in page.blocks if b.startswith("prefixes +"))
     note = "more tag changes not shown here; they are in the full reports."
     assert [b for b in page.blocks if b.endswith(note)] == [f"{len(digest['rows']) - facts} {note}"]
+
+
+def test_the_impact_section_renders_without_errors(tmp_path):
+    from tests.unit.test_digest import GAINED_EASTUS2, NSG_EASTUS2, impact_digest
+
+    page = render(tmp_path, teams_payload(impact_digest()))
+    assert page.errors == "0"
+    head = next(b for b in page.blocks if b.startswith("Impact on your rules:"))
+    assert head == ("Impact on your rules: 20 rules touched in 4 of 30 regions checked; "
+                    "not yet computed for eastus")
+    # The renderer's markdown: the rule in bold, what it gained as a list item.
+    assert any(NSG_EASTUS2 in b and GAINED_EASTUS2 in b for b in page.blocks)

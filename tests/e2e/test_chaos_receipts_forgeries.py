@@ -155,8 +155,10 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     # own chaos test, test_chaos.py).
     per_report = json.dumps([{"address": "network-team@example.com", "name": "Network team",
                               "delivery": "report"}])
+    # Without the impact step (rules=None): it has its own crash and failure tests
+    # (tests/integration/test_impact_step.py), and these e-mails carry no impact section.
     env = stack.up(state_dir, snapshot=snapshot_path(340), persistent=True, outbox=outbox,
-                   recipients=per_report)
+                   recipients=per_report, rules=None)
     env.update({"SERVICETAGS_VISIBILITY_TIMEOUT": "3", "SERVICETAGS_MAX_TRIES": "20",
                 "SERVICETAGS_RETRY_DELAY": "1", "SERVICETAGS_IDLE_SLEEP": "0",
                 "SERVICETAGS_ARM_RETRIES": "1", "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
@@ -298,4 +300,5 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     # deadline an hour away: by design.
     assert queues_left.pop("run-deadlines") >= 2
     assert {q: n for q, n in queues_left.items() if q != "change-events-poison"} == {
-        "regions": 0, "regions-poison": 0, "change-events": 0, "run-deadlines-poison": 0}
+        "regions": 0, "regions-poison": 0, "change-events": 0, "run-deadlines-poison": 0,
+        "impact": 0, "impact-poison": 0}

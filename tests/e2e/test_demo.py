@@ -67,6 +67,35 @@ def check_against_diff(summary: dict, old: Path, new: Path, outbox: Path) -> Non
     assert channels["slack"]["text"].startswith("Service tags Public, run demo-1-")
 
 
+# The stack's impact step matched every report against the bundled rules (data/rules/) before
+# the notifier started, so the digest shows it everywhere: cn340→cn341 gives Storage.EastUS2
+# two prefixes, which the NSG rule naming that tag is told.
+NSG = "eastus2: NSG rule nsg-app-westeurope securityRules/AllowStorageEastUS2"
+GAINED = "destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, 57.150.250.0/23"
+
+
+def check_impact(summary: dict, outbox: Path) -> None:
+    touched = {r["region"]: r["rules_affected"] for r in summary["reports"] if r["rules_affected"]}
+    assert touched == {"eastus2": 5, "global": 6, "israelcentral": 2, "westeurope": 7}
+    [entry] = summary["emails"]
+    message = email.message_from_bytes(Path(entry["file"]).read_bytes(), policy=email.policy.default)
+    plain = message.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert "Impact on your rules: 20 rules touched in 4 of 31 regions checked\n" in plain
+    assert f"  {NSG}\n    {GAINED}\n" in plain
+    assert "not yet computed" not in plain
+    channels = {m["channel"]: json.loads(Path(m["file"]).read_text()) for m in summary["channel_messages"]}
+    hook = channels["webhook"]["impact"]
+    assert hook["rules_affected"] == 20 and hook["pending"] == []
+    east2 = next(e for e in hook["reports"] if e["region"] == "eastus2")
+    rule = next(i for i in east2["items"] if i["rule"] == "securityRules/AllowStorageEastUS2")
+    assert GAINED in rule["lines"]
+    card = channels["teams"]["attachments"][0]["content"]
+    [impact] = [b for b in card["body"] if b["type"] == "Container"]
+    assert f"**{NSG}**\n- {GAINED}" in [b["text"] for b in impact["items"]]
+    slack = "\n".join(b["text"]["text"] for b in channels["slack"]["blocks"] if b["type"] == "section")
+    assert f"*{NSG}*\n• {GAINED}" in slack
+
+
 def test_default_demo_on_the_bundled_snapshots(tmp_path):
     summary = run_demo(tmp_path)
     assert summary["regions_checked"] == 63
@@ -74,6 +103,7 @@ def test_default_demo_on_the_bundled_snapshots(tmp_path):
     bundled = ROOT / "data" / "snapshots"
     check_against_diff(summary, bundled / "ServiceTags_Public_2025-01-12_cn340.json.gz",
                        bundled / "ServiceTags_Public_2025-01-14_cn341.json.gz", tmp_path / "outbox")
+    check_impact(summary, tmp_path / "outbox")
 
 
 def test_demo_takes_an_api_shaped_file_and_a_download_file(tmp_path):

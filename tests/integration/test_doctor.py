@@ -88,7 +88,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_doctor_passes_against_a_stack_that_has_run(stack: Stack) -> None:
     code, lines = stack.doctor()
     assert code == 0, "\n".join(lines)
-    assert lines[-1] == "25 checks, all OK"
+    assert lines[-1] == "26 checks, all OK"
+    assert any(line.startswith("OK   notifier: container impact: read") for line in lines), lines
     assert "OK   worker: read service tags (Public, westeurope): one GET, 2647 tags" in lines
     assert "OK   regions: checked recently: 2 regions within 30 h" in lines
     assert any(line.startswith("OK   notifier: mail sender (SMTP 127.0.0.1:") for line in lines)
@@ -111,7 +112,7 @@ def test_doctor_passes_from_the_image_environment(stack: Stack,
     image = build_image_env(tmp_path_factory.getbasetemp() / "image-env")
     code, lines = stack.doctor(image.servicetags)
     assert code == 0, "\n".join(lines)
-    assert lines[-1] == "25 checks, all OK"
+    assert lines[-1] == "26 checks, all OK"
 
 
 def test_a_deleted_queue_is_named_with_the_fix(stack: Stack) -> None:

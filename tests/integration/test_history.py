@@ -478,3 +478,44 @@ def test_publish_from_the_queue_takes_every_waiting_event_and_publishes_once(
     )
     assert queue.get_queue_properties().approximate_message_count == 0
     queue.delete_queue()
+
+
+def test_a_report_page_shows_its_impact_once_the_impact_document_exists(imported, service, site, browser):
+    """The impact step writes impact/<report blob name> after the page may have been published:
+    the next publish writes that page again, once, with the section (escaped text only)."""
+    from core.impact import impact
+    from tests.unit.test_impact import fixture_rules
+    from web.pages import report_page_name
+    from web.publish import publish
+
+    [row] = [r for r in imported.index.reports if r[1] == "eastus2" and (r[2], r[3]) == ("340", "341")]
+    name = row[0]
+    report = json.loads(imported.stores.reports.read(name).data)
+    container = f"impact-{uuid.uuid4().hex[:10]}"
+    service.create_container(container)
+    impacts = AzureBlobStore(service.get_container_client(container))
+    data = imported.stores.history.read(index_name("Public")).data
+    args = {"index_data": data, "reports": imported.stores.reports, "web": imported.stores.web,
+            "impacts": impacts}
+    assert publish("Public", **args) == 0  # no impact yet: the page written by the import stays
+    impacts.create(name, json.dumps(impact(report, fixture_rules().rules, report_name=name)).encode())
+    assert publish("Public", **args) == 2  # the page, and the list of pages showing their impact
+    assert publish("Public", **args) == 0
+    page = browser.page()
+    try:
+        page.goto(site + report_page_name("Public", name))
+        page.wait_for("document.readyState === 'complete' && "
+                      "document.querySelector('section.impact') !== null")
+        text = page.evaluate("document.querySelector('section.impact').textContent")
+        assert "eastus2: 5 of" in text and "rules touched" in text
+        gained = "destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, 57.150.250.0/23"
+        assert gained in text
+        # Before the tags: what it means for your rules comes first.
+        assert page.evaluate("document.querySelector('section.impact').compareDocumentPosition("
+                             "document.querySelector('article.tag')) & Node.DOCUMENT_POSITION_FOLLOWING") > 0
+        inert = "document.querySelectorAll('section.impact script, section.impact style').length"
+        assert page.evaluate(inert) == 0
+        page.screenshot(RESULTS / "web-report-impact.png")
+    finally:
+        page.close()
+        service.delete_container(container)

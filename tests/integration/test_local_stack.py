@@ -44,8 +44,10 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         assert env["SERVICETAGS_DEV_CREDENTIAL"] == "1"
         assert "AccountName=devstoreaccount1" in env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
         pids = json.loads((state / "stack.json").read_text())["pids"]
-        assert sorted(pids) == ["arm", "azurite", "download", "relay", "relay-runs", "smtp", "web",
-                                "webhooks"]
+        assert sorted(pids) == ["arm", "azurite", "download", "impact", "relay", "relay-impact", "relay-runs",
+                                "smtp", "web", "webhooks"]
+        # The impact step: a second relay of report events and a worker over the bundled rules.
+        assert env["SERVICETAGS_LOCAL_RULES"] == str(ROOT / "data" / "rules")
         # The webhook receiver answers on loopback, as the channels' URLs will point at it.
         assert env["SERVICETAGS_LOCAL_WEBHOOKS_URL"].startswith("http://127.0.0.1:")
         assert env["SERVICETAGS_LOCAL_SIGNING_SECRET"].startswith("whsec_")

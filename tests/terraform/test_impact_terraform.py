@@ -94,3 +94,18 @@ def test_the_job_runs_the_impact_worker_with_documented_settings(module: list, r
     rule = _attr(job, "event_trigger_config", "scale", "rules")
     assert _attr(rule, "identity_id") == "${azurerm_user_assigned_identity.impact.id}"
     assert _attr(rule, "metadata")["queueName"] == "${azurerm_storage_queue.impact.name}"
+
+
+def test_a_new_impact_document_starts_the_publisher_and_the_readers_only_read(resources: dict) -> None:
+    subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
+    ours, theirs = subs["impact_to_publisher"], subs["reports_to_publisher"]
+    assert _attr(ours, "subject_filter", "subject_begins_with") == (
+        "/blobServices/default/containers/${azurerm_storage_container.impact.name}/blobs/"
+    )
+    for key in ("included_event_types", "storage_queue_endpoint", "delivery_identity",
+                "dead_letter_identity"):
+        assert ours[key] == theirs[key], key
+    for reader in ("notifier", "publisher"):
+        grant = resources["azurerm_role_assignment"][f"{reader}_impact"]
+        assert _attr(grant, "role_definition_name") == "Storage Blob Data Reader"
+        assert _attr(grant, "scope") == "${azurerm_storage_container.impact.id}"

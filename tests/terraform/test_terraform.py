@@ -461,6 +461,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("Storage Queue Data Contributor", "queue.run_deadlines"),
                 ("Storage Queue Data Contributor", "queue.run_deadlines_poison"),
                 ("Key Vault Secrets User", "key_vault.channels"),
+                ("Storage Blob Data Reader", "container.impact"),
                 ("AcrPull", "registry"),
             },
         ),
@@ -481,6 +482,7 @@ def test_custom_roles_hold_no_wildcards_or_data_actions(resources: dict) -> None
                 ("Storage Blob Data Reader", "container.reports"),
                 ("Storage Blob Data Contributor", "container.history"),
                 ("Storage Blob Data Contributor", "container.web"),
+                ("Storage Blob Data Reader", "container.impact"),
                 ("AcrPull", "registry"),
             },
         ),
@@ -544,9 +546,9 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(module: li
     assert set(resources["azurerm_eventgrid_system_topic_event_subscription"]) == {"blob_created"}
     subs = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")
     # The others feed the impact step (test_impact_terraform.py), the publisher (test_web_terraform.py)
-    # and the run digests (runs_complete_to_queue).
+    # and the run digests (runs_complete_to_queue); new impact documents the publisher too.
     assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher",
-                         "runs_complete_to_queue"}
+                         "runs_complete_to_queue", "impact_to_publisher"}
     sub = subs["reports_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (

@@ -220,3 +220,125 @@ def test_the_spec_test_vector():
     payload = b'{"test": 2432232314}'
     assert signing.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, payload) == \
         "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+# ---- the impact section: real reports against the rule fixtures (tests/fixtures/rules/) ---------
+
+@cache
+def _impact_docs() -> str:
+    from core.impact import impact
+    from tests.unit.test_impact import fixture_rules, prefixes_of
+
+    current = prefixes_of(341)
+    rules = fixture_rules().rules
+    return json.dumps({r.blob: impact(r.report, rules, tag_prefixes=current, report_name=r.blob)
+                       for r in run_reports(340, 341)})
+
+
+def impact_digest(*, pending: tuple[str, ...] = ("eastus",), target: Recipient | None = None) -> dict:
+    docs = json.loads(_impact_docs())
+    reports = []
+    for r in run_reports(340, 341):
+        filtered = r.report if target is None else filter_report(r.report, target)
+        if filtered is not None:
+            reports.append(DigestReport(r.blob, r.url, filtered,
+                                        None if r.report["region"] in pending else docs[r.blob]))
+    outcomes = {r.report["region"]: {"status": "changed"} for r in reports}
+    return build_digest(RUN, outcomes, [], reports, closed_by="complete", with_impact=True)
+
+
+NSG_EASTUS2 = "eastus2: NSG rule nsg-app-westeurope securityRules/AllowStorageEastUS2"
+GAINED_EASTUS2 = "destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, 57.150.250.0/23"
+
+
+def test_the_digest_contract_carries_each_reports_impact_or_says_it_is_pending():
+    digest = impact_digest()
+    member = digest["impact"]
+    assert member["pending"] == ["eastus"]
+    by_region = {e["region"]: e for e in member["reports"]}
+    assert set(by_region) == {c["region"] for c in digest["changes"]}
+    assert by_region["eastus"] == {"region": "eastus", "report": "Public/eastus/x.json", "state": "pending"}
+    east2 = by_region["eastus2"]
+    assert east2["state"] == "computed" and east2["summary"]["rules_checked"] == 57
+    assert east2["summary"]["rules_affected"] == 5 and east2["more"] == 0
+    nsg = next(i for i in east2["items"] if i["rule"] == "securityRules/AllowStorageEastUS2")
+    assert nsg["resource"] == "nsg-app-westeurope" and nsg["lines"] == [GAINED_EASTUS2]
+    assert member["rules_affected"] == sum(e["summary"]["rules_affected"] for e in by_region.values()
+                                           if e["state"] == "computed") == 20
+    # A report no rule is touched by is computed, with nothing in it: no false positive.
+    quiet = by_region["australiaeast"]
+    assert quiet["summary"]["rules_affected"] == 0 and not quiet["items"]
+    # The webhook body is the digest itself (Digests.post): the member travels as is.
+    assert json.loads(json.dumps(digest, ensure_ascii=False))["impact"] == member
+    # Without the impact step deployed, no member at all: the contract is as before.
+    assert "impact" not in digest_of(340, 341)
+
+
+def test_a_recipients_filters_apply_to_the_impact_too():
+    # Storage tags only: the rules touched through AzureCloud (global, westeurope) are not theirs.
+    member = impact_digest(target=Recipient("s@example.com", tags=("storage*",)))["impact"]
+    touched = {e["region"]: e["summary"]["rules_affected"] for e in member["reports"]
+               if e["state"] == "computed" and e["summary"]["rules_affected"]}
+    assert touched == {"eastus2": 5, "israelcentral": 2} and member["rules_affected"] == 7
+    east2 = next(e for e in member["reports"] if e["region"] == "eastus2")
+    # The key vault rule is touched through AzureCloud.eastus2 and Storage.EastUS2: it stays.
+    assert {i["resource"]: i["tags"] for i in east2["items"]}["kv-app"] == ["AzureCloud.eastus2",
+                                                                          "Storage.EastUS2"]
+
+
+def test_the_digest_e_mail_shows_the_impact_in_both_bodies():
+    digest = impact_digest()
+    msg = render_digest_email(digest, run_reports(340, 341), sender="s@example.org",
+                              recipient=Recipient("net@example.com"), message_id="m")
+    parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
+    plain = parsed.get_body(("plain",)).get_content()
+    html = parsed.get_body(("html",)).get_content()
+    head = "Impact on your rules: 20 rules touched in 4 of 30 regions checked; not yet computed for eastus"
+    assert head in plain
+    assert f"  {NSG_EASTUS2}\n    {GAINED_EASTUS2}\n" in plain
+    # Before the long prefix lists, after the table.
+    assert plain.index(head) < plain.index("== australiaeast (change")
+    assert "<h3>Impact on your rules</h3>" in html and "<code>nsg-app-westeurope</code>" in html
+    assert "not yet computed for eastus" in html
+    attached = json.loads(next(p for p in parsed.iter_attachments()).get_content())
+    assert attached["impact"]["rules_affected"] == 20
+
+
+def test_teams_and_slack_show_the_impact_within_their_limits_and_fold_the_rest():
+    digest = impact_digest()
+    card = teams_payload(digest)["attachments"][0]["content"]
+    [section] = [b for b in card["body"] if b["type"] == "Container"]
+    texts = [b["text"] for b in section["items"]]
+    assert texts[0].startswith("Impact on your rules: 20 rules touched")
+    assert f"**{NSG_EASTUS2}**\n- {GAINED_EASTUS2}" in texts
+    slack = slack_payload(digest)
+    joined = "\n".join(b["text"]["text"] for b in slack["blocks"] if b["type"] == "section")
+    assert f"*{NSG_EASTUS2}*\n• {GAINED_EASTUS2}" in joined
+    assert "Impact on your rules: 20 rules touched" in slack["text"]
+    # Tight limits: the section folds and says how many rules it left out.
+    small = teams_payload(digest, max_bytes=7000)
+    assert len(json.dumps(small, separators=(",", ":")).encode()) <= 7000
+    [folded] = [b for b in small["attachments"][0]["content"]["body"] if b["type"] == "Container"]
+    shown = len(folded["items"]) - 1 - 4 - 1  # the heading, 4 region lines, the fold note
+    assert folded["items"][-1]["text"] == f"{20 - shown} more affected rules not shown here."
+    few = slack_payload(digest, max_blocks=8)
+    assert len(few["blocks"]) == 8
+    notes = [e["text"] for b in few["blocks"] if b["type"] == "context" for e in b["elements"]]
+    assert notes[-1] == "4 more affected rules not shown here."
+    assert sum(len(json.dumps(b)) for b in slack_payload(digest)["blocks"]) < 12000
+
+
+def test_an_unreadable_impact_document_counts_as_not_computed():
+    from runtime.adapters.memory import MemoryBlobStore
+    from notifier.digest_delivery import read_impacts
+
+    store = MemoryBlobStore()
+    docs = json.loads(_impact_docs())
+    store.create("Public/eastus2/x.json", json.dumps(docs["Public/eastus2/x.json"]).encode())
+    store.create("Public/westeurope/x.json", b'{"affected": [{"rule": "r"}], "summary": {}}')
+    store.create("Public/global/x.json", b"not json")
+    names = [f"Public/{r}/x.json" for r in ("eastus2", "westeurope", "global", "eastus")]
+    found = read_impacts(store, names)
+    assert list(found) == ["Public/eastus2/x.json"]
+    assert found["Public/eastus2/x.json"]["summary"]["rules_affected"] == 5
+    assert read_impacts(None, names) == {}

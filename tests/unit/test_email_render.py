@@ -190,3 +190,23 @@ def test_a_removed_region_is_said_first():
 
     report = with_region_event(real_report(347, 346, "indonesiacentral"), "removed")
     assert subject(report).startswith("[servicetags] Region indonesiacentral removed from Public: 37 tags")
+
+
+def test_the_impact_of_the_report_is_in_both_bodies_or_said_to_be_pending():
+    from core.digest import DigestReport, impact_member
+    from core.impact import impact
+    from tests.unit.test_impact import fixture_rules
+
+    rep = report(340, 341, "eastus2")
+    name = "Public/eastus2/340-341.json"
+    doc = impact(rep, fixture_rules().rules, report_name=name)
+    plain, html = bodies(reparse(render(rep, impact=impact_member([DigestReport(name, "", rep, doc)]))))
+    assert "Impact on your rules: 5 rules touched in 1 of 1 region checked" in plain
+    assert ("  eastus2: NSG rule nsg-app-westeurope securityRules/AllowStorageEastUS2\n"
+            "    destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, "
+            "57.150.250.0/23\n") in plain
+    assert plain.index("Impact on your rules") < plain.index("Storage.EastUS2 [changed]")
+    assert "<code>nsg-app-westeurope</code>" in html
+    pending = bodies(reparse(render(rep, impact=impact_member([DigestReport(name, "", rep, None)]))))
+    assert "Impact on your rules: not yet computed for eastus2" in pending[0]
+    assert "Impact on your rules" not in bodies(reparse(render(rep)))[0]

@@ -442,3 +442,11 @@ def test_the_azure_cli_flattened_shapes_read_the_same() -> None:
     assert [(r.resource_id, r.rule, r.fields) for r in flat_rules.rules] == [
         (r.resource_id, r.rule, r.fields) for r in fixture_rules().rules
     ]
+
+
+def test_the_rules_the_local_stack_and_the_demo_use_are_the_fixtures():
+    """data/rules/ is a copy of the fixtures (the stack must not read tests/): kept in step."""
+    bundled = RULES.parents[3] / "data" / "rules"
+    assert sorted(p.name for p in bundled.glob("*.json")) == sorted(p.name for p in RULES.glob("*.json"))
+    for path in RULES.glob("*.json"):
+        assert (bundled / path.name).read_bytes() == path.read_bytes(), path.name
