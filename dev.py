@@ -50,8 +50,17 @@ def ensure_python_env() -> None:
     _run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     # Compat mode puts the tree on sys.path with a .pth file: the default editable finder
     # costs about 15 ms at every start, a tenth of `servicetags diff`'s budget.
-    _run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", f".[{EXTRAS}]",
-         "--config-settings", "editable_mode=compat")
+    _run(
+        BIN / "python",
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "-e",
+        f".[{EXTRAS}]",
+        "--config-settings",
+        "editable_mode=compat",
+    )
     stamp.write_text(want)
 
 
@@ -90,9 +99,11 @@ def ensure_browser() -> None:
 def lint(env: dict[str, str]) -> int:
     """ruff (lint, then the format check), then mypy in strict mode (settings and file list
     in pyproject.toml). `.pre-commit-config.yaml` runs the same three."""
-    return (subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
-            or subprocess.call([BIN / "ruff", "format", "--check", "."], cwd=ROOT, env=env)
-            or subprocess.call([BIN / "mypy"], cwd=ROOT, env=env))
+    return (
+        subprocess.call([BIN / "ruff", "check", "."], cwd=ROOT, env=env)
+        or subprocess.call([BIN / "ruff", "format", "--check", "."], cwd=ROOT, env=env)
+        or subprocess.call([BIN / "mypy"], cwd=ROOT, env=env)
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -46,17 +46,31 @@ def run(argv: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=31)
-    parser.add_argument("files", nargs="*", type=Path,
-                        default=[DATA / "ServiceTags_Public_2025-06-22_cn360.json.gz",
-                                 DATA / "ServiceTags_Public_2025-07-12_cn361.json.gz"])
+    parser.add_argument(
+        "files",
+        nargs="*",
+        type=Path,
+        default=[
+            DATA / "ServiceTags_Public_2025-06-22_cn360.json.gz",
+            DATA / "ServiceTags_Public_2025-07-12_cn361.json.gz",
+        ],
+    )
     args = parser.parse_args()
     old, new = map(str, args.files)
     commands = {
-        "reference (json + set difference)": [sys.executable, str(ROOT / "bench" / "reference_diff.py"),
-                                              old, new],
+        "reference (json + set difference)": [
+            sys.executable,
+            str(ROOT / "bench" / "reference_diff.py"),
+            old,
+            new,
+        ],
         # The installed console command, as users run it.
-        "servicetags diff --region all": [str(Path(sys.executable).with_name("servicetags")), "diff",
-                                          old, new],
+        "servicetags diff --region all": [
+            str(Path(sys.executable).with_name("servicetags")),
+            "diff",
+            old,
+            new,
+        ],
         "the same on one core (no fork)": [sys.executable, "-c", ONE_CORE, old, new],
     }
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
@@ -69,22 +83,28 @@ def main() -> None:
     for _ in range(args.runs):
         for name, argv in commands.items():
             results[name].append(run(argv))
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}; {args.runs} interleaved runs; files {Path(old).name}, "
-          f"{Path(new).name}\n")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}; {args.runs} interleaved runs; files {Path(old).name}, "
+        f"{Path(new).name}\n"
+    )
     print("| command | median wall (s) | min wall (s) | median peak RSS (MB) |")
     print("|---|---:|---:|---:|")
     medians = {}
     for name, samples in results.items():
         walls = [w for w, _ in samples]
         medians[name] = statistics.median(walls)
-        print(f"| {name} | {medians[name]:.3f} | {min(walls):.3f} | "
-              f"{statistics.median(r for _, r in samples):.0f} |")
+        print(
+            f"| {name} | {medians[name]:.3f} | {min(walls):.3f} | "
+            f"{statistics.median(r for _, r in samples):.0f} |"
+        )
     ref, ours, _ = medians.values()
     ref_walls, our_walls, _ = ([w for w, _ in samples] for samples in results.values())
     paired = statistics.median(o / r for r, o in zip(ref_walls, our_walls, strict=True))
-    print(f"\nRatio servicetags diff / reference (median wall): {ours / ref:.2f} "
-          f"(median of the {args.runs} paired ratios: {paired:.2f})")
+    print(
+        f"\nRatio servicetags diff / reference (median wall): {ours / ref:.2f} "
+        f"(median of the {args.runs} paired ratios: {paired:.2f})"
+    )
 
 
 if __name__ == "__main__":

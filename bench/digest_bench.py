@@ -54,16 +54,17 @@ def _files(outbox: Path) -> set[Path]:
     return {p for pattern in PATTERNS for p in outbox.glob(pattern)}
 
 
-def one_run(demo: Demo, control: ArmAdminClient, outbox: Path, snapshot: Path,
-            label: str) -> dict | None:
+def one_run(demo: Demo, control: ArmAdminClient, outbox: Path, snapshot: Path, label: str) -> dict | None:
     control.set_snapshot(snapshot)
     before = _files(outbox)
     run_id = f"demo-{label}-{int(time.time())}"  # the demo's own ids carry no label
     demo.cycle(label, run_id=run_id)
     runs = demo.clients.container("runs")
     run_prefix = f"Public/{run_id}"
-    if not any(json.loads(runs.read(n).data)["status"] == "changed"  # type: ignore[union-attr]
-               for n in runs.names(f"{run_prefix}/regions/")):
+    if not any(
+        json.loads(runs.read(n).data)["status"] == "changed"  # type: ignore[union-attr]
+        for n in runs.names(f"{run_prefix}/regions/")
+    ):
         return None  # a week with the same content under a new number (cn346): no digest
     deadline = time.monotonic() + 60
     while len(_files(outbox) - before) < len(PATTERNS) and time.monotonic() < deadline:
@@ -74,23 +75,36 @@ def one_run(demo: Demo, control: ArmAdminClient, outbox: Path, snapshot: Path,
     outcomes = [json.loads(runs.read(n).data) for n in runs.names(f"{run_prefix}/regions/")]  # type: ignore[union-attr]
     last_check = max(datetime.fromisoformat(o["at"]) for o in outcomes)
     complete = json.loads(runs.read(f"{run_prefix}/complete.json").data)  # type: ignore[union-attr]
-    frozen = json.loads(demo.clients.container("notifications").read(  # type: ignore[union-attr]
-        f"runs/{run_prefix}/_digest.json").data)
-    steps = {"complete_marker": datetime.fromisoformat(complete["completed_at"]),
-             "notifier_froze_run": datetime.fromisoformat(frozen["frozen_at"])}
+    frozen = json.loads(
+        demo.clients.container("notifications")
+        .read(  # type: ignore[union-attr]
+            f"runs/{run_prefix}/_digest.json"
+        )
+        .data
+    )
+    steps = {
+        "complete_marker": datetime.fromisoformat(complete["completed_at"]),
+        "notifier_froze_run": datetime.fromisoformat(frozen["frozen_at"]),
+    }
     arrivals = {("e-mail" if p.name.endswith(".eml") else p.name.rsplit(".", 2)[-2]): _stamp(p) for p in new}
     changed = sum(o["status"] == "changed" for o in outcomes)
-    return {"run": label, "snapshot": snapshot.name, "regions": len(outcomes), "changed": changed,
-            "latency": {k: round((v - last_check).total_seconds(), 3) for k, v in sorted(arrivals.items())},
-            "last": round((max(arrivals.values()) - last_check).total_seconds(), 3),
-            "steps": {k: round((v - last_check).total_seconds(), 3) for k, v in steps.items()}}
+    return {
+        "run": label,
+        "snapshot": snapshot.name,
+        "regions": len(outcomes),
+        "changed": changed,
+        "latency": {k: round((v - last_check).total_seconds(), 3) for k, v in sorted(arrivals.items())},
+        "last": round((max(arrivals.values()) - last_check).total_seconds(), 3),
+        "steps": {k: round((v - last_check).total_seconds(), 3) for k, v in steps.items()},
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--idle-sleep", default="2", help="the notifier's SERVICETAGS_IDLE_SLEEP "
-                        "(default 2, as deployed)")
+    parser.add_argument(
+        "--idle-sleep", default="2", help="the notifier's SERVICETAGS_IDLE_SLEEP (default 2, as deployed)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     log_path = Path(os.environ.get("DIGEST_BENCH_LOG", os.devnull))
@@ -104,15 +118,25 @@ def main() -> int:
             demo.cycle("baseline")
             # The notifier with the chosen idle sleep (the demo's own spawn sets 0); its log
             # (DIGEST_BENCH_LOG, DIGEST_BENCH_LOG_LEVEL) shows where the time goes.
-            notifier = subprocess.Popen([sys.executable, "-m", "notifier"], cwd=ROOT,
-                                        env={**os.environ, **env, "SERVICETAGS_LOG_LEVEL": level,
-                                             "SERVICETAGS_IDLE_SLEEP": args.idle_sleep},
-                                        stdout=log, stderr=log)
+            notifier = subprocess.Popen(
+                [sys.executable, "-m", "notifier"],
+                cwd=ROOT,
+                env={
+                    **os.environ,
+                    **env,
+                    "SERVICETAGS_LOG_LEVEL": level,
+                    "SERVICETAGS_IDLE_SLEEP": args.idle_sleep,
+                },
+                stdout=log,
+                stderr=log,
+            )
             demo.children.append(notifier)
             time.sleep(2)
             control = ArmAdminClient.from_state_dir(state / "arm")
-            weeks = sorted(DEFAULT_OLD.parent.glob("ServiceTags_Public_*.json.gz"),
-                           key=lambda p: int(p.name.split("_cn")[1].split(".")[0]))[1:]
+            weeks = sorted(
+                DEFAULT_OLD.parent.glob("ServiceTags_Public_*.json.gz"),
+                key=lambda p: int(p.name.split("_cn")[1].split(".")[0]),
+            )[1:]
             results: list[dict] = []
             for i, week in enumerate(weeks):
                 if len(results) == args.runs:
@@ -125,10 +149,19 @@ def main() -> int:
             stack.down(state)
     lasts = [r["last"] for r in results]
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    print(json.dumps({"machine": machine,
-                      "idle_sleep": args.idle_sleep, "runs": results,
-                      "median_last_delivery_s": statistics.median(lasts),
-                      "min_s": min(lasts), "max_s": max(lasts)}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": machine,
+                "idle_sleep": args.idle_sleep,
+                "runs": results,
+                "median_last_delivery_s": statistics.median(lasts),
+                "min_s": min(lasts),
+                "max_s": max(lasts),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

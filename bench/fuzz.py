@@ -24,10 +24,26 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "SERVICETAGS_FUZZ_EXAMPLES": str(args.examples)}
     started = time.monotonic()
-    code = subprocess.call([sys.executable, "-m", "pytest", "tests/unit/test_fuzz.py", "-q",
-                            "-p", "no:cacheprovider", "--timeout", "0", *args.pytest_args], cwd=ROOT, env=env)
-    print(f"fuzz: {args.examples} examples per property, {time.monotonic() - started:.0f} s, "
-          f"{'nothing found' if code == 0 else 'FOUND SOMETHING (see above)'}")
+    code = subprocess.call(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/unit/test_fuzz.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--timeout",
+            "0",
+            *args.pytest_args,
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+    print(
+        f"fuzz: {args.examples} examples per property, {time.monotonic() - started:.0f} s, "
+        f"{'nothing found' if code == 0 else 'FOUND SOMETHING (see above)'}"
+    )
     return code
 
 

@@ -52,11 +52,17 @@ def build(files: list[Path]) -> bytes:
     snaps = [load_snapshot(f, parser) for f in files]
     b = Builder("Public")
     first = snaps[0]
-    b.baseline(region="all", change_number=first.change_number, sha256="-",
-               tags=((t.id, t.system_service, t.prefixes) for t in first.tags.values()))
+    b.baseline(
+        region="all",
+        change_number=first.change_number,
+        sha256="-",
+        tags=((t.id, t.system_service, t.prefixes) for t in first.tags.values()),
+    )
     for old, new in itertools.pairwise(snaps):
-        b.apply_report(f"Public/all/{old.change_number}-{new.change_number}.json",
-                       change_report(old, new, region="all", parser=parser))
+        b.apply_report(
+            f"Public/all/{old.change_number}-{new.change_number}.json",
+            change_report(old, new, region="all", parser=parser),
+        )
     for f, s in zip(files, snaps, strict=True):
         b.set_date(s.change_number, f.name.split("_")[2])
     return b.to_bytes()
@@ -116,8 +122,10 @@ def main() -> int:
     # PYTHONDONTWRITEBYTECODE set), so the cold processes are timed as installed.
     for package in ("core", "runtime", "servicetags", "web", "worker"):
         compileall.compile_dir(ROOT / package, quiet=1)
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}; `python bench/lookup_bench.py --runs {args.runs}`\n")
+    print(
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; `python bench/lookup_bench.py --runs {args.runs}`\n"
+    )
 
     latest = Index.from_bytes(build(FILES[-1:]))
     prefixes = len(latest.ep_tag)
@@ -126,18 +134,21 @@ def main() -> int:
     linear = [linear_rate(FILES, qs[:20]) for _ in range(3)]
     print("| warm lookups, latest snapshot | per second (median) |")
     print("|---|---|")
-    print(f"| history index ({prefixes:,} tag-prefix stays, {len(qs):,} addresses) | "
-          f"{statistics.median(rates):,.0f} |")
-    print(f"| linear scan with ipaddress over every prefix (20 addresses) | "
-          f"{statistics.median(linear):,.1f} |\n")
+    print(
+        f"| history index ({prefixes:,} tag-prefix stays, {len(qs):,} addresses) | "
+        f"{statistics.median(rates):,.0f} |"
+    )
+    print(
+        f"| linear scan with ipaddress over every prefix (20 addresses) | "
+        f"{statistics.median(linear):,.1f} |\n"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         full = build(FILES)
         index_file = Path(tmp) / "Public.bin"
         index_file.write_bytes(full)
         address = "4.150.76.83"
-        reference = [sys.executable, "-c",
-                     f"import gzip, json; json.load(gzip.open({str(FILES[-1])!r}))"]
+        reference = [sys.executable, "-c", f"import gzip, json; json.load(gzip.open({str(FILES[-1])!r}))"]
         lookup = [str(SERVICETAGS), "lookup", address, "--index", str(index_file)]
         history = [str(SERVICETAGS), "history", address, "--index", str(index_file)]
         times: dict[str, list[tuple[float, float]]] = {"reference": [], "lookup": [], "history": []}
@@ -150,15 +161,21 @@ def main() -> int:
         def med(name: str, i: int) -> float:
             return statistics.median(t[i] for t in times[name])
 
-        print(f"| cold process ({len(FILES)}-file index, {len(full) / 1e6:.1f} MB), medians | wall s "
-              "| x reference | CPU s | x reference | target |")
+        print(
+            f"| cold process ({len(FILES)}-file index, {len(full) / 1e6:.1f} MB), medians | wall s "
+            "| x reference | CPU s | x reference | target |"
+        )
         print("|---|---|---|---|---|---|")
-        print(f"| `python -c 'json.load(gzip.open(newest))'` (reference) | {med('reference', 0):.3f} | 1.00 "
-              f"| {med('reference', 1):.3f} | 1.00 | |")
+        print(
+            f"| `python -c 'json.load(gzip.open(newest))'` (reference) | {med('reference', 0):.3f} | 1.00 "
+            f"| {med('reference', 1):.3f} | 1.00 | |"
+        )
         for name, target in (("lookup", "≤ 0.5"), ("history", "≤ 1")):
-            print(f"| `servicetags {name} {address} --index FILE` | {med(name, 0):.3f} | "
-                  f"{med(name, 0) / med('reference', 0):.2f} | {med(name, 1):.3f} | "
-                  f"{med(name, 1) / med('reference', 1):.2f} | {target} |")
+            print(
+                f"| `servicetags {name} {address} --index FILE` | {med(name, 0):.3f} | "
+                f"{med(name, 0) / med('reference', 0):.2f} | {med(name, 1):.3f} | "
+                f"{med(name, 1) / med('reference', 1):.2f} | {target} |"
+            )
         print()
 
     print("| history length | index MB | load ms | warm lookups/s | history of one address, ms |")
@@ -175,8 +192,10 @@ def main() -> int:
         for q in qs[:200]:
             index.history(q)
         per_history = (time.perf_counter() - start) / 200
-        print(f"| {n} files | {len(data) / 1e6:.2f} | {statistics.median(loads) * 1000:.1f} | {rate:,.0f} | "
-              f"{per_history * 1000:.3f} |")
+        print(
+            f"| {n} files | {len(data) / 1e6:.2f} | {statistics.median(loads) * 1000:.1f} | {rate:,.0f} | "
+            f"{per_history * 1000:.3f} |"
+        )
     return 0
 
 

@@ -50,8 +50,8 @@ from runtime.config import Env  # noqa: E402
 
 DATA = ROOT / "data" / "snapshots"
 PAIRS = ((340, 341), (344, 345), (346, 347), (360, 361))
-POLL = 0.01          # seconds between looks at the outbox
-TIMEOUT = 60.0       # seconds to wait for any one e-mail before giving up
+POLL = 0.01  # seconds between looks at the outbox
+TIMEOUT = 60.0  # seconds to wait for any one e-mail before giving up
 
 
 class Setting(NamedTuple):
@@ -128,8 +128,10 @@ class Stack:
         }
         settings = StorageSettings.from_env(Env(self.env))
         self.clients = StorageClients(settings)
-        self.clients.ensure([settings.reports_container, self.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]],
-                            [settings.events_queue, f"{settings.events_queue}-poison"])
+        self.clients.ensure(
+            [settings.reports_container, self.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]],
+            [settings.events_queue, f"{settings.events_queue}-poison"],
+        )
         self.reports = self.clients.container(settings.reports_container)
         try:
             self._start(notifiers)
@@ -140,8 +142,13 @@ class Stack:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.dir / f"{name}.log").open("wb")
         self.logs.append(log)
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env={**os.environ, **self.env},
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.procs.append(proc)
         return proc
 
@@ -154,16 +161,37 @@ class Stack:
             time.sleep(0.05)
 
     def _start(self, notifiers: int) -> None:
-        sink = self._spawn("smtp", ["-m", "devstack.smtp_sink", "--outbox", str(self.outbox),
-                                    "--state-file", str(self.dir / "smtp.json")])
+        sink = self._spawn(
+            "smtp",
+            [
+                "-m",
+                "devstack.smtp_sink",
+                "--outbox",
+                str(self.outbox),
+                "--state-file",
+                str(self.dir / "smtp.json"),
+            ],
+        )
         self._wait_for(self.dir / "smtp.json", sink, "smtp")
         self.env["SERVICETAGS_SMTP_PORT"] = str(json.loads((self.dir / "smtp.json").read_text())["port"])
         connection_string = self.env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
-        relay = self._spawn("relay", ["-m", "devstack.relay", "--connection-string", connection_string,
-                                      "--container", self.env["SERVICETAGS_REPORTS_CONTAINER"],
-                                      "--queue", self.env["SERVICETAGS_EVENTS_QUEUE"],
-                                      "--interval", str(self.setting.relay_interval),
-                                      "--state-dir", str(self.dir / "relay")])
+        relay = self._spawn(
+            "relay",
+            [
+                "-m",
+                "devstack.relay",
+                "--connection-string",
+                connection_string,
+                "--container",
+                self.env["SERVICETAGS_REPORTS_CONTAINER"],
+                "--queue",
+                self.env["SERVICETAGS_EVENTS_QUEUE"],
+                "--interval",
+                str(self.setting.relay_interval),
+                "--state-dir",
+                str(self.dir / "relay"),
+            ],
+        )
         self._wait_for(self.dir / "relay" / "relay.json", relay, "relay")
         for i in range(notifiers):
             self._spawn(f"notifier-{i}", ["-m", "notifier"])
@@ -173,8 +201,11 @@ class Stack:
         self.latency(report)
 
     def new_emails(self) -> list[Path]:
-        fresh = [Path(e.path) for e in os.scandir(self.outbox)
-                 if e.name.endswith(".eml") and e.name not in self.seen]
+        fresh = [
+            Path(e.path)
+            for e in os.scandir(self.outbox)
+            if e.name.endswith(".eml") and e.name not in self.seen
+        ]
         self.seen.update(p.name for p in fresh)
         return fresh
 
@@ -250,14 +281,23 @@ def machine() -> str:
     model = "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")), model)
-    return (f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+        model = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            model,
+        )
+    return (
+        f"{os.cpu_count()} cores ({model}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
-def run_latency(connection_string: str, pool: list[tuple[str, bytes]], setting: Setting,
-                reports: int, repeats: int) -> None:
+def run_latency(
+    connection_string: str, pool: list[tuple[str, bytes]], setting: Setting, reports: int, repeats: int
+) -> None:
     rng = random.Random(4)
     rows = []
     for _ in range(repeats):
@@ -281,8 +321,10 @@ def run_latency(connection_string: str, pool: list[tuple[str, bytes]], setting: 
 def run_throughput(connection_string: str, pool: list[tuple[str, bytes]], burst: int, repeats: int) -> None:
     rng = random.Random(7)
     print(f"### Throughput, {FAST.label}: {burst} reports written at once\n")
-    print("| notifiers | run | writes done (s) | all e-mailed (s) | reports/s end to end "
-          "| reports/s first to last e-mail |")
+    print(
+        "| notifiers | run | writes done (s) | all e-mailed (s) | reports/s end to end "
+        "| reports/s first to last e-mail |"
+    )
     print("|---:|---|---:|---:|---:|---:|")
     for notifiers in (1, 2):
         rows = []
@@ -293,12 +335,16 @@ def run_throughput(connection_string: str, pool: list[tuple[str, bytes]], burst:
                     stack.warm_up(report)
                 rows.append(stack.burst(picked[notifiers:]))
         for i, (written, total, spread) in enumerate(rows, 1):
-            print(f"| {notifiers} | {i} | {written:.2f} | {total:.2f} | {burst / total:.1f} "
-                  f"| {(burst - 1) / spread:.1f} |")
+            print(
+                f"| {notifiers} | {i} | {written:.2f} | {total:.2f} | {burst / total:.1f} "
+                f"| {(burst - 1) / spread:.1f} |"
+            )
         total = statistics.median(r[1] for r in rows)
         spread = statistics.median(r[2] for r in rows)
-        print(f"| {notifiers} | **median** | {statistics.median(r[0] for r in rows):.2f} | **{total:.2f}** "
-              f"| **{burst / total:.1f}** | **{(burst - 1) / spread:.1f}** |")
+        print(
+            f"| {notifiers} | **median** | {statistics.median(r[0] for r in rows):.2f} | **{total:.2f}** "
+            f"| **{burst / total:.1f}** | **{(burst - 1) / spread:.1f}** |"
+        )
     print()
 
 
@@ -313,10 +359,12 @@ def main() -> None:
         parser.error(f"only {len(pool)} distinct real reports with changes are available")
     print("## Notifier: report blob to e-mail file (Azurite, relay, notifier and SMTP sink processes)\n")
     print(f"Machine: {machine()}.\n")
-    print(f"Reports: {len(pool)} distinct real change reports (pairs "
-          f"{', '.join(f'cn{a}→{b}' for a, b in PAIRS)}, every region with changes); "
-          f"one recipient matching everything; {args.repeats} runs per row, each on fresh processes, "
-          "containers and queues, after one warm-up report per notifier.\n")
+    print(
+        f"Reports: {len(pool)} distinct real change reports (pairs "
+        f"{', '.join(f'cn{a}→{b}' for a, b in PAIRS)}, every region with changes); "
+        f"one recipient matching everything; {args.repeats} runs per row, each on fresh processes, "
+        "containers and queues, after one warm-up report per notifier.\n"
+    )
     azurite = start_azurite()
     try:
         for setting in (FAST, DEFAULT):

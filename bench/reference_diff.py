@@ -11,6 +11,9 @@ with gzip.open(sys.argv[2]) as f:
     new = json.loads(f.read())
 a = {v["id"]: set(v["properties"]["addressPrefixes"]) for v in old["values"]}
 b = {v["id"]: set(v["properties"]["addressPrefixes"]) for v in new["values"]}
-changed = {k: (sorted(b.get(k, set()) - a.get(k, set())), sorted(a.get(k, set()) - b.get(k, set())))
-           for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+changed = {
+    k: (sorted(b.get(k, set()) - a.get(k, set())), sorted(a.get(k, set()) - b.get(k, set())))
+    for k in a.keys() | b.keys()
+    if a.get(k) != b.get(k)
+}
 json.dump(changed, sys.stdout)

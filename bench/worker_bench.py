@@ -60,10 +60,15 @@ def cpu_per_message(pipeline: Pipeline, arm: ArmEndpoint) -> dict[str, float]:
     arm.set_snapshot(OLD)
     pipeline.produce()
     pipeline.work()  # baseline: every region has a state
-    source = ArmSource(arm_clients(subscription_id=pipeline.env["AZURE_SUBSCRIPTION_ID"],
-                                   credential_for=lambda _: DevTokenCredential(),
-                                   endpoint=arm.url, ca_bundle=str(arm.ca_path)),
-                       pipeline.env["AZURE_SUBSCRIPTION_ID"])
+    source = ArmSource(
+        arm_clients(
+            subscription_id=pipeline.env["AZURE_SUBSCRIPTION_ID"],
+            credential_for=lambda _: DevTokenCredential(),
+            endpoint=arm.url,
+            ca_bundle=str(arm.ca_path),
+        ),
+        pipeline.env["AZURE_SUBSCRIPTION_ID"],
+    )
     body = source.fetch("Public", "westeurope").body
     pipeline.produce()  # every region again: all unchanged
     consumer = build_consumer(WorkerSettings.from_env(Env(pipeline.env)), threading.Event())
@@ -79,8 +84,12 @@ def cpu_per_message(pipeline: Pipeline, arm: ArmEndpoint) -> dict[str, float]:
         consumer.process(message)
         samples.append(time.process_time() - start)
     p90 = sorted(samples)[int(len(samples) * 0.9)]
-    return {"messages": len(samples), "first_ms": samples[0] * 1000,
-            "median_ms": statistics.median(samples) * 1000, "p90_ms": p90 * 1000}
+    return {
+        "messages": len(samples),
+        "first_ms": samples[0] * 1000,
+        "median_ms": statistics.median(samples) * 1000,
+        "p90_ms": p90 * 1000,
+    }
 
 
 def cycle(pipeline: Pipeline, workers: int) -> tuple[float, int, float]:
@@ -108,16 +117,18 @@ def main() -> None:
     try:
         cpu_runs = []
         for _ in range(args.repeats):
-            p = Pipeline(azurite.connection_string, arm.url, str(arm.ca_path),
-                         SERVICETAGS_LOG_LEVEL="WARNING")
+            p = Pipeline(
+                azurite.connection_string, arm.url, str(arm.ca_path), SERVICETAGS_LOG_LEVEL="WARNING"
+            )
             cpu_runs.append(cpu_per_message(p, arm))
             p.cleanup()
         print("## Worker CPU per message (unchanged region, full real payload, network excluded)\n")
         print("| run | messages | first message (ms) | median (ms) | p90 (ms) |")
         print("|---|---:|---:|---:|---:|")
         for i, r in enumerate(cpu_runs, 1):
-            print(f"| {i} | {r['messages']} | {r['first_ms']:.1f} | {r['median_ms']:.1f} "
-                  f"| {r['p90_ms']:.1f} |")
+            print(
+                f"| {i} | {r['messages']} | {r['first_ms']:.1f} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} |"
+            )
         print(f"\nMedian of run medians: {statistics.median(r['median_ms'] for r in cpu_runs):.1f} ms\n")
 
         print("## Full cycles, every region of the real snapshot (cn340 baseline, then cn341)\n")

@@ -43,8 +43,15 @@ def tag_digests(snapshot: Snapshot, skip: Snapshot | None = None) -> dict[str, b
     for tag_id, tag in snapshot.tags.items():
         if earlier.get(tag_id) == tag:
             continue
-        header = [tag.id, tag.name, tag.region, tag.system_service, tag.change_number,
-                  tag.properties_extra, tag.extra]
+        header = [
+            tag.id,
+            tag.name,
+            tag.region,
+            tag.system_service,
+            tag.change_number,
+            tag.properties_extra,
+            tag.extra,
+        ]
         digest = hashlib.sha256(_encode_header(header).encode())
         digest.update(b"\n")
         digest.update("\n".join(sorted(tag.prefixes)).encode())

@@ -34,8 +34,9 @@ def change_report(
     return report_of(old, new, name, changes, tag_digests(old))
 
 
-def select_region(old: Snapshot, new: Snapshot, region: str,
-                  index: RegionIndex | None = None) -> tuple[Snapshot, Snapshot, str]:
+def select_region(
+    old: Snapshot, new: Snapshot, region: str, index: RegionIndex | None = None
+) -> tuple[Snapshot, Snapshot, str]:
     """Both snapshots narrowed to `region`, and the region's report name."""
     if index is None and selects_all(region):
         code, name = None, ALL  # no region names to look up
@@ -46,8 +47,9 @@ def select_region(old: Snapshot, new: Snapshot, region: str,
     return old.select(code), new.select(code), name
 
 
-def report_of(old: Snapshot, new: Snapshot, region_name: str, changes: list[TagChange],
-              old_digests: Mapping[str, bytes]) -> dict[str, Any]:
+def report_of(
+    old: Snapshot, new: Snapshot, region_name: str, changes: list[TagChange], old_digests: Mapping[str, bytes]
+) -> dict[str, Any]:
     """The report of `changes` between two selected snapshots. `old_digests` is
     `tag_digests(old)` (or of a snapshot holding it); the new tags' digests are computed
     only for tags that are not the old ones."""

@@ -77,7 +77,7 @@ def to_cidrs(intervals: Iterable[Interval], version: int) -> list[str]:
 
 
 _FINE = 16  # at most this many stems per block; past it, one stem an octet shorter
-_SCAN = 4   # up to this many stems, one pass over the texts beats sorting them
+_SCAN = 4  # up to this many stems, one pass over the texts beats sorting them
 
 
 def _probes(version: int, network: int, length: int) -> tuple[list[str], tuple[str, ...]] | None:
@@ -129,8 +129,9 @@ def _name6(network: int, length: int) -> str:
     return f"{h1:x}::/{length}" if h1 else f"::/{length}"
 
 
-def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
-               direct: int = 32) -> Collection[str]:
+def candidates(
+    texts: Collection[str], targets: dict[int, list[Interval]], direct: int = 32
+) -> Collection[str]:
     """The prefixes of `texts` (canonical text) that may overlap a target interval: a small
     superset of those that do, found without computing a range for every prefix.
 
@@ -141,8 +142,9 @@ def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
     weekly change touches a few dozen blocks. With fewer than `direct` texts per block, all
     are candidates; with few stems, a pass over the texts replaces the sort.
     """
-    wanted = [(v, network, length) for v, intervals in targets.items()
-              for network, length in blocks(intervals, v)]
+    wanted = [
+        (v, network, length) for v, intervals in targets.items() for network, length in blocks(intervals, v)
+    ]
     if len(texts) <= direct * len(wanted):
         return texts
     probes = [_probes(*block) for block in wanted]
@@ -157,7 +159,7 @@ def candidates(texts: Collection[str], targets: dict[int, list[Interval]],
     for stem in stems:
         # Stems end in "." or ":"; the next character bounds every text that starts with it.
         lo = bisect_left(ordered, stem)
-        found.update(ordered[lo:bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)])
+        found.update(ordered[lo : bisect_left(ordered, stem[:-1] + chr(ord(stem[-1]) + 1), lo)])
     return found
 
 

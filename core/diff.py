@@ -28,7 +28,7 @@ class TagChange(NamedTuple):
     removed_prefixes: list[str]
     net_added: list[str]
     net_removed: list[str]
-    ipv4_added: int = 0        # addresses newly covered / no longer covered
+    ipv4_added: int = 0  # addresses newly covered / no longer covered
     ipv4_removed: int = 0
     ipv6_added: int = 0
     ipv6_removed: int = 0
@@ -55,8 +55,13 @@ def _metadata(old: ServiceTag, new: ServiceTag) -> dict[str, dict[str, Any]]:
     return changes
 
 
-def _net(old: frozenset[str], new: frozenset[str], added_prefixes: frozenset[str],
-         removed_prefixes: frozenset[str], parser: PrefixParser) -> dict[str, Any]:
+def _net(
+    old: frozenset[str],
+    new: frozenset[str],
+    added_prefixes: frozenset[str],
+    removed_prefixes: frozenset[str],
+    parser: PrefixParser,
+) -> dict[str, Any]:
     """Net coverage change. With A, R, C the added, removed and common prefixes,
     cov(new) - cov(old) = cov(A) - cov(R) - cov(C), so only the few prefixes of C that
     overlap the small set cov(A) - cov(R) need a range, not the whole tag."""
@@ -68,8 +73,7 @@ def _net(old: frozenset[str], new: frozenset[str], added_prefixes: frozenset[str
     for v in (4, 6):
         a, r = coverage.merged(added, v), coverage.merged(removed, v)
         gained[v], lost[v] = coverage.subtract(a, r), coverage.subtract(r, a)
-    targets = {v: coverage.merged(
-        [(v, s, e) for s, e in gained[v] + lost[v]], v) for v in (4, 6)}
+    targets = {v: coverage.merged([(v, s, e) for s, e in gained[v] + lost[v]], v) for v in (4, 6)}
     if any(targets.values()):
         nearby = coverage.candidates(old & new, targets)
         common = coverage.overlapping(map(get, nearby), targets)
@@ -85,9 +89,7 @@ def _net(old: frozenset[str], new: frozenset[str], added_prefixes: frozenset[str
     return out
 
 
-def _change(
-    old: ServiceTag | None, new: ServiceTag | None, parser: PrefixParser
-) -> TagChange | None:
+def _change(old: ServiceTag | None, new: ServiceTag | None, parser: PrefixParser) -> TagChange | None:
     before = old.prefixes if old else frozenset()
     after = new.prefixes if new else frozenset()
     if old and new:
@@ -104,8 +106,11 @@ def _change(
     key = parser.range  # IPv4 before IPv6, then by address: as people read them
     added, removed = after - before, before - after
     # Fresh lists per tag: the report hands them out, and no two entries may share one.
-    net = (_net(before, after, added, removed, parser) if added or removed
-           else {"net_added": [], "net_removed": []})
+    net = (
+        _net(before, after, added, removed, parser)
+        if added or removed
+        else {"net_added": [], "net_removed": []}
+    )
     current = new or old
     assert current is not None
     return TagChange(

@@ -28,13 +28,15 @@ _HREF = re.compile(r'href="([^"]*download\.microsoft\.com/download/[^"]+\.json)"
 _ANY = re.compile(r'https://download\.microsoft\.com/download/[^"\'\s<>]+?\.json', re.IGNORECASE)
 _DATED = re.compile(r"ServiceTags_(?:Public|China|AzureGovernment)_(\d{8})\.json", re.IGNORECASE)
 
-WHAT_IS_LOOKED_FOR = ('var AcOEt_DownloadUrl = "….json", href="…download.microsoft.com/download/….json", '
-                      "or any https://download.microsoft.com/download/….json")
+WHAT_IS_LOOKED_FOR = (
+    'var AcOEt_DownloadUrl = "….json", href="…download.microsoft.com/download/….json", '
+    "or any https://download.microsoft.com/download/….json"
+)
 
 
 class Link(NamedTuple):
     url: str
-    form: str   # variable | href | any: which pattern found it
+    form: str  # variable | href | any: which pattern found it
 
 
 def _newest(urls: list[str]) -> str:

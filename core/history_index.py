@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # `typing` costs a lookup process a tenth of its budget at st
 
 SCHEMA = "servicetags.history-index/v1"
 MAGIC = b"STHIDX1\n"
-OPEN = 0xFFFFFFFF       # an episode still running
+OPEN = 0xFFFFFFFF  # an episode still running
 NO_REPORT = 0xFFFFFFFF  # present in the region's first snapshot: no report said it
 _MASK64 = (1 << 64) - 1
 _BITS = {4: 32, 6: 128}
@@ -97,11 +97,11 @@ class Builder:
     def __init__(self, cloud: str) -> None:
         self.cloud = cloud
         self.dates: dict[str, str] = {}
-        self.tags: list[list[str]] = []                  # [id, region, system_service]
+        self.tags: list[list[str]] = []  # [id, region, system_service]
         self._tag_ix: dict[str, int] = {}
-        self.reports: list[list[Any]] = []               # [name, region, from, to, added, removed, tags]
+        self.reports: list[list[Any]] = []  # [name, region, from, to, added, removed, tags]
         self._report_ix: dict[str, int] = {}
-        self.regions: dict[str, dict[str, Any]] = {}     # region -> sha, changeNumber, baseline
+        self.regions: dict[str, dict[str, Any]] = {}  # region -> sha, changeNumber, baseline
         # [version, net, length, tag, from cn, to cn or None, joined by, left by]
         self.episodes: list[list[Any]] = []
         self._open: dict[tuple[int, int, int, int], int] = {}
@@ -144,15 +144,20 @@ class Builder:
 
     # -- input
 
-    def baseline(self, *, region: str, change_number: str, sha256: str,
-                 tags: Iterable[tuple[str, str, Iterable[str]]]) -> None:
+    def baseline(
+        self, *, region: str, change_number: str, sha256: str, tags: Iterable[tuple[str, str, Iterable[str]]]
+    ) -> None:
         """A region's first snapshot: (tag id, system service, prefixes) for each tag."""
         for tag_id, service, prefixes in tags:
             tag = self._tag(tag_id, region, service)
             for prefix in prefixes:
                 self._join(tag, prefix, change_number, NO_REPORT)
-        self.regions[region] = {"sha256": sha256, "changeNumber": change_number,
-                                "baseline": change_number, "report": None}
+        self.regions[region] = {
+            "sha256": sha256,
+            "changeNumber": change_number,
+            "baseline": change_number,
+            "report": None,
+        }
 
     def apply_report(self, name: str, report: dict[str, Any]) -> bool:
         """One change report (the servicetags.change-report/v1 document); False if known."""
@@ -162,8 +167,17 @@ class Builder:
         old, new = report["from"]["changeNumber"], report["to"]["changeNumber"]
         summary = report.get("summary", {})
         ix = self._report_ix[name] = len(self.reports)
-        self.reports.append([name, region, old, new, summary.get("prefixes_added", 0),
-                             summary.get("prefixes_removed", 0), len(report.get("tags", ()))])
+        self.reports.append(
+            [
+                name,
+                region,
+                old,
+                new,
+                summary.get("prefixes_added", 0),
+                summary.get("prefixes_removed", 0),
+                len(report.get("tags", ())),
+            ]
+        )
         for entry in report.get("tags", ()):
             tag = self._tag(entry["id"], region, entry.get("system_service", ""))
             for prefix in entry.get("removed_prefixes", ()):
@@ -205,9 +219,11 @@ class Builder:
             ("ep_leave", array("I", (e[7] for e in episodes))),
         ]
         header = {
-            "schema": SCHEMA, "cloud": self.cloud,
+            "schema": SCHEMA,
+            "cloud": self.cloud,
             "changes": [[cn, self.dates.get(cn, "")] for cn in changes],
-            "tags": self.tags, "reports": self.reports,
+            "tags": self.tags,
+            "reports": self.reports,
             "regions": {k: self.regions[k] for k in sorted(self.regions)},
         }
         return _pack(header, arrays)
@@ -228,16 +244,25 @@ class Builder:
                 net, length = family.network(blk), family.plen[blk]
                 for e in range(family.first[blk], family.first[blk + 1]):
                     to = index.ep_to[e]
-                    episode = [family.version, net, length, index.ep_tag[e], cns[index.ep_from[e]],
-                               None if to == OPEN else cns[to], index.ep_join[e], index.ep_leave[e]]
+                    episode = [
+                        family.version,
+                        net,
+                        length,
+                        index.ep_tag[e],
+                        cns[index.ep_from[e]],
+                        None if to == OPEN else cns[to],
+                        index.ep_join[e],
+                        index.ep_leave[e],
+                    ]
                     if to == OPEN:
                         b._open[(index.ep_tag[e], family.version, net, length)] = len(b.episodes)
                     b.episodes.append(episode)
         return b
 
 
-def _family_arrays(version: int, blocks: list[tuple[int, int]],
-                   first: list[int]) -> list[tuple[str, array[int]]]:
+def _family_arrays(
+    version: int, blocks: list[tuple[int, int]], first: list[int]
+) -> list[tuple[str, array[int]]]:
     bits = _BITS[version]
     parent = array("i")
     seg_lo: list[int] = []
@@ -274,12 +299,18 @@ def _family_arrays(version: int, blocks: list[tuple[int, int]],
     if version == 4:
         out += [(p + "net", array("I", nets)), (p + "seg", array("I", seg_lo))]
     else:
-        out += [(p + "net_hi", array("Q", (n >> 64 for n in nets))),
-                (p + "net_lo", array("Q", (n & _MASK64 for n in nets))),
-                (p + "seg_hi", array("Q", (n >> 64 for n in seg_lo))),
-                (p + "seg_lo", array("Q", (n & _MASK64 for n in seg_lo)))]
-    out += [(p + "len", array("B", (length for _, length in blocks))), (p + "parent", parent),
-            (p + "first", array("I", first)), (p + "seg_blk", seg_blk)]
+        out += [
+            (p + "net_hi", array("Q", (n >> 64 for n in nets))),
+            (p + "net_lo", array("Q", (n & _MASK64 for n in nets))),
+            (p + "seg_hi", array("Q", (n >> 64 for n in seg_lo))),
+            (p + "seg_lo", array("Q", (n & _MASK64 for n in seg_lo))),
+        ]
+    out += [
+        (p + "len", array("B", (length for _, length in blocks))),
+        (p + "parent", parent),
+        (p + "first", array("I", first)),
+        (p + "seg_blk", seg_blk),
+    ]
     return out
 
 
@@ -312,6 +343,7 @@ def _pad8(n: int) -> int:
 
 
 if TYPE_CHECKING:
+
     class Hit(NamedTuple):
         tag: str
         region: str
@@ -319,18 +351,17 @@ if TYPE_CHECKING:
         prefix: str
         since_change: str
         since_date: str
-        since_report: str | None   # None: present in the region's first snapshot
-
+        since_report: str | None  # None: present in the region's first snapshot
 
     class Event(NamedTuple):
-        kind: str                  # joined | left
+        kind: str  # joined | left
         change_number: str
         date: str
         tag: str
         region: str
         system_service: str
         prefix: str
-        report: str | None         # the report that said it; None for the first snapshot
+        report: str | None  # the report that said it; None for the first snapshot
 else:
     Hit = namedtuple("Hit", "tag region system_service prefix since_change since_date since_report")
     Event = namedtuple("Event", "kind change_number date tag region system_service prefix report")
@@ -363,16 +394,22 @@ class Family:
     def seg(self) -> Any:
         if self._seg is None:
             a = self._arrays
-            self._seg = (a["v4_seg"] if self.version == 4 else
-                         [h << 64 | lo for h, lo in zip(a["v6_seg_hi"], a["v6_seg_lo"], strict=True)])
+            self._seg = (
+                a["v4_seg"]
+                if self.version == 4
+                else [h << 64 | lo for h, lo in zip(a["v6_seg_hi"], a["v6_seg_lo"], strict=True)]
+            )
         return self._seg
 
     @property
     def nets(self) -> Any:
         if self._net is None:
             a = self._arrays
-            self._net = (a["v4_net"] if self.version == 4 else
-                         [h << 64 | lo for h, lo in zip(a["v6_net_hi"], a["v6_net_lo"], strict=True)])
+            self._net = (
+                a["v4_net"]
+                if self.version == 4
+                else [h << 64 | lo for h, lo in zip(a["v6_net_hi"], a["v6_net_lo"], strict=True)]
+            )
         return self._net
 
     def network(self, block: int) -> int:
@@ -414,11 +451,11 @@ class Index:
     @classmethod
     def from_bytes(cls, data: Any, source: str = "index") -> Index:
         """From bytes or any buffer (an mmap: the arrays stay views on it)."""
-        if data[:len(MAGIC)] != MAGIC:
+        if data[: len(MAGIC)] != MAGIC:
             raise IndexError_(f"{source}: not a servicetags history index")
         try:
             size = int.from_bytes(data[8:12], "little")
-            header = json.loads(data[12:12 + size])
+            header = json.loads(data[12 : 12 + size])
             if header.get("schema") != SCHEMA:
                 raise IndexError_(f"{source}: index schema {header.get('schema')!r}, expected {SCHEMA}")
             start = _pad8(12 + size)
@@ -429,10 +466,10 @@ class Index:
                 size = count * _ITEMSIZE[typecode]
                 if _LITTLE:
                     # A view on the file's bytes: nothing is copied or converted at load.
-                    arrays[name] = view[begin:begin + size].cast(typecode)
+                    arrays[name] = view[begin : begin + size].cast(typecode)
                 else:
                     values = array(typecode)
-                    values.frombytes(view[begin:begin + size])
+                    values.frombytes(view[begin : begin + size])
                     values.byteswap()
                     arrays[name] = values
         except (ValueError, KeyError, TypeError) as exc:
@@ -464,11 +501,13 @@ class Index:
         """The last change recorded on or before `date` (YYYY-MM-DD or ISO time)."""
         found = -1
         for i, (_, when) in enumerate(self.changes):
-            if when and when[:len(date)] <= date:
+            if when and when[: len(date)] <= date:
                 found = i
         if found < 0:
-            raise QueryError(f"{date} is before the history, which starts on {self.changes[0][1][:10]} "
-                             f"(change {self.changes[0][0]})")
+            raise QueryError(
+                f"{date} is before the history, which starts on {self.changes[0][1][:10]} "
+                f"(change {self.changes[0][0]})"
+            )
         return found
 
     # -- questions
@@ -480,10 +519,12 @@ class Index:
             # A bare address, now: the path warm lookups take, without the general parser.
             try:
                 if ":" in query:
-                    return self.lookup_block(6, int.from_bytes(inet_pton(AF_INET6, query), "big"), 128,
-                                             at=len(self.changes) - 1)
-                return self.lookup_block(4, int.from_bytes(inet_pton(AF_INET, query), "big"), 32,
-                                         at=len(self.changes) - 1)
+                    return self.lookup_block(
+                        6, int.from_bytes(inet_pton(AF_INET6, query), "big"), 128, at=len(self.changes) - 1
+                    )
+                return self.lookup_block(
+                    4, int.from_bytes(inet_pton(AF_INET, query), "big"), 32, at=len(self.changes) - 1
+                )
             except OSError:
                 pass  # parse_block says what is wrong with it
         version, net, length = parse_block(query)
@@ -505,13 +546,16 @@ class Index:
                 hits += found
                 b = parent[b]
             return hits
-        blocks = (family.containing(net) if length == family.bits else family.overlapping(net, length))
+        blocks = family.containing(net) if length == family.bits else family.overlapping(net, length)
         return [hit for b in blocks for hit in self._stays(family, b, at)]
 
     def _stays(self, family: Family, block: int, at: int) -> list[Hit]:
         ep_from, ep_to = self.ep_from, self.ep_to
-        return [self._hit(family, block, e) for e in range(family.first[block], family.first[block + 1])
-                if ep_from[e] <= at < ep_to[e]]
+        return [
+            self._hit(family, block, e)
+            for e in range(family.first[block], family.first[block + 1])
+            if ep_from[e] <= at < ep_to[e]
+        ]
 
     def count_hits(self, version: int, address: int, at: int) -> int:
         """How many stays hold the address: the lookup without building results (benches)."""
@@ -528,8 +572,15 @@ class Index:
         tag_id, region, service = self.tags[self.ep_tag[e]]
         cn, date = self.changes[self.ep_from[e]]
         join = self.ep_join[e]
-        return Hit(tag_id, region, service, family.text(block), cn, date,
-                   None if join == NO_REPORT else self.reports[join][0])
+        return Hit(
+            tag_id,
+            region,
+            service,
+            family.text(block),
+            cn,
+            date,
+            None if join == NO_REPORT else self.reports[join][0],
+        )
 
     def history(self, query: str, *, since: int = 0) -> list[Event]:
         """Every join and leave of the blocks holding or overlapping an address or CIDR, or of
@@ -539,11 +590,12 @@ class Index:
         except QueryError:
             tag = self.tag_number(query)
             if tag is None:
-                raise QueryError(f"{query!r} is not an address, a CIDR block or a tag in the history"
-                                 ) from None
+                raise QueryError(
+                    f"{query!r} is not an address, a CIDR block or a tag in the history"
+                ) from None
             return self._events(self._tag_episodes(tag), since)
         family = self.family(version)
-        blocks = (family.containing(net) if length == family.bits else family.overlapping(net, length))
+        blocks = family.containing(net) if length == family.bits else family.overlapping(net, length)
         first = family.first
         return self._events(((family, b, e) for b in blocks for e in range(first[b], first[b + 1])), since)
 
@@ -571,12 +623,40 @@ class Index:
             if start >= since:
                 join = self.ep_join[e]
                 cn, date = self.changes[start]
-                out.append((start, 0, Event("joined", cn, date, tag_id, region, service, prefix,
-                                            None if join == NO_REPORT else self.reports[join][0])))
+                out.append(
+                    (
+                        start,
+                        0,
+                        Event(
+                            "joined",
+                            cn,
+                            date,
+                            tag_id,
+                            region,
+                            service,
+                            prefix,
+                            None if join == NO_REPORT else self.reports[join][0],
+                        ),
+                    )
+                )
             if end != OPEN and end >= since:
                 cn, date = self.changes[end]
-                out.append((end, 1, Event("left", cn, date, tag_id, region, service, prefix,
-                                          self.reports[self.ep_leave[e]][0])))
+                out.append(
+                    (
+                        end,
+                        1,
+                        Event(
+                            "left",
+                            cn,
+                            date,
+                            tag_id,
+                            region,
+                            service,
+                            prefix,
+                            self.reports[self.ep_leave[e]][0],
+                        ),
+                    )
+                )
         out.sort(key=lambda x: (x[0], x[2].tag, x[1], x[2].prefix))
         return [event for _, _, event in out]
 

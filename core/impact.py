@@ -321,8 +321,9 @@ def _meets(a: list[coverage.Interval], b: list[coverage.Interval]) -> bool:
     return False
 
 
-def _route_tables(rules: Sequence[Rule], mirrors: _Mirrors, index: ChangeIndex) -> list[
-        tuple[Rule, list[dict[str, Any]]]]:
+def _route_tables(
+    rules: Sequence[Rule], mirrors: _Mirrors, index: ChangeIndex
+) -> list[tuple[Rule, list[dict[str, Any]]]]:
     """A route table copies a tag one route per prefix: its routes are looked at together."""
     tables: dict[str, list[int]] = defaultdict(list)
     for position, rule in enumerate(rules):
@@ -332,8 +333,11 @@ def _route_tables(rules: Sequence[Rule], mirrors: _Mirrors, index: ChangeIndex) 
     for positions in tables.values():
         first = rules[positions[0]]
         literals = tuple(lit for p in positions for f in rules[p].fields for lit in f.literals)
-        table = first._replace(resource_id=first.resource_id.split("/routes/")[0], rule="routes",
-                               fields=(Field("routes", (), literals, (), True),))
+        table = first._replace(
+            resource_id=first.resource_id.split("/routes/")[0],
+            rule="routes",
+            fields=(Field("routes", (), literals, (), True),),
+        )
         found = mirrors.finding(table.fields[0], table, index.tags)
         if found is not None:
             out.append((table, [found]))
@@ -367,8 +371,11 @@ def impact(
     """
     index = ChangeIndex(report)
     longest = _longest_list(rules)
-    mirrors = (_Mirrors(index, tag_prefixes, longest)
-               if tag_prefixes is not None and index.tags and longest >= MIRROR_MIN else None)
+    mirrors = (
+        _Mirrors(index, tag_prefixes, longest)
+        if tag_prefixes is not None and index.tags and longest >= MIRROR_MIN
+        else None
+    )
     by_rule: dict[int, list[dict[str, Any]]] = {}
     groups: dict[str, tuple[Rule, list[dict[str, Any]]]] = {}  # touched IP Groups by lower-case id
     extra: list[tuple[Rule, list[dict[str, Any]]]] = []  # whole route tables

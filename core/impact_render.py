@@ -79,8 +79,12 @@ def restrict(doc: Doc, tags: Collection[str]) -> Doc:
     if len(affected) == len(doc["affected"]):
         return doc
     kinds = Counter(a["kind"] for a in affected)
-    summary = {**doc["summary"], "rules_affected": len(affected),
-               "stale": sum(1 for a in affected if a["stale"]), "by_kind": dict(sorted(kinds.items()))}
+    summary = {
+        **doc["summary"],
+        "rules_affected": len(affected),
+        "stale": sum(1 for a in affected if a["stale"]),
+        "by_kind": dict(sorted(kinds.items())),
+    }
     return {**doc, "summary": summary, "affected": affected}
 
 

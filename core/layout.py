@@ -39,8 +39,10 @@ def regression_name(cloud: str, reply_sha256: str) -> str:
 
 def report_name(report: dict[str, Any]) -> str:
     old, new = report["from"], report["to"]
-    return (f"{report['cloud']}/{report['region']}/{old['changeNumber']}-{new['changeNumber']}_"
-            f"{old['sha256'][:16]}_{new['sha256'][:16]}.json")
+    return (
+        f"{report['cloud']}/{report['region']}/{old['changeNumber']}-{new['changeNumber']}_"
+        f"{old['sha256'][:16]}_{new['sha256'][:16]}.json"
+    )
 
 
 def to_json_bytes(doc: dict[str, Any]) -> bytes:

@@ -36,8 +36,11 @@ def _number(text: Any) -> int | None:
 def recorded_change_number(state: dict[str, Any]) -> int | None:
     """The newest change number a region's state has seen: its content's, or a later reply's
     with the same content. None when neither is a number (then nothing is called stale)."""
-    numbers = [n for n in (_number(state.get("changeNumber")), _number(state.get("location_change_number")))
-               if n is not None]
+    numbers = [
+        n
+        for n in (_number(state.get("changeNumber")), _number(state.get("location_change_number")))
+        if n is not None
+    ]
     return max(numbers) if numbers else None
 
 
@@ -63,8 +66,15 @@ class Decision(NamedTuple):
     region_event: RegionEvent | None = None
 
 
-def decide(*, state: dict[str, Any] | None, present: bool, sha256: str, change_number: str,
-           cloud: dict[str, Any] | None, region: str) -> Decision | None:
+def decide(
+    *,
+    state: dict[str, Any] | None,
+    present: bool,
+    sha256: str,
+    change_number: str,
+    cloud: dict[str, Any] | None,
+    region: str,
+) -> Decision | None:
     """What one check of `region` means. None: the region is unknown (never recorded, not in
     the reply): the message can never succeed."""
     if not present:
@@ -105,13 +115,18 @@ def new_region_since(cloud: dict[str, Any] | None, region: str) -> str | None:
     return str(cloud.get("change_number") or "0")
 
 
-def after_discovery(cloud: dict[str, Any] | None, names: list[str], change_number: str,
-                    now: str) -> tuple[dict[str, Any], list[str]]:
+def after_discovery(
+    cloud: dict[str, Any] | None, names: list[str], change_number: str, now: str
+) -> tuple[dict[str, Any], list[str]]:
     """The cloud document once a reply listing `names` is seen, and the regions to enqueue
     (new, or back from retirement). The first document marks every region as baseline."""
     first = cloud is None
-    if cloud is not None and _number(change_number) is not None and _number(cloud.get("change_number")) \
-            is not None and int(change_number) < int(cloud["change_number"]):
+    if (
+        cloud is not None
+        and _number(change_number) is not None
+        and _number(cloud.get("change_number")) is not None
+        and int(change_number) < int(cloud["change_number"])
+    ):
         return cloud, []  # an older reply (a rollback): it neither adds nor brings back anything
     doc: dict[str, Any] = dict(cloud or {"schema": CLOUD_SCHEMA, "watched_since": now, "regions": []})
     doc.setdefault("schema", CLOUD_SCHEMA)
@@ -124,16 +139,24 @@ def after_discovery(cloud: dict[str, Any] | None, names: list[str], change_numbe
     for name in new:
         back = retired.pop(name, None)
         first_seen[name] = {
-            "change_number": change_number, "at": now, "baseline": first,
+            "change_number": change_number,
+            "at": now,
+            "baseline": first,
             "absent_in": None if first else str(back["change_number"] if back else previous_number or "0"),
         }
-    doc.update(regions=sorted(active | set(names)), first_seen=first_seen, retired=retired,
-               change_number=change_number, updated_at=now)
+    doc.update(
+        regions=sorted(active | set(names)),
+        first_seen=first_seen,
+        retired=retired,
+        change_number=change_number,
+        updated_at=now,
+    )
     return doc, new
 
 
-def after_retirement(cloud: dict[str, Any] | None, region: str, *, since: str, change_number: str,
-                     report: str | None) -> dict[str, Any]:
+def after_retirement(
+    cloud: dict[str, Any] | None, region: str, *, since: str, change_number: str, report: str | None
+) -> dict[str, Any]:
     doc: dict[str, Any] = dict(cloud or {"schema": CLOUD_SCHEMA, "watched_since": since, "regions": []})
     retired = dict(doc.get("retired") or {})
     retired.setdefault(region, {"since": since, "change_number": change_number, "report": report})

@@ -19,15 +19,20 @@ _REGION = re.compile(r"^[a-z0-9]{2,40}$")
 
 class RegionMessage(NamedTuple):
     cloud: str
-    region: str       # ARM location name, or "global"
+    region: str  # ARM location name, or "global"
     run_id: str
     enqueued_at: str = ""
     # Set by the producer on `global` in an `all` run: also enqueue regions not seen before.
     discover: bool = False
 
     def to_json(self) -> str:
-        doc: dict[str, Any] = {"schema": SCHEMA, "cloud": self.cloud, "region": self.region,
-               "run_id": self.run_id, "enqueued_at": self.enqueued_at}
+        doc: dict[str, Any] = {
+            "schema": SCHEMA,
+            "cloud": self.cloud,
+            "region": self.region,
+            "run_id": self.run_id,
+            "enqueued_at": self.enqueued_at,
+        }
         if self.discover:
             doc["discover"] = True
         return json.dumps(doc, separators=(",", ":"))
@@ -77,8 +82,10 @@ def parse_region_message(content: str | bytes) -> RegionMessage:
         raise BadMessage(f"region {doc['region']!r} is not a location name")
     if region == "all":
         # `servicetags diff --region all` means the whole cloud; a worker checks one region.
-        raise BadMessage(f"region {doc['region']!r} is not a location: a message names one ARM "
-                         "location (such as francecentral) or global")
+        raise BadMessage(
+            f"region {doc['region']!r} is not a location: a message names one ARM "
+            "location (such as francecentral) or global"
+        )
     discover = doc.get("discover", False)
     if not isinstance(discover, bool):
         raise BadMessage("message field discover must be true or false")

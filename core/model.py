@@ -17,7 +17,7 @@ API_ONLY_FIELDS = frozenset({"state", "serviceTagChangeNumber"})
 class ServiceTag(NamedTuple):
     id: str
     name: str
-    region: str              # the data's region code ("" for global tags), e.g. "centralfrance"
+    region: str  # the data's region code ("" for global tags), e.g. "centralfrance"
     system_service: str
     change_number: str
     prefixes: frozenset[str]  # normalised; IPv4 and IPv6 told apart by `ipv4`/`ipv6`
@@ -38,8 +38,8 @@ class ServiceTag(NamedTuple):
 class Snapshot(NamedTuple):
     cloud: str
     change_number: str
-    tags: dict[str, ServiceTag]   # by tag id, in the source's order
-    source: str = ""              # where it came from, for messages
+    tags: dict[str, ServiceTag]  # by tag id, in the source's order
+    source: str = ""  # where it came from, for messages
 
     def select(self, region_code: str | None) -> Snapshot:
         """Only the tags of one data region code ("" = global); None keeps everything."""

@@ -21,7 +21,7 @@ class Clock(Protocol):
 
 class Fetched(NamedTuple):
     body: bytes
-    origin: str       # for messages and logs: URL or path
+    origin: str  # for messages and logs: URL or path
 
 
 class TagSource(Protocol):
@@ -47,12 +47,19 @@ class BlobStore(Protocol):
 
     def read(self, name: str) -> Blob | None: ...
 
-    def create(self, name: str, data: bytes, *, content_type: str = "application/json",
-               metadata: dict[str, str] | None = None) -> bool:
+    def create(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/json",
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
         """Write only if absent; False when the blob already exists."""
 
-    def replace(self, name: str, data: bytes, *, etag: str | None,
-                content_type: str = "application/json") -> str | None:
+    def replace(
+        self, name: str, data: bytes, *, etag: str | None, content_type: str = "application/json"
+    ) -> str | None:
         """Write if the blob still has `etag` (None: if it does not exist); the new etag, or None
         when the condition failed."""
 

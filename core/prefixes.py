@@ -82,9 +82,9 @@ class PrefixParser:
     __slots__ = ("_ranges", "_valid", "renamed")
 
     def __init__(self) -> None:
-        self._valid: set[str] = set()          # strings known to be valid prefixes
-        self._ranges: dict[str, Range] = {}    # normalised strings -> range, as asked for
-        self.renamed: dict[str, str] = {}      # raw -> normalised, where they differ
+        self._valid: set[str] = set()  # strings known to be valid prefixes
+        self._ranges: dict[str, Range] = {}  # normalised strings -> range, as asked for
+        self.renamed: dict[str, str] = {}  # raw -> normalised, where they differ
 
     def check_all(self, texts: Iterable[object]) -> None:
         """Validate every string not seen before; raises on the first invalid one."""

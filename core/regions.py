@@ -20,8 +20,8 @@ GLOBAL = "global"
 
 
 class RegionIndex(NamedTuple):
-    code_by_name: Mapping[str, str]   # ARM name -> data code
-    name_by_code: Mapping[str, str]   # data code -> ARM name
+    code_by_name: Mapping[str, str]  # ARM name -> data code
+    name_by_code: Mapping[str, str]  # data code -> ARM name
 
     @property
     def names(self) -> list[str]:
@@ -62,12 +62,15 @@ class RegionIndex(NamedTuple):
         if key in self.code_by_name:
             return self.code_by_name[key]
         if selects_all(key):
-            raise UnknownRegionError(f"region {region!r} is not a location: a message names one ARM "
-                                     "location, or global")
+            raise UnknownRegionError(
+                f"region {region!r} is not a location: a message names one ARM location, or global"
+            )
         if key in self.name_by_code:
-            raise UnknownRegionError(f"region {region!r} is the data's code for "
-                                     f"{self.name_by_code[key]}; a message names the ARM location "
-                                     f"{self.name_by_code[key]!r}")
+            raise UnknownRegionError(
+                f"region {region!r} is the data's code for "
+                f"{self.name_by_code[key]}; a message names the ARM location "
+                f"{self.name_by_code[key]!r}"
+            )
         return None
 
     def unknown(self, region: str) -> UnknownRegionError:

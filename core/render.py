@@ -26,8 +26,10 @@ def _indented(value: Any, newline: str) -> str:
         return _string(value)
     inner = newline + "  "
     if kind is dict and value:
-        items = [f"{_string(k if type(k) is str else json.dumps(k))}: {_indented(v, inner)}"
-                 for k, v in value.items()]
+        items = [
+            f"{_string(k if type(k) is str else json.dumps(k))}: {_indented(v, inner)}"
+            for k, v in value.items()
+        ]
         return "{" + inner + ("," + inner).join(items) + newline + "}"
     if (kind is list or kind is tuple) and value:
         if all(type(v) is str for v in value):
@@ -46,8 +48,12 @@ def _span(report: Report) -> str:
 
 def _counts(summary: dict[str, int]) -> list[str]:
     parts = []
-    for key, word in (("tags_added", "added"), ("tags_removed", "removed"),
-                      ("tags_changed", "changed"), ("tags_metadata_only", "metadata only")):
+    for key, word in (
+        ("tags_added", "added"),
+        ("tags_removed", "removed"),
+        ("tags_changed", "changed"),
+        ("tags_metadata_only", "metadata only"),
+    ):
         if summary[key]:
             parts.append(f"{summary[key]} {word}")
     return parts
@@ -76,8 +82,9 @@ def _tag_heading(tag: dict[str, Any]) -> str:
 
 
 def _metadata_lines(tag: dict[str, Any]) -> list[str]:
-    return [f"{k}: {json.dumps(v['from'])} → {json.dumps(v['to'])}"
-            for k, v in tag["metadata_changes"].items()]
+    return [
+        f"{k}: {json.dumps(v['from'])} → {json.dumps(v['to'])}" for k, v in tag["metadata_changes"].items()
+    ]
 
 
 def to_text(report: Report) -> str:

@@ -15,10 +15,16 @@ from core.diff import TagChange
 SCHEMA = "servicetags.change-report/v1"
 
 SUMMARY_KEYS = (
-    "tags_added", "tags_removed", "tags_changed", "tags_metadata_only",
-    "prefixes_added", "prefixes_removed",
-    "ipv4_addresses_added", "ipv4_addresses_removed",
-    "ipv6_addresses_added", "ipv6_addresses_removed",
+    "tags_added",
+    "tags_removed",
+    "tags_changed",
+    "tags_metadata_only",
+    "prefixes_added",
+    "prefixes_removed",
+    "ipv4_addresses_added",
+    "ipv4_addresses_removed",
+    "ipv6_addresses_added",
+    "ipv6_addresses_removed",
 )
 
 
@@ -60,8 +66,12 @@ def tag_address_counts(tag: dict[str, Any]) -> tuple[int, int, int, int]:
     its own counts, or, in a report written before they were part of the contract, counted
     from its net lists."""
     if "ipv4_addresses_added" in tag:
-        return (tag["ipv4_addresses_added"], tag["ipv4_addresses_removed"],
-                tag["ipv6_addresses_added"], tag["ipv6_addresses_removed"])
+        return (
+            tag["ipv4_addresses_added"],
+            tag["ipv4_addresses_removed"],
+            tag["ipv6_addresses_added"],
+            tag["ipv6_addresses_removed"],
+        )
     v4_added, v6_added = address_counts(tag["net_added"])
     v4_removed, v6_removed = address_counts(tag["net_removed"])
     return v4_added, v4_removed, v6_added, v6_removed
@@ -69,8 +79,12 @@ def tag_address_counts(tag: dict[str, Any]) -> tuple[int, int, int, int]:
 
 def summarise(changes: Iterable[TagChange]) -> dict[str, int]:
     summary = dict.fromkeys(SUMMARY_KEYS, 0)
-    status_key = {"added": "tags_added", "removed": "tags_removed",
-                  "changed": "tags_changed", "metadata": "tags_metadata_only"}
+    status_key = {
+        "added": "tags_added",
+        "removed": "tags_removed",
+        "changed": "tags_changed",
+        "metadata": "tags_metadata_only",
+    }
     for c in changes:
         summary[status_key[c.status]] += 1
         summary["prefixes_added"] += len(c.added_prefixes)
@@ -104,10 +118,14 @@ def region_event_line(report: dict[str, Any]) -> str | None:
     tags = len(report["tags"])
     prefixes = report["summary"][f"prefixes_{event}"]
     if event == "added":
-        return (f"New region {report['region']} in {report['cloud']}: {tags} tags, "
-                f"{prefixes:,} prefixes, all added")
-    return (f"Region {report['region']} removed from {report['cloud']}: {tags} tags, "
-            f"{prefixes:,} prefixes, all removed")
+        return (
+            f"New region {report['region']} in {report['cloud']}: {tags} tags, "
+            f"{prefixes:,} prefixes, all added"
+        )
+    return (
+        f"Region {report['region']} removed from {report['cloud']}: {tags} tags, "
+        f"{prefixes:,} prefixes, all removed"
+    )
 
 
 def build_report(

@@ -65,21 +65,49 @@ def parse_complete_name(blob_name: str) -> tuple[str, str] | None:
     return None
 
 
-def manifest(cloud: str, run_id: str, regions: Iterable[str], *, started_at: str, deadline_at: str,
-             deadline_seconds: int, discover: bool) -> dict[str, Any]:
-    return {"schema": MANIFEST_SCHEMA, "cloud": cloud, "run_id": run_id, "regions": sorted(set(regions)),
-            "started_at": started_at, "deadline_at": deadline_at, "deadline_seconds": deadline_seconds,
-            "discover": discover}
+def manifest(
+    cloud: str,
+    run_id: str,
+    regions: Iterable[str],
+    *,
+    started_at: str,
+    deadline_at: str,
+    deadline_seconds: int,
+    discover: bool,
+) -> dict[str, Any]:
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "cloud": cloud,
+        "run_id": run_id,
+        "regions": sorted(set(regions)),
+        "started_at": started_at,
+        "deadline_at": deadline_at,
+        "deadline_seconds": deadline_seconds,
+        "discover": discover,
+    }
 
 
-def outcome(region: str, status: str, *, report: str | None = None, reason: str | None = None,
-            region_event: str | None = None, found: Iterable[str] = (), at: str) -> dict[str, Any]:
+def outcome(
+    region: str,
+    status: str,
+    *,
+    report: str | None = None,
+    reason: str | None = None,
+    region_event: str | None = None,
+    found: Iterable[str] = (),
+    at: str,
+) -> dict[str, Any]:
     """A region's outcome. `found` (discovery runs only): every region in the data, which the
     `global` worker enqueues when new, so the run waits for them too."""
     if status not in OUTCOMES:
         raise RunError(f"outcome {status!r} is not one of {', '.join(OUTCOMES)}")
-    doc: dict[str, Any] = {"schema": OUTCOME_SCHEMA, "region": region, "status": status, "report": report,
-                           "at": at}
+    doc: dict[str, Any] = {
+        "schema": OUTCOME_SCHEMA,
+        "region": region,
+        "status": status,
+        "report": report,
+        "at": at,
+    }
     if reason:
         doc["reason"] = reason[:500]
     if region_event:
@@ -114,8 +142,9 @@ class Deadline(NamedTuple):
     run_id: str
 
     def to_json(self) -> str:
-        return json.dumps({"schema": DEADLINE_SCHEMA, "cloud": self.cloud, "run_id": self.run_id},
-                          separators=(",", ":"))
+        return json.dumps(
+            {"schema": DEADLINE_SCHEMA, "cloud": self.cloud, "run_id": self.run_id}, separators=(",", ":")
+        )
 
 
 def parse_deadline(doc: Any) -> Deadline | None:

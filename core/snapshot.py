@@ -25,12 +25,14 @@ MAX_BYTES_VARIABLE = "SERVICETAGS_MAX_SNAPSHOT_BYTES"
 
 
 def too_large(source: str, limit: int) -> SnapshotError:
-    return SnapshotError(source, f"is over the {limit:,}-byte limit for a snapshot "
-                                 f"(set {MAX_BYTES_VARIABLE} to allow more)")
+    return SnapshotError(
+        source, f"is over the {limit:,}-byte limit for a snapshot (set {MAX_BYTES_VARIABLE} to allow more)"
+    )
 
 
-def decompress(data: bytes, source: str, *, gz_expected: bool = False,
-               limit: int = DEFAULT_MAX_BYTES) -> bytes:
+def decompress(
+    data: bytes, source: str, *, gz_expected: bool = False, limit: int = DEFAULT_MAX_BYTES
+) -> bytes:
     """`data` un-gzipped if it is gzip (every member), refusing more than `limit` bytes out.
     (Data not gzipped is returned as it is: whoever read it bounded it.)"""
     if data[:2] != GZIP_MAGIC:
@@ -104,16 +106,22 @@ def _change_number(value: Any, source: str, where: str) -> str:
     raise SnapshotError(source, f"{where}changeNumber must be an integer or a string")
 
 
-def snapshot_from_document(doc: Any, source: str, parser: PrefixParser,
-                           region_code: str | None = None, baseline: Baseline | None = None) -> Snapshot:
+def snapshot_from_document(
+    doc: Any,
+    source: str,
+    parser: PrefixParser,
+    region_code: str | None = None,
+    baseline: Baseline | None = None,
+) -> Snapshot:
     """The model of a parsed document, every prefix checked: `build_snapshot`, then
     `checked`. With `region_code`, of that region's tags only (the others are not built,
     and their prefixes not checked)."""
     return checked(build_snapshot(doc, source, region_code, baseline), doc, parser, baseline)
 
 
-def build_snapshot(doc: Any, source: str, region_code: str | None = None,
-                   baseline: Baseline | None = None) -> Snapshot:
+def build_snapshot(
+    doc: Any, source: str, region_code: str | None = None, baseline: Baseline | None = None
+) -> Snapshot:
     """The model of a parsed document, its shape checked but not its prefixes (`checked`
     does that, separately, so the two can run side by side).
 
@@ -167,8 +175,14 @@ def checked(snapshot: Snapshot, doc: Any, parser: PrefixParser, baseline: Baseli
         parser.check_all(set().union(*unchecked))
     except InvalidPrefixError:
         ids = snapshot.tags.keys()
-        _raise_first_invalid([(i, v) for i, v in enumerate(doc["values"])
-                              if type(v) is dict and v.get("id", v.get("name")) in ids], snapshot.source)
+        _raise_first_invalid(
+            [
+                (i, v)
+                for i, v in enumerate(doc["values"])
+                if type(v) is dict and v.get("id", v.get("name")) in ids
+            ],
+            snapshot.source,
+        )
     if not parser.renamed:
         return snapshot
     tags = dict(snapshot.tags)
@@ -234,11 +248,19 @@ def _tag(value: Any, index: int, source: str) -> ServiceTag:
     if type(name) is not str:
         raise SnapshotError(source, f"values[{index}] ({tag_id}): 'name' must be a string")
     # Positional tuple construction: keyword NamedTuple construction is 3x slower, 6,000 times.
-    return _new_tag(ServiceTag, (
-        tag_id, name, region, system_service, change_number, prefix_set,
-        _properties_extra(props),
-        {k: v for k, v in value.items() if k not in _KNOWN_TAG_FIELDS} if len(value) > 3 else {},
-    ))
+    return _new_tag(
+        ServiceTag,
+        (
+            tag_id,
+            name,
+            region,
+            system_service,
+            change_number,
+            prefix_set,
+            _properties_extra(props),
+            {k: v for k, v in value.items() if k not in _KNOWN_TAG_FIELDS} if len(value) > 3 else {},
+        ),
+    )
 
 
 _new_tag = tuple.__new__

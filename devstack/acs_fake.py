@@ -80,8 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("acs_fake " + format, *args)
 
     # -- plumbing -------------------------------------------------------------------------
-    def _reply(self, status: int, body: dict[str, Any] | None = None,
-               headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        self, status: int, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(body).encode("utf-8") if body is not None else b""
         # Recorded before answering, so a client that has its answer always finds it recorded.
         with self.server.state.lock:
@@ -146,8 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
             # retry policy retries a POST on 429 only when Retry-After is present.
             headers = {"Retry-After": "0"} if fault in (429, 503) else {}
             code = HTTPStatus(fault).phrase.replace(" ", "")
-            self._reply(fault, {"error": {"code": code, "message": "injected fault"}},
-                        {"x-ms-error-code": code, **headers})
+            self._reply(
+                fault,
+                {"error": {"code": code, "message": "injected fault"}},
+                {"x-ms-error-code": code, **headers},
+            )
             return
         try:
             message = json.loads(body)
@@ -163,17 +167,22 @@ class _Handler(BaseHTTPRequestHandler):
             if operation is None:
                 failed = state.failing_operations > 0
                 state.failing_operations -= int(failed)
-                operation = _Operation(operation_id, "Failed" if failed else "Succeeded",
-                                       {"code": "InjectedFailure", "message": "injected failure"}
-                                       if failed else None)
+                operation = _Operation(
+                    operation_id,
+                    "Failed" if failed else "Succeeded",
+                    {"code": "InjectedFailure", "message": "injected failure"} if failed else None,
+                )
                 state.operations[operation_id] = operation
                 if not failed:
                     state.messages.append(message)
                     self.server.save(len(state.messages), operation_id, body)
         location = f"{self.server.url}/emails/operations/{operation_id}?api-version={API_VERSION}"
         # retry-after 0: the SDK's poller waits that long (its default would be 30 s).
-        self._reply(202, {"id": operation_id, "status": "Running"},
-                    {"Operation-Location": location, "retry-after": "0"})
+        self._reply(
+            202,
+            {"id": operation_id, "status": "Running"},
+            {"Operation-Location": location, "retry-after": "0"},
+        )
 
     def do_GET(self) -> None:
         body = self._read_body()

@@ -36,7 +36,6 @@ class ArmEndpointAdmin(Protocol):
     def stats(self) -> dict[str, Any]: ...
 
 
-
 class ArmAdminClient:
     """Drives an endpoint running in another process through its `/_admin/` routes."""
 
@@ -92,5 +91,3 @@ class ArmAdminClient:
 
     def stats(self) -> dict[str, Any]:
         return dict(self._call("GET", "stats"))
-
-

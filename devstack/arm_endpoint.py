@@ -228,8 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
         snapshot = state.snapshot_for(location)
         fault = state.next_fault(location)
         if fault is not None:
-            log_event(log, "arm_endpoint_fault", f"injected {fault} for {location}", kind=fault,
-                  location=location)
+            log_event(
+                log, "arm_endpoint_fault", f"injected {fault} for {location}", kind=fault, location=location
+            )
         if fault is not None and fault.kind in AUTH_FAULT_KINDS:
             self._refuse_token(fault.kind, subscription)
             return
@@ -257,8 +258,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(503, arm_error("ServiceUnavailable", message))
         elif kind == "400":
             # What ARM answers for a location the provider does not serve (a retired region's).
-            message = ("No registered resource provider found for location and API version for type "
-                       "'locations/serviceTags'.")
+            message = (
+                "No registered resource provider found for location and API version for type "
+                "'locations/serviceTags'."
+            )
             self._send_json(400, arm_error("NoRegisteredProviderFound", message))
         elif kind == "reset":
             self._reset_connection()
@@ -286,13 +289,16 @@ class _Handler(BaseHTTPRequestHandler):
         # ARM's answers (as quoted in public issues): an unacceptable token, or a valid one
         # whose principal holds no role with the action at the scope.
         if kind == "401":
-            self._unauthorized("InvalidAuthenticationToken", "The access token is invalid.",
-                               _INVALID_TOKEN_CHALLENGE)
+            self._unauthorized(
+                "InvalidAuthenticationToken", "The access token is invalid.", _INVALID_TOKEN_CHALLENGE
+            )
             return
-        message = (f"The client '{_LOCAL_PRINCIPAL}' with object id '{_LOCAL_PRINCIPAL}' does not have "
-                   "authorization to perform action 'Microsoft.Network/locations/serviceTags/read' "
-                   f"over scope '/subscriptions/{subscription}' or the scope is invalid. If access was "
-                   "recently granted, please refresh your credentials.")
+        message = (
+            f"The client '{_LOCAL_PRINCIPAL}' with object id '{_LOCAL_PRINCIPAL}' does not have "
+            "authorization to perform action 'Microsoft.Network/locations/serviceTags/read' "
+            f"over scope '/subscriptions/{subscription}' or the scope is invalid. If access was "
+            "recently granted, please refresh your credentials."
+        )
         self._send_json(403, arm_error("AuthorizationFailed", message))
 
     def _unauthorized(self, code: str, message: str, challenge: str) -> None:
@@ -454,8 +460,9 @@ class ArmEndpoint:
             daemon=True,
         )
         self._thread.start()
-        log_event(log, "arm_endpoint_listening", f"ARM endpoint on {self.url}", url=self.url,
-                  ca=str(self.ca_path))
+        log_event(
+            log, "arm_endpoint_listening", f"ARM endpoint on {self.url}", url=self.url, ca=str(self.ca_path)
+        )
         return self
 
     def stop(self) -> None:

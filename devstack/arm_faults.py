@@ -178,5 +178,3 @@ class EndpointState:
                 "fail_always": {loc: str(fault) for loc, fault in self._always.items()},
                 "fault_rate": self._fault_rate,
             }
-
-

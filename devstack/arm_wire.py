@@ -93,5 +93,3 @@ class Snapshot:
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "changeNumber": self.change_number, "tags": self.tag_count}
-
-

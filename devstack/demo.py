@@ -74,10 +74,20 @@ class Demo:
         self.children: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **self.env, "SERVICETAGS_LOG_LEVEL": "WARNING", "SERVICETAGS_IDLE_SLEEP": "0",
-               "SERVICETAGS_RETRY_DELAY": "1"}
-        process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = {
+            **os.environ,
+            **self.env,
+            "SERVICETAGS_LOG_LEVEL": "WARNING",
+            "SERVICETAGS_IDLE_SLEEP": "0",
+            "SERVICETAGS_RETRY_DELAY": "1",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.children.append(process)
         return process
 
@@ -85,8 +95,9 @@ class Demo:
         for process in processes:
             _, err = process.communicate()
             if process.returncode != 0:
-                raise ServiceTagsError(f"{what} exited with {process.returncode}: "
-                                       f"{err.decode(errors='replace').strip()[-500:]}")
+                raise ServiceTagsError(
+                    f"{what} exited with {process.returncode}: {err.decode(errors='replace').strip()[-500:]}"
+                )
 
     def cycle(self, label: str, run_id: str | None = None) -> int:
         """Produce, then drain the regions queue with N worker processes."""
@@ -109,6 +120,7 @@ class Demo:
     def deliveries(self, outbox: Path, expected: dict[str, int], *, timeout: float = 120) -> None:
         """With a notifier already running: wait for the `expected` number of messages of
         each kind (e-mail, each channel) in the outbox."""
+
         def counts() -> dict[str, int]:
             return {kind: len(list(outbox.glob(pattern))) for kind, pattern in DELIVERY_FILES.items()}
 
@@ -121,8 +133,9 @@ class Demo:
         final = ", ".join(f"{n} {kind}" for kind, n in counts().items())
         self.progress.show(f"notifier: {final}", final=True)
 
-    def wait_for_impact(self, fresh: dict[str, Any], timings: dict[str, float], *,
-                        timeout: float = 120) -> None:
+    def wait_for_impact(
+        self, fresh: dict[str, Any], timings: dict[str, float], *, timeout: float = 120
+    ) -> None:
         """Wait for the stack's impact step to have written the impact of every fresh report
         (impact/<report blob name>); keep the documents in `self.matched`, by report name."""
         started = time.monotonic()
@@ -179,20 +192,35 @@ class Demo:
                 fresh[name] = json.loads(blob.data)
         return fresh
 
-    def step_record(self, path: Path, run_id: str, fresh: dict[str, dict[str, Any]], *, outbox: Path,
-                    emails_before: set[Path], poisoned_before: int,
-                    regressed_before: set[str]) -> dict[str, Any]:
+    def step_record(
+        self,
+        path: Path,
+        run_id: str,
+        fresh: dict[str, dict[str, Any]],
+        *,
+        outbox: Path,
+        emails_before: set[Path],
+        poisoned_before: int,
+        regressed_before: set[str],
+    ) -> dict[str, Any]:
         """One replay step of `--summary-json`: what this file's cycle reported, sent and refused."""
         return {
             "file": str(path),
-            "reports": [{"region": r["region"], "region_event": r.get("region_event"), "report": name}
-                        for name, r in sorted(fresh.items())],
+            "reports": [
+                {"region": r["region"], "region_event": r.get("region_event"), "report": name}
+                for name, r in sorted(fresh.items())
+            ],
             "emails": sorted(str(p) for p in set(outbox.glob("*.eml")) - emails_before),
-            "poisoned": [{"region": _message_region(p["content"]), "reason": p["reason"]}
-                         for p in self.poisoned_records()[poisoned_before:]],
+            "poisoned": [
+                {"region": _message_region(p["content"]), "reason": p["reason"]}
+                for p in self.poisoned_records()[poisoned_before:]
+            ],
             "stale": self.stale_regions(run_id),
-            "source_regressed": [{"change_number": r["change_number"], "recorded": r["recorded"]}
-                                 for n, r in sorted(self.regressions().items()) if n not in regressed_before],
+            "source_regressed": [
+                {"change_number": r["change_number"], "recorded": r["recorded"]}
+                for n, r in sorted(self.regressions().items())
+                if n not in regressed_before
+            ],
         }
 
     def poisoned_records(self) -> list[dict[str, Any]]:
@@ -207,8 +235,12 @@ class Demo:
                 process.wait()
 
 
-DELIVERY_FILES = {"e-mail": "*.eml", "teams": "*.teams.json", "slack": "*.slack.json",
-                  "webhook": "*.webhook.json"}
+DELIVERY_FILES = {
+    "e-mail": "*.eml",
+    "teams": "*.teams.json",
+    "slack": "*.slack.json",
+    "webhook": "*.webhook.json",
+}
 
 
 # Chat channels take one digest per run even when e-mail is per report: a team channel is
@@ -218,31 +250,45 @@ CHAT_KINDS = ("teams", "slack")
 
 def _expected_after(delivered: dict[str, int], delivery: str, reports: int) -> dict[str, int]:
     """Messages expected per kind once a run with `reports` new reports is delivered."""
-    return {kind: n + (1 if delivery == "digest" or kind in CHAT_KINDS else reports)
-            for kind, n in delivered.items()}
+    return {
+        kind: n + (1 if delivery == "digest" or kind in CHAT_KINDS else reports)
+        for kind, n in delivered.items()
+    }
 
 
 def demo_channels(env: dict[str, str], delivery: str) -> dict[str, str]:
     """One catch-all recipient and one channel of each kind against the local receiver."""
     base = env["SERVICETAGS_LOCAL_WEBHOOKS_URL"]
     recipients = [{**r, "delivery": delivery} for r in json.loads(env["SERVICETAGS_RECIPIENTS"])]
-    channels = [{"name": "demo-teams", "type": "teams", "url_secret": "demo-teams-url",
-                 "delivery": "digest"},
-                {"name": "demo-slack", "type": "slack", "url_secret": "demo-slack-url",
-                 "delivery": "digest"},
-                {"name": "demo-webhook", "type": "webhook", "url_secret": "demo-webhook-url",
-                 "signing_secrets": ["demo-webhook-signing"], "delivery": delivery}]
-    return {"SERVICETAGS_RECIPIENTS": json.dumps(recipients), "SERVICETAGS_CHANNELS": json.dumps(channels),
-            "SERVICETAGS_SECRET_DEMO_TEAMS_URL": f"{base}/teams/demo-teams",
-            "SERVICETAGS_SECRET_DEMO_SLACK_URL": f"{base}/slack/demo-slack",
-            "SERVICETAGS_SECRET_DEMO_WEBHOOK_URL": f"{base}/webhook/demo-webhook",
-            "SERVICETAGS_SECRET_DEMO_WEBHOOK_SIGNING": env["SERVICETAGS_LOCAL_SIGNING_SECRET"],
-            "SERVICETAGS_DIGEST_DEADLINE": "900"}
+    channels = [
+        {"name": "demo-teams", "type": "teams", "url_secret": "demo-teams-url", "delivery": "digest"},
+        {"name": "demo-slack", "type": "slack", "url_secret": "demo-slack-url", "delivery": "digest"},
+        {
+            "name": "demo-webhook",
+            "type": "webhook",
+            "url_secret": "demo-webhook-url",
+            "signing_secrets": ["demo-webhook-signing"],
+            "delivery": delivery,
+        },
+    ]
+    return {
+        "SERVICETAGS_RECIPIENTS": json.dumps(recipients),
+        "SERVICETAGS_CHANNELS": json.dumps(channels),
+        "SERVICETAGS_SECRET_DEMO_TEAMS_URL": f"{base}/teams/demo-teams",
+        "SERVICETAGS_SECRET_DEMO_SLACK_URL": f"{base}/slack/demo-slack",
+        "SERVICETAGS_SECRET_DEMO_WEBHOOK_URL": f"{base}/webhook/demo-webhook",
+        "SERVICETAGS_SECRET_DEMO_WEBHOOK_SIGNING": env["SERVICETAGS_LOCAL_SIGNING_SECRET"],
+        "SERVICETAGS_DIGEST_DEADLINE": "900",
+    }
 
 
 def _channel_messages(outbox: Path) -> list[dict[str, str]]:
-    return [{"channel": kind, "file": str(path)} for kind, pattern in DELIVERY_FILES.items()
-            if kind != "e-mail" for path in sorted(outbox.glob(pattern))]
+    return [
+        {"channel": kind, "file": str(path)}
+        for kind, pattern in DELIVERY_FILES.items()
+        if kind != "e-mail"
+        for path in sorted(outbox.glob(pattern))
+    ]
 
 
 def _emails(outbox: Path) -> list[dict[str, str]]:
@@ -250,10 +296,15 @@ def _emails(outbox: Path) -> list[dict[str, str]]:
     for path in sorted(outbox.glob("*.eml")):
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         region = message["X-Servicetags-Region"] or message["X-Servicetags-Regions"]
-        out.append({"recipient": message["To"].addresses[0].addr_spec,
-                    "region": str(region).strip(),
-                    "report": str(message["X-Servicetags-Report"] or "").strip(),
-                    "subject": str(message["Subject"]), "file": str(path)})
+        out.append(
+            {
+                "recipient": message["To"].addresses[0].addr_spec,
+                "region": str(region).strip(),
+                "report": str(message["X-Servicetags-Report"] or "").strip(),
+                "subject": str(message["Subject"]),
+                "file": str(path),
+            }
+        )
     return out
 
 
@@ -287,24 +338,40 @@ def _publish_web(env: dict[str, str]) -> str:
     return env["SERVICETAGS_LOCAL_WEB_URL"] + "Public/index.html"
 
 
-def _report_entries(reports: dict[str, dict[str, Any]],
-                    impacts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def _report_entries(
+    reports: dict[str, dict[str, Any]], impacts: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     from core.impact_render import summary_line as impact_line
     from core.render import summary_line
 
-    return [{"region": r["region"], "blob": name, "summary": summary_line(r), "counts": r["summary"],
-             "region_event": r.get("region_event"),
-             "impact": impact_line(impacts[name]) if name in impacts else None,
-             "rules_affected": impacts[name]["summary"]["rules_affected"] if name in impacts else None}
-            for name, r in sorted(reports.items())]
+    return [
+        {
+            "region": r["region"],
+            "blob": name,
+            "summary": summary_line(r),
+            "counts": r["summary"],
+            "region_event": r.get("region_event"),
+            "impact": impact_line(impacts[name]) if name in impacts else None,
+            "rules_affected": impacts[name]["summary"]["rules_affected"] if name in impacts else None,
+        }
+        for name, r in sorted(reports.items())
+    ]
 
 
-def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: list[Path] | None = None,
-             regions: str, workers: int, outbox: Path, progress: Progress,
-             source: str = "arm", delivery: str = "digest") -> dict[str, Any]:
+def run_demo(
+    *,
+    old: Path | None = None,
+    new: Path | None = None,
+    snapshots: list[Path] | None = None,
+    regions: str,
+    workers: int,
+    outbox: Path,
+    progress: Progress,
+    source: str = "arm",
+    delivery: str = "digest",
+) -> dict[str, Any]:
     """Replay `snapshots` in order (or OLD then NEW): the first is the baseline, each later one
     a full cycle (produce, workers, events, notifier). One step per later file in `steps`."""
-    from core.render import summary_line
     from devstack import stack
 
     files = list(snapshots) if snapshots else [p for p in (old, new) if p is not None]
@@ -318,8 +385,9 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
     checked = 0
     with tempfile.TemporaryDirectory(prefix="servicetags-demo-") as tmp:
         state_dir = Path(tmp)
-        progress.show("starting the local stack (Azurite, ARM endpoint, Download Center, relay, SMTP sink)",
-                      final=True)
+        progress.show(
+            "starting the local stack (Azurite, ARM endpoint, Download Center, relay, SMTP sink)", final=True
+        )
         env = stack.up(state_dir, snapshot=files[0], persistent=False, outbox=outbox)
         env.update(demo_channels(env, delivery))
         env = {**env, "SERVICETAGS_SOURCE": source}
@@ -347,16 +415,25 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
                     demo.wait_for_impact(fresh, timings)
                     delivered = _expected_after(delivered, delivery, len(fresh))
                     demo.notify(outbox, delivered, timings)
-                steps.append(demo.step_record(path, run_id, fresh, outbox=outbox, emails_before=emails_before,
-                                              poisoned_before=poisoned_before,
-                                              regressed_before=regressed_before))
+                steps.append(
+                    demo.step_record(
+                        path,
+                        run_id,
+                        fresh,
+                        outbox=outbox,
+                        emails_before=emails_before,
+                        poisoned_before=poisoned_before,
+                        regressed_before=regressed_before,
+                    )
+                )
             web_url = _publish_web(env)
         finally:
             demo.stop_children()
             stack.down(state_dir)
     emails = _emails(outbox)
     return {
-        "old": str(files[0]), "new": str(files[-1]),
+        "old": str(files[0]),
+        "new": str(files[-1]),
         "snapshots": [str(p) for p in files],
         "source": source,
         "regions_checked": checked,
@@ -375,18 +452,24 @@ def run_demo(*, old: Path | None = None, new: Path | None = None, snapshots: lis
 def print_summary(result: dict[str, Any]) -> None:
     by_region = {e["region"]: e["file"] for e in result["emails"]}
     digest = result.get("delivery") == "digest"
-    print(f"\nservicetags-watch demo: {' → '.join(Path(p).name for p in result['snapshots'])}"
-          f" (source {result['source']})")
+    print(
+        f"\nservicetags-watch demo: {' → '.join(Path(p).name for p in result['snapshots'])}"
+        f" (source {result['source']})"
+    )
     if len(result["steps"]) > 1 or any(s["stale"] or s["poisoned"] for s in result["steps"]):
         for number, step in enumerate(result["steps"], start=1):
             events = [f"{r['region']} {r['region_event']}" for r in step["reports"] if r["region_event"]]
-            print(f"  step {number} {Path(step['file']).name}: {len(step['reports'])} reports, "
-                  f"{len(step['emails'])} e-mails, {len(step['poisoned'])} poisoned, "
-                  f"{len(step['stale'])} stale" + (f"; regions: {', '.join(events)}" if events else ""))
-    print(f"{result['regions_checked']} regions checked with {result['workers']} workers; "
-          f"{len(result['reports'])} changed; {len(result['emails'])} e-mails, "
-          f"{len(result.get('channel_messages', []))} channel messages "
-          f"({result.get('delivery', 'report')} delivery)\n")
+            print(
+                f"  step {number} {Path(step['file']).name}: {len(step['reports'])} reports, "
+                f"{len(step['emails'])} e-mails, {len(step['poisoned'])} poisoned, "
+                f"{len(step['stale'])} stale" + (f"; regions: {', '.join(events)}" if events else "")
+            )
+    print(
+        f"{result['regions_checked']} regions checked with {result['workers']} workers; "
+        f"{len(result['reports'])} changed; {len(result['emails'])} e-mails, "
+        f"{len(result.get('channel_messages', []))} channel messages "
+        f"({result.get('delivery', 'report')} delivery)\n"
+    )
     for report in result["reports"]:
         mark = f" [region {report['region_event']}]" if report.get("region_event") else ""
         print(f"  {report['summary']}{mark}")
@@ -405,35 +488,52 @@ def print_summary(result: dict[str, Any]) -> None:
         for key, value in report["counts"].items():
             totals[key] = totals.get(key, 0) + value
     if totals:
-        print(f"\nTotals: {totals['tags_changed']} tags changed, {totals['tags_added']} added, "
-              f"{totals['tags_removed']} removed; {totals['prefixes_added']} prefixes added, "
-              f"{totals['prefixes_removed']} removed (summed over regions; `global` and regional "
-              "tags overlap)")
+        print(
+            f"\nTotals: {totals['tags_changed']} tags changed, {totals['tags_added']} added, "
+            f"{totals['tags_removed']} removed; {totals['prefixes_added']} prefixes added, "
+            f"{totals['prefixes_removed']} removed (summed over regions; `global` and regional "
+            "tags overlap)"
+        )
     print(f"\nWeb view (served while the stack ran; `servicetags local up` keeps one): {result['web']}")
     t = result["timings"]
-    print(f"Timings: stack {t['stack']}s, baseline {t['baseline']}s, change {t['change']}s, "
-          f"impact {t.get('impact', 0)}s, e-mail {t['notify']}s; total {result['seconds']}s")
+    print(
+        f"Timings: stack {t['stack']}s, baseline {t['baseline']}s, change {t['change']}s, "
+        f"impact {t.get('impact', 0)}s, e-mail {t['notify']}s; total {result['seconds']}s"
+    )
 
 
 def main(argv: list[str], prog: str = "servicetags demo") -> int:
     parser = ArgumentParser(prog=prog, description="Run the whole pipeline locally on two real snapshots.")
-    parser.add_argument("--old", type=Path, default=DEFAULT_OLD,
-                        help="the earlier snapshot (default: bundled cn340)")
-    parser.add_argument("--new", type=Path, default=DEFAULT_NEW,
-                        help="the later snapshot (default: bundled cn341)")
-    parser.add_argument("--snapshots", type=Path, nargs="+", metavar="F",
-                        help="replay two or more files in this order (instead of --old/--new): the first "
-                        "is the baseline, each later one a full cycle")
-    parser.add_argument("--source", choices=["arm", "download-center"], default="arm",
-                        help="what workers read: the local ARM endpoint (default) or the local Download "
-                        "Center page and file")
+    parser.add_argument(
+        "--old", type=Path, default=DEFAULT_OLD, help="the earlier snapshot (default: bundled cn340)"
+    )
+    parser.add_argument(
+        "--new", type=Path, default=DEFAULT_NEW, help="the later snapshot (default: bundled cn341)"
+    )
+    parser.add_argument(
+        "--snapshots",
+        type=Path,
+        nargs="+",
+        metavar="F",
+        help="replay two or more files in this order (instead of --old/--new): the first "
+        "is the baseline, each later one a full cycle",
+    )
+    parser.add_argument(
+        "--source",
+        choices=["arm", "download-center"],
+        default="arm",
+        help="what workers read: the local ARM endpoint (default) or the local Download Center page and file",
+    )
     parser.add_argument("--regions", default="all", help="all (default) or R1,R2,... (ARM location names)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--outbox", type=Path, default=Path(".demo/outbox"), help="where e-mails land")
     parser.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
-    parser.add_argument("--delivery", choices=["digest", "report"], default="digest",
-                        help="digest: one message per run per recipient and channel (default); "
-                             "report: one per change report")
+    parser.add_argument(
+        "--delivery",
+        choices=["digest", "report"],
+        default="digest",
+        help="digest: one message per run per recipient and channel (default); report: one per change report",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.workers <= 16:
         return fail(prog, f"--workers {args.workers} must be between 1 and 16")
@@ -450,6 +550,7 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
             load_snapshot(path, parser_)  # fail fast, with the loader's message
     except SnapshotError as exc:
         return fail(prog, str(exc))
+
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
@@ -458,9 +559,15 @@ def main(argv: list[str], prog: str = "servicetags demo") -> int:
     # Ctrl-C (or SIGINT from a test harness) to stop it cleanly wherever it was started.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        result = run_demo(snapshots=[p.resolve() for p in files], regions=args.regions,
-                          workers=args.workers, outbox=args.outbox.resolve(), progress=Progress(),
-                          source=args.source, delivery=args.delivery)
+        result = run_demo(
+            snapshots=[p.resolve() for p in files],
+            regions=args.regions,
+            workers=args.workers,
+            outbox=args.outbox.resolve(),
+            progress=Progress(),
+            source=args.source,
+            delivery=args.delivery,
+        )
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
         return 130

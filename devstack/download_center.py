@@ -47,9 +47,11 @@ MODES = ("variable", "href", "any", "none")
 IDS = {56519: "Public", 57063: "AzureGovernment", 57062: "AzureChina"}
 FILE_CLOUD = {"Public": "Public", "AzureGovernment": "AzureGovernment", "AzureChina": "China"}
 # Fixed per cloud, as Microsoft's have been for a year; only the file name changes weekly.
-FOLDERS = {"Public": "7/1/d/71d86715-5596-4529-9b13-da13a5de5b63",
-           "AzureGovernment": "6/4/d/64d495f9-3b4c-4a1d-9d7c-5c9b7e2b3c20",
-           "AzureChina": "9/d/0/9d0b7a1e-8c52-4b6e-a0b6-3c3d4a1e9f11"}
+FOLDERS = {
+    "Public": "7/1/d/71d86715-5596-4529-9b13-da13a5de5b63",
+    "AzureGovernment": "6/4/d/64d495f9-3b4c-4a1d-9d7c-5c9b7e2b3c20",
+    "AzureChina": "9/d/0/9d0b7a1e-8c52-4b6e-a0b6-3c3d4a1e9f11",
+}
 _DATE_IN_NAME = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})")
 
 
@@ -82,30 +84,39 @@ class Published:
 def details_page(cloud: str, mode: str, current: Published | None, older: list[str]) -> str:
     """The details page in one of the forms real tools have met (see the module docstring)."""
     download_id = next(i for i, c in IDS.items() if c == cloud)
-    title = {"Public": "Azure IP Ranges and Service Tags \u2013 Public Cloud",
-             "AzureGovernment": "Azure IP Ranges and Service Tags \u2013 US Government Cloud",
-             "AzureChina": "Azure IP Ranges and Service Tags \u2013 China Cloud"}[cloud]
-    head = (f'<!DOCTYPE html>\n<html lang="en-us"><head><meta charset="utf-8"><title>Download {title} '
-            "from Official Microsoft Download Center</title></head>\n<body>\n"
-            f'<h1 class="heading">{title}</h1>\n'
-            f'<a href="https://www.microsoft.com/en-us/download/confirmation.aspx?id={download_id}&amp;'
-            'lang=en">Download</a>\n'
-            '<h3 class="h6">Version:</h3><p style="overflow-wrap:break-word">2025.01.12</p>\n')
+    title = {
+        "Public": "Azure IP Ranges and Service Tags \u2013 Public Cloud",
+        "AzureGovernment": "Azure IP Ranges and Service Tags \u2013 US Government Cloud",
+        "AzureChina": "Azure IP Ranges and Service Tags \u2013 China Cloud",
+    }[cloud]
+    head = (
+        f'<!DOCTYPE html>\n<html lang="en-us"><head><meta charset="utf-8"><title>Download {title} '
+        "from Official Microsoft Download Center</title></head>\n<body>\n"
+        f'<h1 class="heading">{title}</h1>\n'
+        f'<a href="https://www.microsoft.com/en-us/download/confirmation.aspx?id={download_id}&amp;'
+        'lang=en">Download</a>\n'
+        '<h3 class="h6">Version:</h3><p style="overflow-wrap:break-word">2025.01.12</p>\n'
+    )
     tail = "</body></html>\n"
     if mode == "none" or current is None:
         return head + "<p>This download is no longer available.</p>\n" + tail
     dated = [f"https://download.microsoft.com/download/{FOLDERS[cloud]}/{name}" for name in older]
     if mode == "variable":
         links = "".join(f'<li><a href="{u}">{u.rpartition("/")[2]}</a></li>' for u in dated)
-        return (head + f'<script>var AcOEt_DownloadUrl = "{current.url}"; var AcOEt_Locale = "en-us";'
-                "</script>\n" f"<ul>{links}</ul>\n" + tail)
+        return (
+            head + f'<script>var AcOEt_DownloadUrl = "{current.url}"; var AcOEt_Locale = "en-us";'
+            "</script>\n"
+            f"<ul>{links}</ul>\n" + tail
+        )
     if mode == "href":
         # The download button, older files as links, and the tracking query escaped as &amp;.
         links = "".join(f'<a href="{u}" data-bi-cN="older">{u.rpartition("/")[2]}</a>\n' for u in dated)
-        return (head + f'<a class="mscom-link download-button dl-button" href="{current.url}" '
-                'data-bi-id="download&amp;type=json">Download</a>\n'
-                '<a href="https://download.microsoft.com/download/0/1/8/018e208d/PowerShell_Readme.json" '
-                'data-x="a&amp;b">readme</a>\n' + links + tail)
+        return (
+            head + f'<a class="mscom-link download-button dl-button" href="{current.url}" '
+            'data-bi-id="download&amp;type=json">Download</a>\n'
+            '<a href="https://download.microsoft.com/download/0/1/8/018e208d/PowerShell_Readme.json" '
+            'data-x="a&amp;b">readme</a>\n' + links + tail
+        )
     # any: bare URLs only, inside a script's JSON, the current one not first.
     blob = json.dumps({"downloadFiles": [{"url": u} for u in [*dated, current.url, *dated[:1]]]})
     return head + f"<script>window.__DLCDetails__ = {blob.replace('&', '&amp;')};</script>\n" + tail
@@ -116,7 +127,7 @@ class DownloadCenterState:
         self._lock = threading.Lock()
         self.mode = mode
         self._current: dict[str, Published] = {}
-        self._history: dict[str, Published] = {}      # path -> every file published
+        self._history: dict[str, Published] = {}  # path -> every file published
         self._faults: deque[int] = deque()
         self.requests: dict[str, int] = {"page": 0, "file": 0, "not_modified": 0}
         if snapshot is not None:
@@ -152,8 +163,11 @@ class DownloadCenterState:
         with self._lock:
             current = self._current.get(cloud)
             # Earlier files stay listed, as on the real page; never one dated after the current.
-            older = sorted(p.name for p in self._history.values()
-                           if p.cloud == cloud and current is not None and p.name < current.name)
+            older = sorted(
+                p.name
+                for p in self._history.values()
+                if p.cloud == cloud and current is not None and p.name < current.name
+            )
         return details_page(cloud, self.mode, current, older)
 
     def file(self, path: str) -> Published | None:
@@ -188,8 +202,11 @@ class _Handler(BaseHTTPRequestHandler):
             ids = parse_qs(url.query).get("id", [""])
             cloud = IDS.get(int(ids[0])) if ids[0].isdigit() else None
             if cloud is None:
-                self._send(404, b"<html><body>We're sorry, this download is no longer available."
-                           b"</body></html>", "text/html")
+                self._send(
+                    404,
+                    b"<html><body>We're sorry, this download is no longer available.</body></html>",
+                    "text/html",
+                )
                 return
             self._send(200, state.page(cloud).encode(), "text/html; charset=utf-8")
             return
@@ -213,8 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             payload = json.loads(self.rfile.read(length) or b"{}")
             if self.path == "/_admin/file":
-                published = state.set_file(Path(payload["path"]), cloud=payload.get("cloud"),
-                                           name=payload.get("name"))
+                published = state.set_file(
+                    Path(payload["path"]), cloud=payload.get("cloud"), name=payload.get("name")
+                )
                 answer: dict[str, Any] = {"url": published.url, "name": published.name}
             elif self.path == "/_admin/mode":
                 state.set_mode(payload["mode"])
@@ -252,8 +270,9 @@ class _Server(ThreadingHTTPServer):
 class DownloadCenter:
     """The stand-in in a background thread (tests); `url` is its base URL."""
 
-    def __init__(self, snapshot: Path | None = None, *, mode: str = "variable", host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+    def __init__(
+        self, snapshot: Path | None = None, *, mode: str = "variable", host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.state = DownloadCenterState(snapshot, mode=mode)
         self._server = _Server((host, port), self.state)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -286,8 +305,12 @@ class DownloadCenterControl:
         return cls(json.loads((state_dir / STATE_FILE).read_text())["url"])
 
     def _post(self, route: str, payload: dict[str, Any]) -> Any:
-        request = urllib.request.Request(f"{self.url}/_admin/{route}", data=json.dumps(payload).encode(),
-                                         method="POST", headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.url}/_admin/{route}",
+            data=json.dumps(payload).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return json.loads(response.read())
@@ -306,10 +329,18 @@ class DownloadCenterControl:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.download_center", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--snapshot", type=Path, action="append", default=[],
-                        help="a file to publish (repeatable: one per cloud)")
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.download_center",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--snapshot",
+        type=Path,
+        action="append",
+        default=[],
+        help="a file to publish (repeatable: one per cloud)",
+    )
     parser.add_argument("--mode", choices=MODES, default="variable", help="the page form (default variable)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

@@ -85,8 +85,10 @@ class _ContainerListing(Protocol):
 
 
 def account_resource_id(subscription_id: str, resource_group: str, account_name: str) -> str:
-    return (f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
-            f"/providers/Microsoft.Storage/storageAccounts/{account_name}")
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.Storage/storageAccounts/{account_name}"
+    )
 
 
 def event_time(moment: datetime) -> str:
@@ -101,8 +103,18 @@ def storage_request_id() -> str:
 
 
 def blob_created_event(
-    *, schema: Schema, topic: str, container: str, name: str, url: str, etag: str,
-    content_type: str, content_length: int, blob_type: str, created: datetime, sequencer: int,
+    *,
+    schema: Schema,
+    topic: str,
+    container: str,
+    name: str,
+    url: str,
+    etag: str,
+    content_type: str,
+    content_length: int,
+    blob_type: str,
+    created: datetime,
+    sequencer: int,
 ) -> dict[str, Any]:
     """One BlobCreated event, keys in the order Event Grid writes them."""
     subject = f"/blobServices/default/containers/{container}/blobs/{name}"
@@ -119,10 +131,25 @@ def blob_created_event(
         "storageDiagnostics": {"batchId": str(uuid.uuid4())},
     }
     if schema == "cloudevents":
-        return {"source": topic, "subject": subject, "type": BLOB_CREATED, "time": event_time(created),
-                "id": str(uuid.uuid4()), "data": data, "specversion": "1.0"}
-    return {"topic": topic, "subject": subject, "eventType": BLOB_CREATED, "eventTime": event_time(created),
-            "id": str(uuid.uuid4()), "data": data, "dataVersion": "", "metadataVersion": "1"}
+        return {
+            "source": topic,
+            "subject": subject,
+            "type": BLOB_CREATED,
+            "time": event_time(created),
+            "id": str(uuid.uuid4()),
+            "data": data,
+            "specversion": "1.0",
+        }
+    return {
+        "topic": topic,
+        "subject": subject,
+        "eventType": BLOB_CREATED,
+        "eventTime": event_time(created),
+        "id": str(uuid.uuid4()),
+        "data": data,
+        "dataVersion": "",
+        "metadataVersion": "1",
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -142,14 +169,18 @@ class _State:
                 self.sequencer = int(doc["sequencer"])
                 self.delivered = {(str(name), str(etag)) for name, etag in doc["delivered"]}
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise RelayStateError(f"{path}: not a relay state file ({exc}); delete it to re-send "
-                                      "every blob once") from None
+                raise RelayStateError(
+                    f"{path}: not a relay state file ({exc}); delete it to re-send every blob once"
+                ) from None
 
     def save(self) -> None:
         if self.path is None:
             return
-        doc = {"schema": STATE_SCHEMA, "sequencer": self.sequencer,
-               "delivered": sorted([name, etag] for name, etag in self.delivered)}
+        doc = {
+            "schema": STATE_SCHEMA,
+            "sequencer": self.sequencer,
+            "delivered": sorted([name, etag] for name, etag in self.delivered),
+        }
         _write_atomically(self.path, json.dumps(doc, indent=1) + "\n")
 
 
@@ -187,15 +218,22 @@ def _container_client(blobs: Any) -> _ContainerListing:
 
 class BlobEventRelay:
     def __init__(
-        self, blobs: Any, *, account_name: str, container: str = "reports", deliver: Deliver,
-        schema: Schema = "eventgrid", state_path: Path | None,
+        self,
+        blobs: Any,
+        *,
+        account_name: str,
+        container: str = "reports",
+        deliver: Deliver,
+        schema: Schema = "eventgrid",
+        state_path: Path | None,
         subscription_id: str = "00000000-0000-0000-0000-000000000000",
         resource_group: str = "servicetags-local",
     ) -> None:
         self._client = _container_client(blobs)
         if self._client.container_name != container:
-            raise ValueError(f"container {container!r} is not the client's container "
-                             f"{self._client.container_name!r}")
+            raise ValueError(
+                f"container {container!r} is not the client's container {self._client.container_name!r}"
+            )
         if schema not in ("eventgrid", "cloudevents"):
             raise ValueError(f"schema must be 'eventgrid' or 'cloudevents', not {schema!r}")
         self.container, self.schema, self._deliver = container, schema, deliver
@@ -207,8 +245,9 @@ class BlobEventRelay:
     def poll_once(self) -> int:
         """Deliver an event for each blob not delivered yet, oldest first; returns how many.
         A failed delivery raises, after persisting what was delivered before it."""
-        blobs = sorted(self._client.list_blobs(),
-                       key=lambda blob: (blob.creation_time or blob.last_modified, blob.name))
+        blobs = sorted(
+            self._client.list_blobs(), key=lambda blob: (blob.creation_time or blob.last_modified, blob.name)
+        )
         present: set[BlobKey] = set()
         delivered = 0
         for blob in blobs:
@@ -224,9 +263,17 @@ class BlobEventRelay:
             self._state.save()  # after every delivery: a crash re-sends at most this one
             delivered += 1
             event = json.loads(text)
-            log_event(log, "event_relayed", f"relayed BlobCreated for {blob.name}", blob=blob.name,
-                      container=self.container, etag=key[1], event_id=event["id"],
-                      sequencer=event["data"]["sequencer"], schema=self.schema)
+            log_event(
+                log,
+                "event_relayed",
+                f"relayed BlobCreated for {blob.name}",
+                blob=blob.name,
+                container=self.container,
+                etag=key[1],
+                event_id=event["id"],
+                sequencer=event["data"]["sequencer"],
+                schema=self.schema,
+            )
         # Forget blobs that are gone (or were replaced) so the state stays as small as the container.
         if not self._state.delivered <= present:
             self._state.delivered &= present
@@ -241,9 +288,14 @@ class BlobEventRelay:
                 self.poll_once()
                 wait = interval
             except Exception as exc:
-                log_event(log, "event_relay_failed", f"delivery failed, retrying in {wait:.1f}s: {exc}",
-                          level=logging.WARNING, container=self.container,
-                          exc_info=not isinstance(exc, WebhookDeliveryError))
+                log_event(
+                    log,
+                    "event_relay_failed",
+                    f"delivery failed, retrying in {wait:.1f}s: {exc}",
+                    level=logging.WARNING,
+                    container=self.container,
+                    exc_info=not isinstance(exc, WebhookDeliveryError),
+                )
                 stop_event.wait(wait)
                 wait = min(max(wait, 0.1) * 2, _MAX_BACKOFF)
                 continue
@@ -254,10 +306,16 @@ class BlobEventRelay:
         created = blob.creation_time or blob.last_modified or datetime.now(UTC)
         blob_type = getattr(blob.blob_type, "value", blob.blob_type) or "BlockBlob"
         event = blob_created_event(
-            schema=self.schema, topic=self.topic, container=self.container, name=blob.name,
-            url=self._client.get_blob_client(blob.name).url, etag=str(blob.etag).strip('"'),
+            schema=self.schema,
+            topic=self.topic,
+            container=self.container,
+            name=blob.name,
+            url=self._client.get_blob_client(blob.name).url,
+            etag=str(blob.etag).strip('"'),
             content_type=blob.content_settings.content_type or "application/octet-stream",
-            content_length=int(blob.size or 0), blob_type=str(blob_type), created=created,
+            content_length=int(blob.size or 0),
+            blob_type=str(blob_type),
+            created=created,
             sequencer=self._state.sequencer,
         )
         return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
@@ -279,8 +337,9 @@ def queue_deliverer(queue_client: Any, *, encoding: Literal["base64", "text"] = 
     return deliver
 
 
-def webhook_deliverer(url: str, headers: Mapping[str, str] | None = None, *,
-                      timeout: float = 30.0) -> Deliver:
+def webhook_deliverer(
+    url: str, headers: Mapping[str, str] | None = None, *, timeout: float = 30.0
+) -> Deliver:
     """POST like Event Grid: a one-element array with `aeg-event-type: Notification`, or a
     single CloudEvent. Anything but 200-204 raises WebhookDeliveryError."""
     # Local endpoints only: ignore *_proxy variables that would route loopback elsewhere.
@@ -290,12 +349,17 @@ def webhook_deliverer(url: str, headers: Mapping[str, str] | None = None, *,
     def deliver(text: str) -> None:
         cloud = "specversion" in json.loads(text)
         body = text if cloud else f"[{text}]"
-        request = urllib.request.Request(url, data=body.encode("utf-8"), method="POST", headers={
-            "Content-Type": CLOUDEVENTS_CONTENT_TYPE if cloud else EVENTGRID_CONTENT_TYPE,
-            "aeg-event-type": "Notification",
-            "aeg-subscription-name": SUBSCRIPTION_NAME,
-            **(headers or {}),
-        })
+        request = urllib.request.Request(
+            url,
+            data=body.encode("utf-8"),
+            method="POST",
+            headers={
+                "Content-Type": CLOUDEVENTS_CONTENT_TYPE if cloud else EVENTGRID_CONTENT_TYPE,
+                "aeg-event-type": "Notification",
+                "aeg-subscription-name": SUBSCRIPTION_NAME,
+                **(headers or {}),
+            },
+        )
         try:
             with opener.open(request, timeout=timeout) as response:
                 status = response.status
@@ -327,23 +391,35 @@ def _account_name(connection_string: str) -> str:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.relay", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--connection-string",
-                        default=os.environ.get("SERVICETAGS_STORAGE_CONNECTION_STRING"),
-                        help="storage connection string (default: $SERVICETAGS_STORAGE_CONNECTION_STRING)")
+    parser.add_argument(
+        "--connection-string",
+        default=os.environ.get("SERVICETAGS_STORAGE_CONNECTION_STRING"),
+        help="storage connection string (default: $SERVICETAGS_STORAGE_CONNECTION_STRING)",
+    )
     parser.add_argument("--container", default="reports")
     parser.add_argument("--queue", default="change-events", help="destination queue (without --webhook)")
-    parser.add_argument("--encoding", choices=("base64", "text"), default="base64",
-                        help="queue message encoding (Event Grid writes base64)")
+    parser.add_argument(
+        "--encoding",
+        choices=("base64", "text"),
+        default="base64",
+        help="queue message encoding (Event Grid writes base64)",
+    )
     parser.add_argument("--webhook", help="POST events to this URL instead of the queue")
-    parser.add_argument("--webhook-header", action="append", default=[], metavar="NAME:VALUE",
-                        help="extra header for webhook calls (repeatable)")
+    parser.add_argument(
+        "--webhook-header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra header for webhook calls (repeatable)",
+    )
     parser.add_argument("--schema", choices=("eventgrid", "cloudevents"), default="eventgrid")
     parser.add_argument("--state-dir", type=Path, help="keep delivered keys here across restarts")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between listings")
     parser.add_argument("--subscription-id", default="00000000-0000-0000-0000-000000000000")
     parser.add_argument("--resource-group", default="servicetags-local")
-    parser.add_argument("--log-format", choices=("json", "text"),
-                        default=os.environ.get("SERVICETAGS_LOG_FORMAT", "json"))
+    parser.add_argument(
+        "--log-format", choices=("json", "text"), default=os.environ.get("SERVICETAGS_LOG_FORMAT", "json")
+    )
     args = parser.parse_args(argv)
     if not args.connection_string:
         parser.error("--connection-string (or SERVICETAGS_STORAGE_CONNECTION_STRING) is required")
@@ -371,10 +447,16 @@ def main(argv: list[str] | None = None) -> int:
         deliver, target = queue_deliverer(queue, encoding=args.encoding), f"queue {args.queue}"
     state_dir: Path | None = args.state_dir
     try:
-        relay = BlobEventRelay(container, account_name=_account_name(args.connection_string),
-                               container=args.container, deliver=deliver, schema=args.schema,
-                               state_path=state_dir / STATE_FILE if state_dir else None,
-                               subscription_id=args.subscription_id, resource_group=args.resource_group)
+        relay = BlobEventRelay(
+            container,
+            account_name=_account_name(args.connection_string),
+            container=args.container,
+            deliver=deliver,
+            schema=args.schema,
+            state_path=state_dir / STATE_FILE if state_dir else None,
+            subscription_id=args.subscription_id,
+            resource_group=args.resource_group,
+        )
     except RelayStateError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1

@@ -70,9 +70,13 @@ class RunMarkers:
         self._seen: dict[str, Any] = {}  # run prefix -> the marker's properties
 
     def list_blobs(self) -> Iterator[Any]:
-        runs = [run.name for cloud in self._client.walk_blobs(delimiter="/") if cloud.name.endswith("/")
-                for run in self._client.walk_blobs(name_starts_with=cloud.name, delimiter="/")
-                if run.name.endswith("/")]
+        runs = [
+            run.name
+            for cloud in self._client.walk_blobs(delimiter="/")
+            if cloud.name.endswith("/")
+            for run in self._client.walk_blobs(name_starts_with=cloud.name, delimiter="/")
+            if run.name.endswith("/")
+        ]
         self._seen = {run: blob for run, blob in self._seen.items() if run in runs}
         for run in runs:
             if run not in self._seen:
@@ -87,8 +91,9 @@ class RunMarkers:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m devstack.runs_relay",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.runs_relay", description=__doc__.split("\n\n")[0]
+    )
     connection = os.environ.get("SERVICETAGS_STORAGE_CONNECTION_STRING")
     parser.add_argument("--connection-string", default=connection, required=not connection)
     parser.add_argument("--container", default="runs")
@@ -104,10 +109,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure(os.environ.get("SERVICETAGS_LOG_FORMAT", "json"),
-              os.environ.get("SERVICETAGS_LOG_LEVEL", "INFO"))
+    configure(
+        os.environ.get("SERVICETAGS_LOG_FORMAT", "json"), os.environ.get("SERVICETAGS_LOG_LEVEL", "INFO")
+    )
     container = BlobServiceClient.from_connection_string(args.connection_string).get_container_client(
-        args.container)
+        args.container
+    )
     with contextlib.suppress(ResourceExistsError):
         container.create_container()
     deliver: Deliver
@@ -120,10 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         deliver = queue_deliverer(queue)
     if args.state_dir:
         args.state_dir.mkdir(parents=True, exist_ok=True)
-    relay = BlobEventRelay(RunMarkers(container), account_name=_account_name(args.connection_string),
-                           container=args.container, deliver=deliver, schema=args.schema,
-                           state_path=args.state_dir / STATE_FILE if args.state_dir else None,
-                           subscription_id=args.subscription_id, resource_group=args.resource_group)
+    relay = BlobEventRelay(
+        RunMarkers(container),
+        account_name=_account_name(args.connection_string),
+        container=args.container,
+        deliver=deliver,
+        schema=args.schema,
+        state_path=args.state_dir / STATE_FILE if args.state_dir else None,
+        subscription_id=args.subscription_id,
+        resource_group=args.resource_group,
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -120,8 +120,9 @@ class SmtpSink:
                     raise
                 continue  # someone took the free port between our probe and the bind
             self._port, self._controller = port, controller
-            log_event(log, "smtp_sink_started", f"SMTP sink on port {port}", port=port,
-                      outbox=str(self.outbox))
+            log_event(
+                log, "smtp_sink_started", f"SMTP sink on port {port}", port=port, outbox=str(self.outbox)
+            )
             return self
         raise AssertionError("unreachable")
 
@@ -160,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     sink = SmtpSink(args.outbox, port=args.port).start()
     try:
         if args.state_file:
-            state = {"host": sink.host, "port": sink.port, "outbox": str(sink.outbox.resolve()),
-                     "pid": os.getpid()}
+            state = {
+                "host": sink.host,
+                "port": sink.port,
+                "outbox": str(sink.outbox.resolve()),
+                "pid": os.getpid(),
+            }
             args.state_file.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(args.state_file, json.dumps(state).encode("utf-8"))
         log.info("smtp sink on %s:%d writing to %s", sink.host, sink.port, sink.outbox)

@@ -27,8 +27,16 @@ from devstack.azurite import start_azurite, stop_process_group
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-00000000c0de"
 DEFAULT_RECIPIENTS = json.dumps([{"address": "network-team@example.com", "name": "Network team"}])
 CONTAINERS = ("snapshots", "reports", "notifications", "runs", "history", "$web", "impact")
-QUEUES = ("regions", "regions-poison", "change-events", "change-events-poison", "run-deadlines",
-          "run-deadlines-poison", "impact", "impact-poison")
+QUEUES = (
+    "regions",
+    "regions-poison",
+    "change-events",
+    "change-events-poison",
+    "run-deadlines",
+    "run-deadlines-poison",
+    "impact",
+    "impact-poison",
+)
 ROOT = Path(__file__).resolve().parents[1]
 # ARM JSON of NSGs, firewall policies, IP Groups, routes, storage and key vault ACLs, made from
 # real tag names and prefixes (a copy of tests/fixtures/rules/arm/): what the local impact
@@ -71,19 +79,28 @@ def running(state_dir: Path) -> dict[str, Any] | None:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def _spawn(name: str, argv: list[str], state_dir: Path,
-           env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _spawn(
+    name: str, argv: list[str], state_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{name}.log").open("ab") as log:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=ROOT, start_new_session=True, env=env)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+            env=env,
+        )
     _CHILDREN[process.pid] = process
     return process
 
 
-def _wait_for_file(path: Path, process: subprocess.Popen[bytes], name: str, state_dir: Path,
-                   timeout: float = 30) -> dict[str, Any]:
+def _wait_for_file(
+    path: Path, process: subprocess.Popen[bytes], name: str, state_dir: Path, timeout: float = 30
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
@@ -95,10 +112,17 @@ def _wait_for_file(path: Path, process: subprocess.Popen[bytes], name: str, stat
     raise StackError(f"{name} did not start (see {state_dir / 'logs' / (name + '.log')}):\n{tail}")
 
 
-def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float = 0.0,
-       event_schema: str = "eventgrid", recipients: str = DEFAULT_RECIPIENTS,
-       persistent: bool = True, outbox: Path | None = None,
-       rules: Path | None = DEFAULT_RULES) -> dict[str, str]:
+def up(
+    state_dir: Path,
+    *,
+    snapshot: Path = DEFAULT_SNAPSHOT,
+    fault_rate: float = 0.0,
+    event_schema: str = "eventgrid",
+    recipients: str = DEFAULT_RECIPIENTS,
+    persistent: bool = True,
+    outbox: Path | None = None,
+    rules: Path | None = DEFAULT_RULES,
+) -> dict[str, str]:
     """Start everything and return the environment the components need.
 
     A stack already running from `state_dir` is reused (its environment is returned); one
@@ -114,8 +138,10 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
     state_dir.mkdir(parents=True, exist_ok=True)
     pids: dict[str, int] = {}
     try:
-        azurite = start_azurite(location=state_dir / "azurite" if persistent else None,
-                                log_path=state_dir / "logs" / "azurite.log")
+        azurite = start_azurite(
+            location=state_dir / "azurite" if persistent else None,
+            log_path=state_dir / "logs" / "azurite.log",
+        )
         pids["azurite"] = azurite.pid
         handle = getattr(azurite, "_process", None)  # the launcher's own Popen of Azurite
         if handle is not None:
@@ -124,37 +150,103 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
 
         for stale in ("arm/arm.json", "smtp.json", "webhooks.json", "download/download.json"):
             (state_dir / stale).unlink(missing_ok=True)
-        arm = _spawn("arm", [sys.executable, "-m", "devstack.arm_endpoint", "--snapshot", str(snapshot),
-                             "--state-dir", str(state_dir / "arm"), "--fault-rate", str(fault_rate)],
-                     state_dir)
+        arm = _spawn(
+            "arm",
+            [
+                sys.executable,
+                "-m",
+                "devstack.arm_endpoint",
+                "--snapshot",
+                str(snapshot),
+                "--state-dir",
+                str(state_dir / "arm"),
+                "--fault-rate",
+                str(fault_rate),
+            ],
+            state_dir,
+        )
         pids["arm"] = arm.pid
         arm_info = _wait_for_file(state_dir / "arm" / "arm.json", arm, "arm", state_dir)
 
         # The Download Center stand-in, publishing the same file (the `download-center` source).
-        download = _spawn("download", [sys.executable, "-m", "devstack.download_center", "--snapshot",
-                                       str(snapshot), "--state-dir", str(state_dir / "download")], state_dir)
+        download = _spawn(
+            "download",
+            [
+                sys.executable,
+                "-m",
+                "devstack.download_center",
+                "--snapshot",
+                str(snapshot),
+                "--state-dir",
+                str(state_dir / "download"),
+            ],
+            state_dir,
+        )
         pids["download"] = download.pid
-        download_info = _wait_for_file(state_dir / "download" / "download.json", download, "download",
-                                       state_dir)
+        download_info = _wait_for_file(
+            state_dir / "download" / "download.json", download, "download", state_dir
+        )
 
-        smtp = _spawn("smtp", [sys.executable, "-m", "devstack.smtp_sink", "--outbox",
-                               str(outbox or state_dir / "outbox"),
-                               "--state-file", str(state_dir / "smtp.json")],
-                      state_dir)
+        smtp = _spawn(
+            "smtp",
+            [
+                sys.executable,
+                "-m",
+                "devstack.smtp_sink",
+                "--outbox",
+                str(outbox or state_dir / "outbox"),
+                "--state-file",
+                str(state_dir / "smtp.json"),
+            ],
+            state_dir,
+        )
         pids["smtp"] = smtp.pid
         smtp_info = _wait_for_file(state_dir / "smtp.json", smtp, "smtp", state_dir)
 
-        relay = _spawn("relay", [sys.executable, "-m", "devstack.relay", "--connection-string",
-                                 azurite.connection_string, "--container", "reports",
-                                 "--queue", "change-events", "--schema", event_schema,
-                                 "--interval", "0.2", "--state-dir", str(state_dir / "relay")], state_dir)
+        relay = _spawn(
+            "relay",
+            [
+                sys.executable,
+                "-m",
+                "devstack.relay",
+                "--connection-string",
+                azurite.connection_string,
+                "--container",
+                "reports",
+                "--queue",
+                "change-events",
+                "--schema",
+                event_schema,
+                "--interval",
+                "0.2",
+                "--state-dir",
+                str(state_dir / "relay"),
+            ],
+            state_dir,
+        )
         pids["relay"] = relay.pid
         # A run's complete marker raises an event too: it is what closes the run's digest.
-        runs_relay = _spawn("relay-runs", [sys.executable, "-m", "devstack.runs_relay", "--connection-string",
-                                           azurite.connection_string, "--container", "runs",
-                                           "--queue", "change-events", "--schema", event_schema,
-                                           "--interval", "0.2", "--state-dir", str(state_dir / "relay-runs")],
-                            state_dir)
+        runs_relay = _spawn(
+            "relay-runs",
+            [
+                sys.executable,
+                "-m",
+                "devstack.runs_relay",
+                "--connection-string",
+                azurite.connection_string,
+                "--container",
+                "runs",
+                "--queue",
+                "change-events",
+                "--schema",
+                event_schema,
+                "--interval",
+                "0.2",
+                "--state-dir",
+                str(state_dir / "relay-runs"),
+            ],
+            state_dir,
+        )
         pids["relay-runs"] = runs_relay.pid
         relays = [("relay", relay), ("relay-runs", runs_relay)]
         if rules is not None:
@@ -162,10 +254,20 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
                 pids[name] = process.pid
                 relays.append((name, process))
         signing_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        receiver = _spawn("webhooks", [sys.executable, "-m", "devstack.webhook_receiver", "--outbox",
-                                       str(outbox or state_dir / "outbox"),
-                                       "--state-file", str(state_dir / "webhooks.json")],
-                          state_dir, env={**os.environ, "WEBHOOK_RECEIVER_SECRETS": signing_secret})
+        receiver = _spawn(
+            "webhooks",
+            [
+                sys.executable,
+                "-m",
+                "devstack.webhook_receiver",
+                "--outbox",
+                str(outbox or state_dir / "outbox"),
+                "--state-file",
+                str(state_dir / "webhooks.json"),
+            ],
+            state_dir,
+            env={**os.environ, "WEBHOOK_RECEIVER_SECRETS": signing_secret},
+        )
         pids["webhooks"] = receiver.pid
         webhooks_info = _wait_for_file(state_dir / "webhooks.json", receiver, "webhooks", state_dir)
         time.sleep(0.3)
@@ -174,9 +276,21 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
                 tail = (state_dir / "logs" / f"{name}.log").read_text(errors="replace")[-1500:]
                 raise StackError(f"{name} did not start:\n{tail}")
         (state_dir / "web.json").unlink(missing_ok=True)
-        web = _spawn("web", [sys.executable, "-m", "devstack.web_server", "--connection-string",
-                             azurite.connection_string, "--container", "$web",
-                             "--state-file", str(state_dir / "web.json")], state_dir)
+        web = _spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "devstack.web_server",
+                "--connection-string",
+                azurite.connection_string,
+                "--container",
+                "$web",
+                "--state-file",
+                str(state_dir / "web.json"),
+            ],
+            state_dir,
+        )
         pids["web"] = web.pid
         web_info = _wait_for_file(state_dir / "web.json", web, "web", state_dir)
     except BaseException:
@@ -214,18 +328,42 @@ def up(state_dir: Path, *, snapshot: Path = DEFAULT_SNAPSHOT, fault_rate: float 
     return env
 
 
-def _impact_step(state_dir: Path, connection_string: str, event_schema: str,
-                 rules: Path) -> list[tuple[str, subprocess.Popen[bytes]]]:
+def _impact_step(
+    state_dir: Path, connection_string: str, event_schema: str, rules: Path
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
     """The impact step's own "Event Grid subscription" on the same report events (a second
     relay) and its worker over `rules`: a report never waits for it (docs/architecture.md)."""
-    relay = _spawn("relay-impact", [sys.executable, "-m", "devstack.relay", "--connection-string",
-                                    connection_string, "--container", "reports", "--queue", "impact",
-                                    "--schema", event_schema, "--interval", "0.2",
-                                    "--state-dir", str(state_dir / "relay-impact")], state_dir)
-    env = {**os.environ, "SERVICETAGS_STORAGE_CONNECTION_STRING": connection_string,
-           "SERVICETAGS_RULES_SOURCE": "file", "SERVICETAGS_RULES_PATH": str(rules),
-           "SERVICETAGS_IMPACT_QUEUE": "impact", "SERVICETAGS_IMPACT_CONTAINER": "impact",
-           "SERVICETAGS_IDLE_SLEEP": "1", "SERVICETAGS_RETRY_DELAY": "1"}
+    relay = _spawn(
+        "relay-impact",
+        [
+            sys.executable,
+            "-m",
+            "devstack.relay",
+            "--connection-string",
+            connection_string,
+            "--container",
+            "reports",
+            "--queue",
+            "impact",
+            "--schema",
+            event_schema,
+            "--interval",
+            "0.2",
+            "--state-dir",
+            str(state_dir / "relay-impact"),
+        ],
+        state_dir,
+    )
+    env = {
+        **os.environ,
+        "SERVICETAGS_STORAGE_CONNECTION_STRING": connection_string,
+        "SERVICETAGS_RULES_SOURCE": "file",
+        "SERVICETAGS_RULES_PATH": str(rules),
+        "SERVICETAGS_IMPACT_QUEUE": "impact",
+        "SERVICETAGS_IMPACT_CONTAINER": "impact",
+        "SERVICETAGS_IDLE_SLEEP": "1",
+        "SERVICETAGS_RETRY_DELAY": "1",
+    }
     worker = _spawn("impact", [sys.executable, "-m", "impact"], state_dir, env=env)
     return [("relay-impact", relay), ("impact", worker)]
 
@@ -270,8 +408,10 @@ def restart_azurite(state_dir: Path, *, pause: float = 0.0) -> None:
     if not location.is_dir():
         raise StackError("restarting Azurite needs a persistent stack (its data would be lost)")
     connection = state["env"]["SERVICETAGS_STORAGE_CONNECTION_STRING"]
-    ports = {kind: int(connection.split(f"{kind}Endpoint=http://")[1].split(":")[1].split("/")[0])
-             for kind in ("Blob", "Queue")}
+    ports = {
+        kind: int(connection.split(f"{kind}Endpoint=http://")[1].split(":")[1].split("/")[0])
+        for kind in ("Blob", "Queue")
+    }
     assert connection.count(ACCOUNT_NAME) >= 2  # the dev account, on explicit endpoints
     pid = state["pids"]["azurite"]
     stop_process_group(pid, timeout=10)
@@ -279,8 +419,12 @@ def restart_azurite(state_dir: Path, *, pause: float = 0.0) -> None:
     if child is not None:
         child.wait(timeout=5)
     time.sleep(pause)
-    azurite = start_azurite(location=location, blob_port=ports["Blob"], queue_port=ports["Queue"],
-                            log_path=state_dir / "logs" / "azurite.log")
+    azurite = start_azurite(
+        location=location,
+        blob_port=ports["Blob"],
+        queue_port=ports["Queue"],
+        log_path=state_dir / "logs" / "azurite.log",
+    )
     handle = getattr(azurite, "_process", None)
     if handle is not None:
         _CHILDREN[azurite.pid] = handle

@@ -56,8 +56,10 @@ def make_server(container: Any, host: str = "127.0.0.1", port: int = 0) -> Threa
             status = 200
             if found is None:
                 status = 404
-                found = self._fetch(ERROR_DOCUMENT) or (b"The requested content does not exist.",
-                                                        "text/plain; charset=utf-8")
+                found = self._fetch(ERROR_DOCUMENT) or (
+                    b"The requested content does not exist.",
+                    "text/plain; charset=utf-8",
+                )
             data, content_type = found
             self.send_response(status)
             self.send_header("Content-Type", content_type)

@@ -43,7 +43,7 @@ from devstack.tcp_ports import LOOPBACK
 from notifier import signing
 
 TEAMS_MAX_BYTES = 28 * 1024
-RATES = {"teams": 4, "slack": 1}   # requests per second per URL before 429
+RATES = {"teams": 4, "slack": 1}  # requests per second per URL before 429
 KINDS = ("teams", "slack", "webhook")
 
 
@@ -115,8 +115,13 @@ class Receiver:
         self.url = f"http://{host}:{self.port}"
         self._thread: threading.Thread | None = None
 
-    def script(self, path: str, answers: list[int] | None = None, delay: float | None = None,
-               retry_after: int | None = None) -> None:
+    def script(
+        self,
+        path: str,
+        answers: list[int] | None = None,
+        delay: float | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         with self._lock:
             self._scripts[path].extend(answers or [])
             if delay is not None:
@@ -149,9 +154,14 @@ class Receiver:
             throttled = scripted is None and self._throttled(path, kind, time.monotonic())
         if delay:
             time.sleep(delay)
-        record: dict[str, Any] = {"kind": kind, "name": name, "path": path, "size": len(body),
-                                  "headers": {k.lower(): v for k, v in headers.items()},
-                                  "received_at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        record: dict[str, Any] = {
+            "kind": kind,
+            "name": name,
+            "path": path,
+            "size": len(body),
+            "headers": {k.lower(): v for k, v in headers.items()},
+            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        }
         status, reply = self._check(kind, headers, body, record)
         if throttled:
             status, reply = 429, b"too many requests"
@@ -169,8 +179,9 @@ class Receiver:
             self.requests.append(record)
         return status, reply, extra
 
-    def _check(self, kind: str, headers: dict[str, str], body: bytes,
-               record: dict[str, Any]) -> tuple[int, bytes]:
+    def _check(
+        self, kind: str, headers: dict[str, str], body: bytes, record: dict[str, Any]
+    ) -> tuple[int, bytes]:
         try:
             doc = json.loads(body)
         except ValueError:
@@ -195,8 +206,9 @@ class Receiver:
         return 204, b""
 
     def start(self) -> Receiver:
-        self._thread = threading.Thread(target=self.server.serve_forever, name="webhook-receiver",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="webhook-receiver", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -219,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if args.state_file:
-        write_atomically(args.state_file, json.dumps({"url": receiver.url, "port": receiver.port,
-                                                      "pid": os.getpid()}).encode())
+        write_atomically(
+            args.state_file,
+            json.dumps({"url": receiver.url, "port": receiver.port, "pid": os.getpid()}).encode(),
+        )
     stop.wait()
     receiver.stop()
     return 0

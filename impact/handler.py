@@ -125,16 +125,24 @@ def _tag_prefixes(report: dict[str, Any], snapshots: BlobStore | None) -> dict[s
     name = layout.snapshot_name(report["cloud"], report["region"], sha)
     blob = snapshots.read(name)
     if blob is None:
-        log_event(log, "impact_snapshot_missing",
-                  f"snapshot {name} not found: copies of tags are not looked for", snapshot=name)
+        log_event(
+            log,
+            "impact_snapshot_missing",
+            f"snapshot {name} not found: copies of tags are not looked for",
+            snapshot=name,
+        )
         return None
     from core.snapshot import parse_snapshot
 
     try:
         snapshot = parse_snapshot(blob.data, name)
     except SnapshotError as exc:
-        log_event(log, "impact_snapshot_unusable",
-                  f"snapshot {name} unusable ({exc}): copies of tags are not looked for",
-                  level=logging.WARNING, snapshot=name)
+        log_event(
+            log,
+            "impact_snapshot_unusable",
+            f"snapshot {name} unusable ({exc}): copies of tags are not looked for",
+            level=logging.WARNING,
+            snapshot=name,
+        )
         return None
     return {tag.id: tag.prefixes for tag in snapshot.tags.values()}

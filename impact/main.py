@@ -121,9 +121,13 @@ def build_consumer(settings: ImpactSettings, stop: threading.Event) -> QueueCons
     from runtime.identity import DevTokenCredential, azure_credential
 
     s = settings.storage
-    clients = open_storage(s, settings.cloud, identity_wait=settings.identity_wait,
-                           containers=[s.reports_container, s.snapshots_container, settings.container],
-                           queues=[settings.queue])
+    clients = open_storage(
+        s,
+        settings.cloud,
+        identity_wait=settings.identity_wait,
+        containers=[s.reports_container, s.snapshots_container, settings.container],
+        queues=[settings.queue],
+    )
     storage_credential = clients.credential
     reports, snapshots = clients.container(s.reports_container), clients.container(s.snapshots_container)
     results = clients.container(settings.container)

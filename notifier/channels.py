@@ -54,7 +54,7 @@ class ChannelsError(ServiceTagsError):
 @dataclass(frozen=True)
 class Channel:
     name: str
-    kind: str                                   # teams | slack | webhook
+    kind: str  # teams | slack | webhook
     url_secret: str
     signing_secret_names: tuple[str, ...] = ()
     delivery: str = "digest"
@@ -63,7 +63,7 @@ class Channel:
     services: tuple[str, ...] | None = None
     min_addresses: int = 0
     family: str | None = None
-    url: str = field(default="", repr=False, compare=False)                    # a credential
+    url: str = field(default="", repr=False, compare=False)  # a credential
     signing_secrets: tuple[str, ...] = field(default=(), repr=False, compare=False)  # credentials
 
     def wants_region(self, region: str) -> bool:
@@ -83,8 +83,12 @@ def _fail(where: str, problem: str) -> ChannelsError:
 
 def _secret_name(value: object, key: str, where: str) -> str:
     # Key Vault secret names: 1-127 of letters, digits and dashes.
-    if not isinstance(value, str) or not value or len(value) > 127 or not all(
-            c.isascii() and (c.isalnum() or c == "-") for c in value):
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > 127
+        or not all(c.isascii() and (c.isalnum() or c == "-") for c in value)
+    ):
         raise _fail(where, f"{key!r} must name a secret (letters, digits and dashes), not its value")
     return value
 
@@ -128,8 +132,7 @@ def _channel(item: object, index: int) -> Channel:
     if kind == "webhook":
         names = item.get("signing_secrets")
         if not isinstance(names, list) or not 1 <= len(names) <= 2:
-            raise _fail(where, "a webhook needs 'signing_secrets': one secret name, or two while "
-                               "rotating")
+            raise _fail(where, "a webhook needs 'signing_secrets': one secret name, or two while rotating")
         signing_names = tuple(_secret_name(n, "signing_secrets", where) for n in names)
     elif "signing_secrets" in item:
         raise _fail(where, f"'signing_secrets' is for type webhook, not {kind}")
@@ -137,8 +140,9 @@ def _channel(item: object, index: int) -> Channel:
         fields = filter_fields(item, where)
     except RecipientsError as exc:
         raise ChannelsError(str(exc).replace("SERVICETAGS_RECIPIENTS", SETTING, 1)) from None
-    return Channel(name=name.strip(), kind=kind, url_secret=url_secret,
-                   signing_secret_names=signing_names, **fields)
+    return Channel(
+        name=name.strip(), kind=kind, url_secret=url_secret, signing_secret_names=signing_names, **fields
+    )
 
 
 def with_secrets(channels: list[Channel], read: Callable[[str], str]) -> list[Channel]:
@@ -149,8 +153,9 @@ def with_secrets(channels: list[Channel], read: Callable[[str], str]) -> list[Ch
         parts = urlsplit(url)
         if parts.scheme not in ("https", "http") or not parts.netloc:
             # The value is not repeated: it may be a credential pasted into the wrong secret.
-            raise ChannelsError(f"channel {channel.name}: secret {channel.url_secret!r} does not hold an "
-                                "http(s) URL")
+            raise ChannelsError(
+                f"channel {channel.name}: secret {channel.url_secret!r} does not hold an http(s) URL"
+            )
         secrets = tuple(read(n).strip() for n in channel.signing_secret_names)
         for secret_name, secret in zip(channel.signing_secret_names, secrets, strict=True):
             try:
@@ -163,10 +168,11 @@ def with_secrets(channels: list[Channel], read: Callable[[str], str]) -> list[Ch
 
 # ---- sending -------------------------------------------------------------------------------------
 
+
 class Answer(NamedTuple):
-    status: int               # 0: no HTTP answer (connection refused, reset, timeout)
+    status: int  # 0: no HTTP answer (connection refused, reset, timeout)
     retry_after: float | None
-    detail: str               # the start of the body, or the connection error
+    detail: str  # the start of the body, or the connection error
 
 
 Post = Callable[[str, bytes, Mapping[str, str], float], Answer]
@@ -201,8 +207,9 @@ def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout: float)
 class RateLimiter:
     """At most `rate` starts a second per key (a webhook), across this process's threads."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self._next: dict[str, float] = {}
         self._lock = threading.Lock()
         self._clock, self._sleep = clock, sleep
@@ -217,10 +224,19 @@ class RateLimiter:
 
 
 class ChannelPoster:
-    def __init__(self, *, post: Post = http_post, attempts: int = 4, backoff: float = 0.5,
-                 max_delay: float = 30.0, timeout: float = 20.0, limiter: RateLimiter | None = None,
-                 sleep: Callable[[float], None] = time.sleep, jitter: Callable[[], float] = random.random,
-                 now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        post: Post = http_post,
+        attempts: int = 4,
+        backoff: float = 0.5,
+        max_delay: float = 30.0,
+        timeout: float = 20.0,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        jitter: Callable[[], float] = random.random,
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.post, self.attempts, self.backoff, self.max_delay = post, attempts, backoff, max_delay
         self.timeout, self.limiter = timeout, limiter or RateLimiter()
         self.sleep, self.jitter, self.now = sleep, jitter, now
@@ -232,8 +248,7 @@ class ChannelPoster:
         last = ""
         for attempt in range(self.attempts):
             self.limiter.wait(channel.url, RATE[channel.kind])
-            headers = {"Content-Type": "application/json; charset=utf-8",
-                       "User-Agent": "servicetags-watch"}
+            headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "servicetags-watch"}
             if channel.kind == "webhook":
                 headers.update(signing.headers(channel.signing_secrets, msg_id, int(self.now()), body))
             answer = self.post(channel.url, body, headers, self.timeout)
@@ -246,13 +261,21 @@ class ChannelPoster:
             last = what
             if attempt + 1 == self.attempts:
                 break
-            delay = self.jitter() * min(self.max_delay, self.backoff * 2 ** attempt)
+            delay = self.jitter() * min(self.max_delay, self.backoff * 2**attempt)
             if answer.retry_after is not None:
                 if answer.retry_after > self.max_delay:
-                    raise TransientError(f"channel {channel.name}: {what}, Retry-After "
-                                         f"{answer.retry_after:.0f}s; trying again later")
+                    raise TransientError(
+                        f"channel {channel.name}: {what}, Retry-After "
+                        f"{answer.retry_after:.0f}s; trying again later"
+                    )
                 delay = max(delay, answer.retry_after)
-            log_event(log, "channel_retry", f"channel {channel.name}: {what}; retrying in {delay:.2f}s",
-                      channel=channel.name, reason=what, delay=round(delay, 3))
+            log_event(
+                log,
+                "channel_retry",
+                f"channel {channel.name}: {what}; retrying in {delay:.2f}s",
+                channel=channel.name,
+                reason=what,
+                delay=round(delay, 3),
+            )
             self.sleep(delay)
         raise TransientError(f"channel {channel.name}: {last} after {self.attempts} tries")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from core.digest import TABLE_HEADER, UNITS_NOTE, headline, table_cells, title
 from core.digest import (
     TABLE_HEADER,
     UNITS_NOTE,
@@ -70,8 +69,10 @@ def _fact(row: dict[str, Any]) -> dict[str, str]:
 
 
 def _region_blocks(region: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [_text(region, weight="Bolder", spacing="Medium"),
-            {"type": "FactSet", "facts": [_fact(r) for r in rows]}]
+    return [
+        _text(region, weight="Bolder", spacing="Medium"),
+        {"type": "FactSet", "facts": [_fact(r) for r in rows]},
+    ]
 
 
 def _links(digest: dict[str, Any]) -> list[str]:
@@ -106,14 +107,25 @@ def teams_payload(digest: dict[str, Any], *, max_bytes: int = TEAMS_MAX_BYTES) -
     head += [_text(line) for line in headline(digest)]
     body: list[dict[str, Any]] = [*head]
     if digest["rows"]:
-        body.append(_text(f"Per region and tag: prefixes, IPv4 addresses and IPv6 /64s added/removed. "
-                          f"{UNITS_NOTE}", isSubtle=True, size="Small"))
+        body.append(
+            _text(
+                f"Per region and tag: prefixes, IPv4 addresses and IPv6 /64s added/removed. {UNITS_NOTE}",
+                isSubtle=True,
+                size="Small",
+            )
+        )
 
     def payload(blocks: list[dict[str, Any]]) -> dict[str, Any]:
-        card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-                "version": "1.2", "body": blocks}
-        return {"type": "message",
-                "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}]}
+        card = {
+            "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+            "type": "AdaptiveCard",
+            "version": "1.2",
+            "body": blocks,
+        }
+        return {
+            "type": "message",
+            "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card}],
+        }
 
     links = _links(digest)
     tail = [_text("Full reports: " + ", ".join(links), size="Small")] if links else []
@@ -141,8 +153,13 @@ def teams_payload(digest: dict[str, Any], *, max_bytes: int = TEAMS_MAX_BYTES) -
             break
     left = len(digest["rows"]) - shown
     if left:
-        body.append(_text(f"{left} more tag change{'s' if left != 1 else ''} not shown here; "
-                          "they are in the full reports.", weight="Bolder"))
+        body.append(
+            _text(
+                f"{left} more tag change{'s' if left != 1 else ''} not shown here; "
+                "they are in the full reports.",
+                weight="Bolder",
+            )
+        )
     if full_impact is not None:
         impact = _teams_impact(digest, max_bytes - _size(payload(body + tail)) - 100)
         assert impact is not None
@@ -176,6 +193,7 @@ def table_lines(digest: dict[str, Any]) -> list[str]:
     """The table as fixed-width text (Slack code blocks and the plain-text e-mail)."""
     cells = [TABLE_HEADER, *(table_cells(r) for r in digest["rows"])]
     widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_HEADER))]
+
     def line(row: tuple[str, ...]) -> str:
         pairs = enumerate(zip(row, widths, strict=True))
         padded = (c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in pairs)
@@ -197,8 +215,10 @@ class _Chunk(NamedTuple):
 def _slack_impact_chunks(digest: dict[str, Any], limit: int) -> list[_Chunk]:
     """The impact section as mrkdwn texts of at most `limit` characters: the first holds the
     heading and per-region lines, then whole rules (a rule too long for one is cut)."""
-    head = [f"*{_slack_escape(impact_headline(digest) or '')}*",
-            *(_slack_escape(line) for line in impact_summaries(digest))]
+    head = [
+        f"*{_slack_escape(impact_headline(digest) or '')}*",
+        *(_slack_escape(line) for line in impact_summaries(digest)),
+    ]
     chunks = [_Chunk("\n".join(head)[:limit], 0)]
     current, count = "", 0
     for entry, item in impact_items(digest):
@@ -215,8 +235,9 @@ def _slack_impact_chunks(digest: dict[str, Any], limit: int) -> list[_Chunk]:
     return chunks
 
 
-def _slack_impact_blocks(digest: dict[str, Any], chunks: list[_Chunk], *, blocks: int, used: int,
-                         max_blocks: int, max_total: int) -> list[dict[str, Any]]:
+def _slack_impact_blocks(
+    digest: dict[str, Any], chunks: list[_Chunk], *, blocks: int, used: int, max_blocks: int, max_total: int
+) -> list[dict[str, Any]]:
     """The impact chunks that fit after `blocks` blocks and `used` characters, and a fold note."""
     out: list[dict[str, Any]] = []
     shown = 0
@@ -232,23 +253,31 @@ def _slack_impact_blocks(digest: dict[str, Any], chunks: list[_Chunk], *, blocks
     return out
 
 
-def slack_payload(digest: dict[str, Any], *, max_blocks: int = SLACK_MAX_BLOCKS,
-                  max_section: int = SLACK_MAX_SECTION, max_total: int = SLACK_MAX_TOTAL) -> dict[str, Any]:
+def slack_payload(
+    digest: dict[str, Any],
+    *,
+    max_blocks: int = SLACK_MAX_BLOCKS,
+    max_section: int = SLACK_MAX_SECTION,
+    max_total: int = SLACK_MAX_TOTAL,
+) -> dict[str, Any]:
     """The incoming-webhook body: fallback `text` plus Block Kit blocks within Slack's limits."""
     fallback = title(digest)
     head_lines = headline(digest)
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text",
-                                                                 "text": fallback[:150], "emoji": False}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": fallback[:150], "emoji": False}}
+    ]
     if head_lines:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": "\n".join(head_lines)[:max_section]}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(head_lines)[:max_section]}}
+        )
     links = _links(digest)
     link_text = ""
     if links:
-        link_text = "Full reports: " + ", ".join(f"<{c['report_url']}|{c['region']}>"
-                                                  for c in digest["changes"] if c["report_url"])
+        link_text = "Full reports: " + ", ".join(
+            f"<{c['report_url']}|{c['region']}>" for c in digest["changes"] if c["report_url"]
+        )
         if len(link_text) > max_section:
-            link_text = link_text[:max_section - 40].rsplit(",", 1)[0] + ", … (more in the digest)"
+            link_text = link_text[: max_section - 40].rsplit(",", 1)[0] + ", … (more in the digest)"
     impact_head = impact_headline(digest)
     impact_chunks = _slack_impact_chunks(digest, max_section) if impact_head else []
     impact_blocks = min(len(impact_chunks), 8)
@@ -268,12 +297,25 @@ def slack_payload(digest: dict[str, Any], *, max_blocks: int = SLACK_MAX_BLOCKS,
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": UNITS_NOTE}]})
         left = len(digest["rows"]) - shown_rows
         if left > 0:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text":
-                           f"*{left} more tag change{'s' if left != 1 else ''} not shown here*; "
-                           "they are in the full reports."}})
+            blocks.append(
+                {
+                    "type": "section",
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": f"*{left} more tag change{'s' if left != 1 else ''} not shown here*; "
+                        "they are in the full reports.",
+                    },
+                }
+            )
     if impact_head:
-        blocks += _slack_impact_blocks(digest, impact_chunks, blocks=len(blocks), used=used - impact_chars,
-                                       max_blocks=max_blocks, max_total=max_total)
+        blocks += _slack_impact_blocks(
+            digest,
+            impact_chunks,
+            blocks=len(blocks),
+            used=used - impact_chars,
+            max_blocks=max_blocks,
+            max_total=max_total,
+        )
     if link_text:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": link_text}})
     text = fallback + (". " + " ".join(head_lines) if head_lines else "")

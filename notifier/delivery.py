@@ -38,17 +38,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote, urlsplit
 
+from core.digest import DigestReport, impact_member
 from core.errors import PermanentError, TransientError
 from core.ports import BlobStore, MailSender
 from core.render import summary_line
-from core.digest import DigestReport, impact_member
-from core.errors import PermanentError, TransientError
-from runtime.crash_points import crash_point
-from runtime.history_store import is_imported
-from runtime.logs import log_event
-from core.ports import BlobStore
-from core.render import summary_line
-from runtime.report_schema import ReportSchemaError, validate_report
 from notifier.digest_delivery import read_impacts
 from notifier.email_render import render_email
 from notifier.mail import PermanentMailError, TransientMailError
@@ -65,10 +58,10 @@ _UNREAD = object()
 
 class Delivered(NamedTuple):
     report: str
-    sent: tuple[str, ...]           # addresses e-mailed now
-    already: tuple[str, ...]        # addresses e-mailed before (a duplicate event)
-    skipped: tuple[str, ...]        # addresses whose filters matched nothing
-    logged: bool                    # whether this call wrote the change_report record
+    sent: tuple[str, ...]  # addresses e-mailed now
+    already: tuple[str, ...]  # addresses e-mailed before (a duplicate event)
+    skipped: tuple[str, ...]  # addresses whose filters matched nothing
+    logged: bool  # whether this call wrote the change_report record
 
 
 def marker_name(report_blob: str, address: str) -> str:
@@ -92,33 +85,51 @@ def same_blob_url(event_url: str, expected_url: str) -> bool:
     """Whether an event's URL names the expected blob: same scheme, host and port, and path
     (compared decoded, as producers differ in what they percent-encode), no query."""
     a, b = urlsplit(event_url), urlsplit(expected_url)
-    return (a.scheme.lower() == b.scheme.lower() and a.netloc.lower() == b.netloc.lower()
-            and unquote(a.path) == unquote(b.path) and not a.query and not a.fragment)
+    return (
+        a.scheme.lower() == b.scheme.lower()
+        and a.netloc.lower() == b.netloc.lower()
+        and unquote(a.path) == unquote(b.path)
+        and not a.query
+        and not a.fragment
+    )
 
 
 CLAIM_POLL_SECONDS = 2.0
 
 
 class Notifier:
-    def __init__(self, *, reports: BlobStore, markers: BlobStore, sender: MailSender, mail_from: str,
-                 recipients: Sequence[Recipient], claim_timeout: timedelta = timedelta(minutes=10),
-                 clock: Callable[[], datetime] = _now, digests: Any = None, reports_url: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep, impacts: BlobStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        reports: BlobStore,
+        markers: BlobStore,
+        sender: MailSender,
+        mail_from: str,
+        recipients: Sequence[Recipient],
+        claim_timeout: timedelta = timedelta(minutes=10),
+        clock: Callable[[], datetime] = _now,
+        digests: Any = None,
+        reports_url: str | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        impacts: BlobStore | None = None,
+    ) -> None:
         self.reports, self.markers, self.sender = reports, markers, sender
         self.impacts = impacts  # the impact step's results (read only), None where it is not deployed
         self.digests = digests  # notifier.digest_delivery.Digests: channels in per-report mode
         self.mail_from, self.recipients = mail_from, list(recipients)
         self.claim_timeout, self.clock, self.sleep = claim_timeout, clock, sleep
         # The reports container's URL (the configured account's): links are built from it.
-        self.reports_url = (reports_url if reports_url is not None
-                            else str(getattr(reports, "url", ""))).rstrip("/")
+        self.reports_url = (
+            reports_url if reports_url is not None else str(getattr(reports, "url", ""))
+        ).rstrip("/")
 
     def report_url(self, blob_name: str) -> str:
         """Where the report is, from configuration alone (the event is not trusted for it)."""
         return f"{self.reports_url}/{quote(blob_name, safe='/~')}" if self.reports_url else blob_name
 
-    def deliver(self, blob_name: str, event_url: str | None = None, *,
-                claim_wait: timedelta | None = None) -> Delivered:
+    def deliver(
+        self, blob_name: str, event_url: str | None = None, *, claim_wait: timedelta | None = None
+    ) -> Delivered:
         """Log and e-mail one report. `event_url`, the event's own `data.url`, is only checked:
         an event naming another account, container or blob is refused as forged."""
         blob_url = self.report_url(blob_name)
@@ -161,8 +172,10 @@ class Notifier:
         """The report the event names, read from the configured container and validated."""
         if event_url is not None and self.reports_url and not same_blob_url(event_url, blob_url):
             shown = event_url if len(event_url) <= 200 else event_url[:197] + "..."
-            raise PermanentError(f"event data.url {shown!r} is not report blob {blob_name!r} of the "
-                                 f"configured reports container {self.reports_url}; refused as forged")
+            raise PermanentError(
+                f"event data.url {shown!r} is not report blob {blob_name!r} of the "
+                f"configured reports container {self.reports_url}; refused as forged"
+            )
         blob = self.reports.read(blob_name)
         if blob is None:
             raise PermanentError(f"report blob {blob_name!r} is gone (deleted after its event was sent)")
@@ -176,10 +189,19 @@ class Notifier:
         if self.markers.read(name) is not None:
             return False
         # The record first, the marker second: a crash between them repeats the record, never loses it.
-        log_event(log, "change_report", summary_line(report), cloud=report["cloud"], region=report["region"],
-                  from_change=report["from"]["changeNumber"], to_change=report["to"]["changeNumber"],
-                  summary=report["summary"], report=blob_name, blob_url=blob_url,
-                  tags=[t["id"] for t in report["tags"]])
+        log_event(
+            log,
+            "change_report",
+            summary_line(report),
+            cloud=report["cloud"],
+            region=report["region"],
+            from_change=report["from"]["changeNumber"],
+            to_change=report["to"]["changeNumber"],
+            summary=report["summary"],
+            report=blob_name,
+            blob_url=blob_url,
+            tags=[t["id"] for t in report["tags"]],
+        )
         self.markers.create(name, json.dumps({"schema": MARKER_SCHEMA, "logged_at": self._iso()}).encode())
         return True
 
@@ -191,8 +213,12 @@ class Notifier:
         before. Waits (up to `claim_wait`) for a fresh claim someone else holds: see the module doc."""
         waited = 0.0
         while True:
-            claim = {"schema": MARKER_SCHEMA, "state": "sending", "report": blob_name,
-                     "claimed_at": self._iso()}
+            claim = {
+                "schema": MARKER_SCHEMA,
+                "state": "sending",
+                "report": blob_name,
+                "claimed_at": self._iso(),
+            }
             if self.markers.create(name, json.dumps(claim).encode()):
                 created = self.markers.read(name)
                 if created is None:
@@ -209,8 +235,10 @@ class Notifier:
                 held = (claimed + self.claim_timeout - self.clock()).total_seconds()
                 if held > 0:
                     if waited + min(held, CLAIM_POLL_SECONDS) > claim_wait.total_seconds():
-                        raise ClaimHeld(f"another notifier is sending {blob_name} to a recipient; "
-                                        "checking again later", retry_after=held)
+                        raise ClaimHeld(
+                            f"another notifier is sending {blob_name} to a recipient; checking again later",
+                            retry_after=held,
+                        )
                     pause = min(held, CLAIM_POLL_SECONDS)
                     self.sleep(pause)
                     waited += pause
@@ -221,8 +249,16 @@ class Notifier:
                 raise TransientError(f"lost the race to take over {name}")
             return etag, claim
 
-    def _send_once(self, blob_name: str, blob_url: str, report: dict[str, Any], recipient: Recipient,
-                   claim_wait: timedelta, *, impact: dict[str, Any] | None = None) -> bool:
+    def _send_once(
+        self,
+        blob_name: str,
+        blob_url: str,
+        report: dict[str, Any],
+        recipient: Recipient,
+        claim_wait: timedelta,
+        *,
+        impact: dict[str, Any] | None = None,
+    ) -> bool:
         """True when this call sent the e-mail, False when it had been sent before."""
         name = marker_name(blob_name, recipient.address)
         claimed = self._claim(name, blob_name, claim_wait)
@@ -231,11 +267,18 @@ class Notifier:
         etag, claim = claimed
         crash_point("before_send")
 
-        message = render_email(report, sender=self.mail_from, recipient=recipient,
-                               message_id=f"{blob_name}|{recipient.address.lower()}",
-                               blob_name=blob_name, blob_url=blob_url, date=self.clock(),
-                               impact=None if self.impacts is None else impact_member(
-                                   [DigestReport(blob_name, blob_url, report, impact)]))
+        message = render_email(
+            report,
+            sender=self.mail_from,
+            recipient=recipient,
+            message_id=f"{blob_name}|{recipient.address.lower()}",
+            blob_name=blob_name,
+            blob_url=blob_url,
+            date=self.clock(),
+            impact=None
+            if self.impacts is None
+            else impact_member([DigestReport(blob_name, blob_url, report, impact)]),
+        )
         try:
             provider_id = self.sender.send(message)
         except (TransientMailError, PermanentMailError) as exc:
@@ -247,10 +290,22 @@ class Notifier:
         crash_point("after_send")
         done = {**claim, "state": "sent", "sent_at": self._iso(), "provider_id": provider_id}
         if self.markers.replace(name, json.dumps(done).encode(), etag=etag) is None:
-            log_event(log, "marker_changed", f"marker {name} changed while sending; the e-mail went out",
-                      level=logging.WARNING, marker=name)
-        log_event(log, "email_sent", f"report e-mailed to {recipient.address}", report=blob_name,
-                  region=report["region"], recipient=recipient.address, provider_id=provider_id)
+            log_event(
+                log,
+                "marker_changed",
+                f"marker {name} changed while sending; the e-mail went out",
+                level=logging.WARNING,
+                marker=name,
+            )
+        log_event(
+            log,
+            "email_sent",
+            f"report e-mailed to {recipient.address}",
+            report=blob_name,
+            region=report["region"],
+            recipient=recipient.address,
+            provider_id=provider_id,
+        )
         return True
 
 

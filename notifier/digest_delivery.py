@@ -37,15 +37,8 @@ from typing import Any, NamedTuple
 from core import runs
 from core.digest import DigestReport, build_digest, worth_sending
 from core.errors import PermanentError, TransientError
-from core.ports import BlobStore, MailSender
-from core import runs
-from core.digest import DigestReport, build_digest, worth_sending
-from core.errors import PermanentError, TransientError
-from runtime.crash_points import crash_point
 from core.impact_render import section
-from runtime.logs import log_event
-from core.ports import BlobStore
-from runtime.report_schema import ReportSchemaError, validate_report
+from core.ports import BlobStore, MailSender
 from notifier.channels import Channel, ChannelPoster
 from notifier.chat_render import slack_payload, teams_payload
 from notifier.digest_email import render_digest_email
@@ -77,8 +70,15 @@ def delivery_id(marker: str) -> str:
     return "msg_" + hashlib.sha256(marker.encode()).hexdigest()[:32]
 
 
-def send_once(markers: BlobStore, name: str, send: Callable[[], str], *, what: str, clock: Clock,
-              claim_timeout: timedelta) -> bool:
+def send_once(
+    markers: BlobStore,
+    name: str,
+    send: Callable[[], str],
+    *,
+    what: str,
+    clock: Clock,
+    claim_timeout: timedelta,
+) -> bool:
     """Claim `name`, send, mark it sent. True when sent now, False when it had been before."""
     iso = clock().isoformat(timespec="seconds")
     claim = {"schema": MARKER_SCHEMA, "state": "sending", "what": what, "claimed_at": iso}
@@ -108,11 +108,20 @@ def send_once(markers: BlobStore, name: str, send: Callable[[], str], *, what: s
         markers.replace(name, json.dumps(failed).encode(), etag=etag)
         raise
     crash_point("after_send")
-    done = {**claim, "state": "sent", "sent_at": clock().isoformat(timespec="seconds"),
-            "provider_id": provider_id}
+    done = {
+        **claim,
+        "state": "sent",
+        "sent_at": clock().isoformat(timespec="seconds"),
+        "provider_id": provider_id,
+    }
     if markers.replace(name, json.dumps(done).encode(), etag=etag) is None:
-        log_event(log, "marker_changed", f"marker {name} changed while sending; {what} went out",
-                  level=logging.WARNING, marker=name)
+        log_event(
+            log,
+            "marker_changed",
+            f"marker {name} changed while sending; {what} went out",
+            level=logging.WARNING,
+            marker=name,
+        )
     return True
 
 
@@ -125,11 +134,22 @@ class RunDelivered(NamedTuple):
 
 
 class Digests:
-    def __init__(self, *, runs_store: BlobStore, reports: BlobStore, markers: BlobStore,
-                 report_url: Callable[[str], str], sender: MailSender | None, mail_from: str,
-                 recipients: Sequence[Recipient], channels: Sequence[Channel], poster: ChannelPoster,
-                 claim_timeout: timedelta = timedelta(minutes=10), clock: Clock = _now,
-                 impacts: BlobStore | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        runs_store: BlobStore,
+        reports: BlobStore,
+        markers: BlobStore,
+        report_url: Callable[[str], str],
+        sender: MailSender | None,
+        mail_from: str,
+        recipients: Sequence[Recipient],
+        channels: Sequence[Channel],
+        poster: ChannelPoster,
+        claim_timeout: timedelta = timedelta(minutes=10),
+        clock: Clock = _now,
+        impacts: BlobStore | None = None,
+    ) -> None:
         self.runs, self.reports, self.markers = runs_store, reports, markers
         self.impacts = impacts  # the impact step's results, or None where it is not deployed
         self.report_url, self.sender, self.mail_from = report_url, sender, mail_from
@@ -159,12 +179,16 @@ class Digests:
             return dict(json.loads(existing.data))
         if closed_by == "complete" and self.runs.read(runs.complete_name(cloud, run_id)) is None:
             # An event is trusted only to say which blob to look at: no marker, no completion.
-            raise PermanentError(f"run {run_id} of {cloud} has no complete marker "
-                                 f"({runs.complete_name(cloud, run_id)}); event refused as forged")
+            raise PermanentError(
+                f"run {run_id} of {cloud} has no complete marker "
+                f"({runs.complete_name(cloud, run_id)}); event refused as forged"
+            )
         manifest = self.runs.read(runs.manifest_name(cloud, run_id))
         if manifest is None:
-            raise PermanentError(f"run {run_id} of {cloud} has no manifest "
-                                 f"({runs.manifest_name(cloud, run_id)}); nothing to digest")
+            raise PermanentError(
+                f"run {run_id} of {cloud} has no manifest "
+                f"({runs.manifest_name(cloud, run_id)}); nothing to digest"
+            )
         run = json.loads(manifest.data)
         names = list(self.runs.names(runs.run_prefix(cloud, run_id) + "regions/"))
         outcomes: dict[str, dict[str, Any]] = {}
@@ -173,26 +197,45 @@ class Digests:
             if blob is not None and region:
                 outcomes[region] = json.loads(blob.data)
         missing = runs.missing_regions(run, outcomes)
-        doc = {"schema": FREEZE_SCHEMA, "run": run, "outcomes": outcomes, "missing": missing,
-               "closed_by": "complete" if not missing else closed_by,
-               "frozen_at": self.clock().isoformat(timespec="milliseconds")}
+        doc = {
+            "schema": FREEZE_SCHEMA,
+            "run": run,
+            "outcomes": outcomes,
+            "missing": missing,
+            "closed_by": "complete" if not missing else closed_by,
+            "frozen_at": self.clock().isoformat(timespec="milliseconds"),
+        }
         if not self.markers.create(name, json.dumps(doc).encode()):
             winner = self.markers.read(name)
             if winner is None:
                 raise TransientError(f"{name} vanished while being written")
             return dict(json.loads(winner.data))
-        log_event(log, "run_closed", f"run {run['run_id']} closed by {doc['closed_by']}: "
-                  f"{len(outcomes)} regions checked, {len(missing)} missing", cloud=cloud,
-                  run_id=run["run_id"], closed_by=doc["closed_by"], checked=len(outcomes), missing=missing)
+        log_event(
+            log,
+            "run_closed",
+            f"run {run['run_id']} closed by {doc['closed_by']}: "
+            f"{len(outcomes)} regions checked, {len(missing)} missing",
+            cloud=cloud,
+            run_id=run["run_id"],
+            closed_by=doc["closed_by"],
+            checked=len(outcomes),
+            missing=missing,
+        )
         return doc
 
     def _reports(self, frozen: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         out = []
-        wanted = [(region, o["report"]) for region, o in sorted(frozen["outcomes"].items())
-                  if o.get("report")]
+        wanted = [
+            (region, o["report"]) for region, o in sorted(frozen["outcomes"].items()) if o.get("report")
+        ]
         known = {name: r for _, name in wanted if (r := self._recalled(name)) is not None}
-        blobs = dict(zip((n for _, n in wanted if n not in known),
-                         _read_all(self.reports, [n for _, n in wanted if n not in known]), strict=True))
+        blobs = dict(
+            zip(
+                (n for _, n in wanted if n not in known),
+                _read_all(self.reports, [n for _, n in wanted if n not in known]),
+                strict=True,
+            )
+        )
         for region, blob_name in wanted:
             if blob_name in known:
                 out.append((blob_name, known[blob_name]))
@@ -218,35 +261,59 @@ class Digests:
         prefix = f"runs/{runs.run_prefix(cloud, run_id)}"
 
         def one(target: Target) -> str:
-            chosen = [DigestReport(name, self.report_url(name), f, impacts.get(name)) for name, rep in reports
-                      if (f := filter_report(rep, target)) is not None]
+            chosen = [
+                DigestReport(name, self.report_url(name), f, impacts.get(name))
+                for name, rep in reports
+                if (f := filter_report(rep, target)) is not None
+            ]
             outcomes = {r: o for r, o in frozen["outcomes"].items() if target.wants_region(r)}
             missing = [r for r in frozen["missing"] if target.wants_region(r)]
-            digest = build_digest(run, outcomes, missing, chosen, closed_by=frozen["closed_by"],
-                                  with_impact=self.impacts is not None)
+            digest = build_digest(
+                run,
+                outcomes,
+                missing,
+                chosen,
+                closed_by=frozen["closed_by"],
+                with_impact=self.impacts is not None,
+            )
             if not worth_sending(digest):
                 return "skipped"
             marker = f"{prefix}{target_key(target)}.json"
-            sent = send_once(self.markers, marker, lambda: self._send(target, digest, chosen, marker),
-                             what=f"the digest of run {run['run_id']} to {_label(target)}", clock=self.clock,
-                             claim_timeout=self.claim_timeout)
+            sent = send_once(
+                self.markers,
+                marker,
+                lambda: self._send(target, digest, chosen, marker),
+                what=f"the digest of run {run['run_id']} to {_label(target)}",
+                clock=self.clock,
+                claim_timeout=self.claim_timeout,
+            )
             if sent:
-                log_event(log, "digest_sent", f"digest of run {run['run_id']} sent to {_label(target)}",
-                          run_id=run["run_id"], target=_label(target), regions=digest["regions_changed"],
-                          missing=digest["missing"], closed_by=digest["closed_by"])
+                log_event(
+                    log,
+                    "digest_sent",
+                    f"digest of run {run['run_id']} sent to {_label(target)}",
+                    run_id=run["run_id"],
+                    target=_label(target),
+                    regions=digest["regions_changed"],
+                    missing=digest["missing"],
+                    closed_by=digest["closed_by"],
+                )
             return "sent" if sent else "already"
 
         results = _in_parallel(targets, one)
-        return RunDelivered(run["run_id"], frozen["closed_by"],
-                            *(tuple(_label(t) for t, r in results if r == kind)
-                              for kind in ("sent", "already", "skipped")))
+        return RunDelivered(
+            run["run_id"],
+            frozen["closed_by"],
+            *(tuple(_label(t) for t, r in results if r == kind) for kind in ("sent", "already", "skipped")),
+        )
 
     def _send(self, target: Target, digest: dict[str, Any], chosen: list[DigestReport], marker: str) -> str:
         if isinstance(target, Recipient):
             if self.sender is None:
                 raise PermanentError("no mail sender configured")
-            message = render_digest_email(digest, chosen, sender=self.mail_from, recipient=target,
-                                          message_id=marker, date=self.clock())
+            message = render_digest_email(
+                digest, chosen, sender=self.mail_from, recipient=target, message_id=marker, date=self.clock()
+            )
             try:
                 return self.sender.send(message)
             except TransientMailError as exc:
@@ -263,8 +330,11 @@ class Digests:
             payload = slack_payload(digest)
         else:
             payload = digest
-        data = body if body is not None else json.dumps(payload, ensure_ascii=False,
-                                                        separators=(",", ":")).encode("utf-8")
+        data = (
+            body
+            if body is not None
+            else json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        )
         msg_id = delivery_id(marker)
         status = self.poster.send(channel, data, msg_id)
         return f"{msg_id} HTTP {status}"
@@ -284,16 +354,29 @@ class Digests:
             if filtered is None:
                 return "skipped"
             item = DigestReport(blob_name, self.report_url(blob_name), filtered, impact)
-            run = {"cloud": report["cloud"], "run_id": f"report {report['region']}",
-                   "started_at": ""}
-            digest = build_digest(run, {report["region"]: {"status": "changed"}}, [], [item],
-                                  closed_by="report", with_impact=self.impacts is not None)
+            run = {"cloud": report["cloud"], "run_id": f"report {report['region']}", "started_at": ""}
+            digest = build_digest(
+                run,
+                {report["region"]: {"status": "changed"}},
+                [],
+                [item],
+                closed_by="report",
+                with_impact=self.impacts is not None,
+            )
             marker = f"{blob_name}/{target_key(channel)}.json"
-            body = json.dumps(filtered, ensure_ascii=False, separators=(",", ":")).encode("utf-8") \
-                if channel.kind == "webhook" else None
-            sent = send_once(self.markers, marker, lambda: self.post(channel, digest, marker, body=body),
-                             what=f"report {blob_name} to channel {channel.name}", clock=self.clock,
-                             claim_timeout=self.claim_timeout)
+            body = (
+                json.dumps(filtered, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                if channel.kind == "webhook"
+                else None
+            )
+            sent = send_once(
+                self.markers,
+                marker,
+                lambda: self.post(channel, digest, marker, body=body),
+                what=f"report {blob_name} to channel {channel.name}",
+                clock=self.clock,
+                claim_timeout=self.claim_timeout,
+            )
             return "sent" if sent else "already"
 
         return [_label(c) for c, r in _in_parallel(chosen, one) if r == "sent"]

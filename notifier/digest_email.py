@@ -15,7 +15,6 @@ from email.utils import format_datetime
 from html import escape
 from typing import Any
 
-from core.digest import TABLE_HEADER, UNITS_NOTE, DigestReport, headline, table_cells, title
 from core.digest import TABLE_HEADER, UNITS_NOTE, DigestReport, headline, impact_text, table_cells, title
 from notifier.chat_render import table_lines
 from notifier.email_render import IMPACT_FOLD_AFTER, SUBJECT_PREFIX, impact_html, message_id_for
@@ -39,8 +38,10 @@ def _prefix_lines(reports: list[DigestReport]) -> list[str]:
     lines = []
     for item in reports:
         report = item.report
-        lines.append(f"== {report['region']} (change {report['from']['changeNumber']} → "
-                     f"{report['to']['changeNumber']}): {item.url}")
+        lines.append(
+            f"== {report['region']} (change {report['from']['changeNumber']} → "
+            f"{report['to']['changeNumber']}): {item.url}"
+        )
         for tag in report["tags"]:
             lines.append(f"  {tag['id']} [{tag['status']}]")
             for label, prefixes in (("added", tag["added_prefixes"]), ("removed", tag["removed_prefixes"])):
@@ -48,8 +49,10 @@ def _prefix_lines(reports: list[DigestReport]) -> list[str]:
                     continue
                 shown = prefixes[:FOLD_AFTER]
                 more = len(prefixes) - len(shown)
-                lines.append(f"    {label}: {', '.join(shown)}" + (f" … and {more} more (in the attachment)"
-                                                                    if more else ""))
+                lines.append(
+                    f"    {label}: {', '.join(shown)}"
+                    + (f" … and {more} more (in the attachment)" if more else "")
+                )
     return lines
 
 
@@ -70,21 +73,32 @@ _TDR = 'style="padding:2px 8px;border:1px solid #d0d7de;text-align:right"'
 
 
 def html_body(digest: dict[str, Any], reports: list[DigestReport]) -> str:
-    head = "".join(f"<p><strong>{escape(line)}</strong></p>" if i == 0 and digest["region_events"]
-                   else f"<p>{escape(line)}</p>" for i, line in enumerate(headline(digest)))
+    head = "".join(
+        f"<p><strong>{escape(line)}</strong></p>"
+        if i == 0 and digest["region_events"]
+        else f"<p>{escape(line)}</p>"
+        for i, line in enumerate(headline(digest))
+    )
     table = ""
     if digest["rows"]:
         header = "".join(f"<th {_TD}>{escape(h)}</th>" for h in TABLE_HEADER)
-        rows = "".join("<tr>" + "".join(f"<td {_TD if i < 2 else _TDR}>{escape(c)}</td>"
-                                        for i, c in enumerate(table_cells(r))) + "</tr>"
-                       for r in digest["rows"])
-        table = (f"<p><small>{escape(UNITS_NOTE)}</small></p>"
-                 f'<table style="border-collapse:collapse"><tr>{header}</tr>{rows}</table>')
+        rows = "".join(
+            "<tr>"
+            + "".join(f"<td {_TD if i < 2 else _TDR}>{escape(c)}</td>" for i, c in enumerate(table_cells(r)))
+            + "</tr>"
+            for r in digest["rows"]
+        )
+        table = (
+            f"<p><small>{escape(UNITS_NOTE)}</small></p>"
+            f'<table style="border-collapse:collapse"><tr>{header}</tr>{rows}</table>'
+        )
     details = [impact_html(digest)] if digest.get("impact") else []
     for item in reports:
         report = item.report
-        parts = [f'<h3>{escape(report["region"])} <small><a href="{escape(item.url, quote=True)}">'
-                 f"full report</a></small></h3>"]
+        parts = [
+            f'<h3>{escape(report["region"])} <small><a href="{escape(item.url, quote=True)}">'
+            f"full report</a></small></h3>"
+        ]
         for tag in report["tags"]:
             parts.append(f"<p><code>{escape(tag['id'])}</code> [{escape(tag['status'])}]</p>")
             for label, prefixes in (("added", tag["added_prefixes"]), ("removed", tag["removed_prefixes"])):
@@ -92,18 +106,28 @@ def html_body(digest: dict[str, Any], reports: list[DigestReport]) -> str:
                     shown = ", ".join(f"<code>{escape(p)}</code>" for p in prefixes[:FOLD_AFTER])
                     more = len(prefixes) - FOLD_AFTER
                     tail = f" … and {more} more (in the attachment)" if more > 0 else ""
-                    parts.append(f"<p style=\"margin:0 0 0 16px\">{label}: {shown}{tail}</p>")
+                    parts.append(f'<p style="margin:0 0 0 16px">{label}: {shown}{tail}</p>')
         details.append("\n".join(parts))
-    return ('<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-            f"<title>{escape(title(digest))}</title></head>\n"
-            '<body style="font-family:sans-serif;font-size:14px">\n'
-            f"<h2>{escape(title(digest))}</h2>\n{head}\n{table}\n" + "\n".join(details) +
-            f"\n<p>Every prefix of every report is in the attached <code>{escape(attachment_name(digest))}"
-            "</code>.</p>\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{escape(title(digest))}</title></head>\n"
+        '<body style="font-family:sans-serif;font-size:14px">\n'
+        f"<h2>{escape(title(digest))}</h2>\n{head}\n{table}\n"
+        + "\n".join(details)
+        + f"\n<p>Every prefix of every report is in the attached <code>{escape(attachment_name(digest))}"
+        "</code>.</p>\n</body></html>\n"
+    )
 
 
-def render_digest_email(digest: dict[str, Any], reports: list[DigestReport], *, sender: str,
-                        recipient: Recipient, message_id: str, date: datetime | None = None) -> EmailMessage:
+def render_digest_email(
+    digest: dict[str, Any],
+    reports: list[DigestReport],
+    *,
+    sender: str,
+    recipient: Recipient,
+    message_id: str,
+    date: datetime | None = None,
+) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     user, _, domain = recipient.address.rpartition("@")
@@ -116,6 +140,7 @@ def render_digest_email(digest: dict[str, Any], reports: list[DigestReport], *, 
     msg[REGIONS_HEADER] = ",".join(c["region"] for c in digest["changes"]) or "-"
     msg.set_content(plain_text(digest, reports))
     msg.add_alternative(html_body(digest, reports), subtype="html")
-    msg.add_attachment(attachment(digest, reports), maintype="application", subtype="json",
-                       filename=attachment_name(digest))
+    msg.add_attachment(
+        attachment(digest, reports), maintype="application", subtype="json", filename=attachment_name(digest)
+    )
     return msg

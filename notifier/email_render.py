@@ -16,11 +16,8 @@ from email.utils import format_datetime, getaddresses, parseaddr
 from html import escape
 from typing import Any
 
-from core.render import summary_line, to_json
-from core.report import region_event_line, tag_address_counts
 from core.digest import (
     IMPACT_TITLE,
-    address_counts,
     impact_headline,
     impact_items,
     impact_left_out,
@@ -28,7 +25,7 @@ from core.digest import (
     impact_text,
 )
 from core.render import summary_line, to_json
-from core.report import region_event_line
+from core.report import region_event_line, tag_address_counts
 from notifier.recipients import Recipient
 
 Report = dict[str, Any]
@@ -49,8 +46,10 @@ def subject(report: Report) -> str:
 
 
 def attachment_name(report: Report) -> str:
-    return (f"servicetags-report-{report['region']}-{report['from']['changeNumber']}"
-            f"-{report['to']['changeNumber']}.json")
+    return (
+        f"servicetags-report-{report['region']}-{report['from']['changeNumber']}"
+        f"-{report['to']['changeNumber']}.json"
+    )
 
 
 def message_id_for(key: str, sender: str) -> str:
@@ -97,14 +96,18 @@ def _net_note(tag: dict[str, Any]) -> str:
 
 
 def _metadata(tag: dict[str, Any]) -> list[str]:
-    return [f"{key}: {json.dumps(change['from'])} → {json.dumps(change['to'])}"
-            for key, change in tag["metadata_changes"].items()]
+    return [
+        f"{key}: {json.dumps(change['from'])} → {json.dumps(change['to'])}"
+        for key, change in tag["metadata_changes"].items()
+    ]
 
 
 def _footer(report: Report, blob_url: str | None) -> str:
     where = f"Stored report: {blob_url}\n" if blob_url else ""
-    return (f"{where}The full report is attached as {attachment_name(report)}.\n"
-            f"Snapshots: {report['from']['sha256'][:12]} → {report['to']['sha256'][:12]}.\n")
+    return (
+        f"{where}The full report is attached as {attachment_name(report)}.\n"
+        f"Snapshots: {report['from']['sha256'][:12]} → {report['to']['sha256'][:12]}.\n"
+    )
 
 
 def plain_text(report: Report, *, blob_url: str | None = None, impact: dict[str, Any] | None = None) -> str:
@@ -128,8 +131,10 @@ def plain_text(report: Report, *, blob_url: str | None = None, impact: dict[str,
         v4_added, v4_removed, v6_added, v6_removed = _tag_counts(tag)
         service = f", service {tag['system_service']}" if tag["system_service"] else ""
         lines.append(f"{tag['id']} [{tag['status']}] (tag change {_numbers(tag)}{service})")
-        lines.append(f"  addresses: IPv4 +{_n(v4_added)}/-{_n(v4_removed)}, "
-                     f"IPv6 +{_n(v6_added)}/-{_n(v6_removed)}; {_net_note(tag)}")
+        lines.append(
+            f"  addresses: IPv4 +{_n(v4_added)}/-{_n(v4_removed)}, "
+            f"IPv6 +{_n(v6_added)}/-{_n(v6_removed)}; {_net_note(tag)}"
+        )
         for title, items in _sections(tag):
             lines.append(f"  {title} ({len(items)}):")
             lines += [f"    {p}" for p in items]
@@ -149,11 +154,15 @@ def _summary_table(s: dict[str, int]) -> str:
         ("IPv4 addresses", s["ipv4_addresses_added"], s["ipv4_addresses_removed"]),
         ("IPv6 addresses", s["ipv6_addresses_added"], s["ipv6_addresses_removed"]),
     ]
-    body = "".join(f"<tr><th {_HEAD}>{what}</th><td {_CELL}>{_n(a)}</td><td {_CELL}>{_n(r)}</td></tr>"
-                   for what, a, r in rows)
-    return (f'<table style="border-collapse:collapse">'
-            f"<tr><th {_HEAD}></th><th {_HEAD}>added</th><th {_HEAD}>removed</th></tr>{body}</table>"
-            f"<p>Tags changed: {s['tags_changed']}; metadata only: {s['tags_metadata_only']}.</p>")
+    body = "".join(
+        f"<tr><th {_HEAD}>{what}</th><td {_CELL}>{_n(a)}</td><td {_CELL}>{_n(r)}</td></tr>"
+        for what, a, r in rows
+    )
+    return (
+        f'<table style="border-collapse:collapse">'
+        f"<tr><th {_HEAD}></th><th {_HEAD}>added</th><th {_HEAD}>removed</th></tr>{body}</table>"
+        f"<p>Tags changed: {s['tags_changed']}; metadata only: {s['tags_metadata_only']}.</p>"
+    )
 
 
 def _html_tag(tag: dict[str, Any]) -> str:
@@ -163,14 +172,15 @@ def _html_tag(tag: dict[str, Any]) -> str:
     parts = [
         f'<h3 style="margin:16px 0 4px">{escape(tag["id"])} '
         f'<span style="color:{colour}">[{escape(tag["status"])}]</span></h3>',
-        f"<p style=\"margin:0\">tag change {escape(_numbers(tag))}{service} · "
+        f'<p style="margin:0">tag change {escape(_numbers(tag))}{service} · '
         f"IPv4 +{_n(v4_added)}/-{_n(v4_removed)} · IPv6 +{_n(v6_added)}/-{_n(v6_removed)} addresses · "
         f"{escape(_net_note(tag))}</p>",
     ]
     for title, items in _sections(tag):
         listed = "".join(f"<li><code>{escape(p)}</code></li>" for p in items)
-        parts.append(f"<p style=\"margin:4px 0 0\">{escape(title)} ({len(items)}):</p>"
-                     f'<ul style="margin:0">{listed}</ul>')
+        parts.append(
+            f'<p style="margin:4px 0 0">{escape(title)} ({len(items)}):</p><ul style="margin:0">{listed}</ul>'
+        )
     if tag["metadata_changes"]:
         listed = "".join(f"<li>{escape(line)}</li>" for line in _metadata(tag))
         parts.append(f'<p style="margin:4px 0 0">metadata:</p><ul style="margin:0">{listed}</ul>')
@@ -179,8 +189,11 @@ def _html_tag(tag: dict[str, Any]) -> str:
 
 def html_body(report: Report, *, blob_url: str | None = None, impact: dict[str, Any] | None = None) -> str:
     title = f"Service tag changes: {report['region']} ({report['cloud']})"
-    link = (f'<p>Stored report: <a href="{escape(blob_url, quote=True)}">{escape(blob_url)}</a></p>'
-            if blob_url else "")
+    link = (
+        f'<p>Stored report: <a href="{escape(blob_url, quote=True)}">{escape(blob_url)}</a></p>'
+        if blob_url
+        else ""
+    )
     tags = "\n".join(_html_tag(t) for t in report["tags"])
     event = region_event_line(report)
     headline = f"<h1>{escape(event)}</h1>\n" if event else ""
@@ -209,10 +222,11 @@ def impact_html(digest: dict[str, Any]) -> str:
     pairs = impact_items(digest)
     for entry, item in pairs[:IMPACT_FOLD_AFTER]:
         stale = ' <strong style="color:#b42318">stale</strong>' if item["stale"] else ""
-        parts.append(f"<p style=\"margin:8px 0 0 0\">{escape(entry['region'])}: {escape(item['kind'])} "
-                     f"<code>{escape(item['resource'])}</code> <code>{escape(item['rule'])}</code>{stale}</p>"
-                     + "".join(f"<p style=\"margin:0 0 0 16px\">{escape(line.strip())}</p>"
-                               for line in item["lines"]))
+        parts.append(
+            f'<p style="margin:8px 0 0 0">{escape(entry["region"])}: {escape(item["kind"])} '
+            f"<code>{escape(item['resource'])}</code> <code>{escape(item['rule'])}</code>{stale}</p>"
+            + "".join(f'<p style="margin:0 0 0 16px">{escape(line.strip())}</p>' for line in item["lines"])
+        )
     left = max(0, len(pairs) - IMPACT_FOLD_AFTER) + impact_left_out(digest)
     if left:
         parts.append(f"<p>… and {left} more affected rule{'s' if left != 1 else ''} not shown here</p>")
@@ -254,8 +268,12 @@ def render_email(
         msg[REPORT_HEADER] = blob_name
     msg.set_content(plain_text(report, blob_url=blob_url, impact=impact))
     msg.add_alternative(html_body(report, blob_url=blob_url, impact=impact), subtype="html")
-    msg.add_attachment(to_json(report).encode("utf-8"), maintype="application", subtype="json",
-                       filename=attachment_name(report))
+    msg.add_attachment(
+        to_json(report).encode("utf-8"),
+        maintype="application",
+        subtype="json",
+        filename=attachment_name(report),
+    )
     return msg
 
 
@@ -284,11 +302,13 @@ def to_acs_message(msg: EmailMessage) -> dict[str, Any]:
         assert isinstance(part, EmailMessage)  # EmailMessage parts are EmailMessages
         payload = part.get_payload(decode=True)
         assert isinstance(payload, bytes)
-        attachments.append({
-            "name": part.get_filename() or "attachment",
-            "contentType": part.get_content_type(),
-            "contentInBase64": base64.b64encode(payload).decode("ascii"),
-        })
+        attachments.append(
+            {
+                "name": part.get_filename() or "attachment",
+                "contentType": part.get_content_type(),
+                "contentInBase64": base64.b64encode(payload).decode("ascii"),
+            }
+        )
     return {
         "senderAddress": parseaddr(str(msg["From"]))[1],
         "recipients": recipients,

@@ -55,7 +55,7 @@ class ReportEvent(NamedTuple):
     container: str
     blob_name: str
     url: str
-    etag: str            # without the quotes some producers put around it
+    etag: str  # without the quotes some producers put around it
     sequencer: str
     event_time: datetime | None
     schema: Schema
@@ -97,14 +97,16 @@ def parse_event(doc: Any, *, expected_container: str = "reports") -> ReportEvent
     return _report(envelope, expected_container)
 
 
-def parse_webhook_body(body: bytes, content_type: str, *,
-                       expected_container: str = "reports") -> list[WebhookItem]:
+def parse_webhook_body(
+    body: bytes, content_type: str, *, expected_container: str = "reports"
+) -> list[WebhookItem]:
     """All events in a webhook POST. Any malformed event makes the whole body BadMessage, so
     nothing is handled from a body the caller will be told to fix."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in CONTENT_TYPES:
-        raise UnsupportedMediaType(f"content type {content_type[:100]!r} is not one of "
-                                   f"{', '.join(CONTENT_TYPES)}")
+        raise UnsupportedMediaType(
+            f"content type {content_type[:100]!r} is not one of {', '.join(CONTENT_TYPES)}"
+        )
     try:
         doc = load_json(body)
     except JsonInputError as exc:
@@ -164,8 +166,12 @@ def _envelope(doc: Any) -> _Envelope:
     if not isinstance(data, dict):
         raise BadMessage(f"event {doc[id_key]} has no data object")
     return _Envelope(
-        id=doc[id_key], event_type=str(event_type), subject=subject if isinstance(subject, str) else "",
-        data=data, event_time=time.astimezone(UTC) if isinstance(time, datetime) else None, schema=schema,
+        id=doc[id_key],
+        event_type=str(event_type),
+        subject=subject if isinstance(subject, str) else "",
+        data=data,
+        event_time=time.astimezone(UTC) if isinstance(time, datetime) else None,
+        schema=schema,
     )
 
 
@@ -176,8 +182,10 @@ def _report(envelope: _Envelope, expected_container: str) -> ReportEvent:
         raise BadMessage(f"event {envelope.id} has no subject")
     match = _SUBJECT.match(envelope.subject)
     if match is None:
-        raise BadMessage(f"event {envelope.id} subject {envelope.subject!r} is not "
-                         "/blobServices/default/containers/<container>/blobs/<name>")
+        raise BadMessage(
+            f"event {envelope.id} subject {envelope.subject!r} is not "
+            "/blobServices/default/containers/<container>/blobs/<name>"
+        )
     container, name = match["container"], match["name"]
     if container != expected_container:
         raise NotAReportEvent(f"blob {name!r} is in container {container!r}, not {expected_container!r}")
@@ -193,16 +201,23 @@ def _report(envelope: _Envelope, expected_container: str) -> ReportEvent:
     if urlsplit(url).scheme not in ("http", "https"):
         raise BadMessage(f"event {envelope.id} data.url {url!r} is not an http(s) URL")
     return ReportEvent(
-        id=envelope.id, event_type=envelope.event_type, subject=envelope.subject,
-        container=container, blob_name=name, url=url,
-        etag=str(data.get("eTag") or "").strip('"'), sequencer=str(data.get("sequencer") or ""),
-        event_time=envelope.event_time, schema=envelope.schema,
+        id=envelope.id,
+        event_type=envelope.event_type,
+        subject=envelope.subject,
+        container=container,
+        blob_name=name,
+        url=url,
+        etag=str(data.get("eTag") or "").strip('"'),
+        sequencer=str(data.get("sequencer") or ""),
+        event_time=envelope.event_time,
+        schema=envelope.schema,
     )
 
 
 def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            type(None): "null"}.get(type(value), "a number")
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
 
 
 def _first_line(exc: Exception) -> str:

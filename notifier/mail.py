@@ -113,8 +113,13 @@ class SmtpSender:
         if refused:
             # Some recipients took it and some did not; we send one recipient per message, so
             # this only happens with hand-built messages. Retrying would duplicate the others.
-            log_event(log, "smtp_recipients_refused", "the SMTP server refused some recipients",
-                      level=logging.WARNING, refused=sorted(refused))
+            log_event(
+                log,
+                "smtp_recipients_refused",
+                "the SMTP server refused some recipients",
+                level=logging.WARNING,
+                refused=sorted(refused),
+            )
         return str(msg["Message-ID"] or "")
 
 
@@ -151,8 +156,12 @@ class AcsSender:
             if code == 409:
                 # The operation id is already known: an earlier try of this very e-mail was
                 # accepted (we derive the id from the Message-ID), so it is sent, not failed.
-                log_event(log, "acs_send_already_accepted", "ACS had already accepted this e-mail",
-                          operation_id=operation_id)
+                log_event(
+                    log,
+                    "acs_send_already_accepted",
+                    "ACS had already accepted this e-mail",
+                    operation_id=operation_id,
+                )
                 return operation_id
             what = f"ACS: HTTP {code} {exc.error.code if exc.error else exc.reason}"
             if code is None or code in (408, 429) or code >= 500:
@@ -168,8 +177,10 @@ class AcsSender:
             raise TransientMailError(f"ACS: send operation {operation_id} not finished in {self.timeout}s")
         if result.get("status") != "Succeeded":
             error = result.get("error") or {}
-            raise PermanentMailError(f"ACS: send operation {operation_id} ended {result.get('status')}: "
-                                     f"{error.get('code', '')} {error.get('message', '')}".rstrip())
+            raise PermanentMailError(
+                f"ACS: send operation {operation_id} ended {result.get('status')}: "
+                f"{error.get('code', '')} {error.get('message', '')}".rstrip()
+            )
         return str(result.get("id") or operation_id)
 
     def close(self) -> None:

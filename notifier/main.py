@@ -36,7 +36,7 @@ class NotifierSettings(NamedTuple):
     claim_timeout: int
     loop: LoopSettings
     logging: LogSettings
-    channels: tuple[Any, ...] = ()     # notifier.channels.Channel, secrets not yet read
+    channels: tuple[Any, ...] = ()  # notifier.channels.Channel, secrets not yet read
     runs_container: str = "runs"
     deadlines_queue: str = "run-deadlines"
     impact_container: str | None = "impact"  # the impact step's results; None: not deployed
@@ -55,25 +55,34 @@ class NotifierSettings(NamedTuple):
         recipients_text = env.str("SERVICETAGS_RECIPIENTS", "") or ""
         channels = tuple(parse_channels(env.str("SERVICETAGS_CHANNELS", "") or ""))
         # Channels alone are a valid setup: then nobody is e-mailed.
-        recipients = tuple(parse_recipients(recipients_text)) if recipients_text.strip() or not channels \
-            else ()
+        recipients = (
+            tuple(parse_recipients(recipients_text)) if recipients_text.strip() or not channels else ()
+        )
         mail_from = env.str("SERVICETAGS_MAIL_FROM", required=bool(recipients)) or ""
         acs_endpoint = env.str("SERVICETAGS_ACS_ENDPOINT")
         acs_connection = env.str("SERVICETAGS_ACS_CONNECTION_STRING")
         if backend == "acs" and not (acs_endpoint or acs_connection):
-            raise ConfigError("SERVICETAGS_MAIL_BACKEND=acs needs SERVICETAGS_ACS_ENDPOINT "
-                              "(managed identity) or SERVICETAGS_ACS_CONNECTION_STRING")
+            raise ConfigError(
+                "SERVICETAGS_MAIL_BACKEND=acs needs SERVICETAGS_ACS_ENDPOINT "
+                "(managed identity) or SERVICETAGS_ACS_CONNECTION_STRING"
+            )
         return cls(
-            storage=StorageSettings.from_env(env), cloud=env.cloud(),
+            storage=StorageSettings.from_env(env),
+            cloud=env.cloud(),
             notifications_container=env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications")
             or "notifications",
-            backend=backend, mail_from=mail_from, recipients=recipients,
-            smtp={"host": env.str("SERVICETAGS_SMTP_HOST", "localhost"),
-                  "port": env.int("SERVICETAGS_SMTP_PORT", 25, minimum=1, maximum=65535),
-                  "starttls": env.bool("SERVICETAGS_SMTP_STARTTLS"),
-                  "username": env.str("SERVICETAGS_SMTP_USERNAME"),
-                  "password": env.str("SERVICETAGS_SMTP_PASSWORD")},
-            acs_endpoint=acs_endpoint, acs_connection_string=acs_connection,
+            backend=backend,
+            mail_from=mail_from,
+            recipients=recipients,
+            smtp={
+                "host": env.str("SERVICETAGS_SMTP_HOST", "localhost"),
+                "port": env.int("SERVICETAGS_SMTP_PORT", 25, minimum=1, maximum=65535),
+                "starttls": env.bool("SERVICETAGS_SMTP_STARTTLS"),
+                "username": env.str("SERVICETAGS_SMTP_USERNAME"),
+                "password": env.str("SERVICETAGS_SMTP_PASSWORD"),
+            },
+            acs_endpoint=acs_endpoint,
+            acs_connection_string=acs_connection,
             claim_timeout=env.int("SERVICETAGS_CLAIM_TIMEOUT", 600, minimum=1),
             loop=LoopSettings.from_env(env),
             logging=LogSettings.from_env(env),
@@ -94,10 +103,10 @@ def impact_container(env: Env) -> str | None:
 
 
 class Wiring(NamedTuple):
-    notifier: Any              # notifier.delivery.Notifier
-    clients: Any               # runtime.adapters.storage.StorageClients
+    notifier: Any  # notifier.delivery.Notifier
+    clients: Any  # runtime.adapters.storage.StorageClients
     reports_container: str
-    digests: Any = None        # notifier.digest_delivery.Digests
+    digests: Any = None  # notifier.digest_delivery.Digests
 
 
 def build(settings: NotifierSettings) -> Wiring:
@@ -107,37 +116,73 @@ def build(settings: NotifierSettings) -> Wiring:
     from runtime.adapters.storage import open_storage
 
     s = settings.storage
-    clients = open_storage(s, settings.cloud, identity_wait=settings.identity_wait,
-                           containers=[s.reports_container, settings.notifications_container,
-                                       settings.runs_container,
-                                       *([settings.impact_container] if settings.impact_container else [])],
-                           queues=[s.events_queue, settings.deadlines_queue])
+    clients = open_storage(
+        s,
+        settings.cloud,
+        identity_wait=settings.identity_wait,
+        containers=[
+            s.reports_container,
+            settings.notifications_container,
+            settings.runs_container,
+            *([settings.impact_container] if settings.impact_container else []),
+        ],
+        queues=[s.events_queue, settings.deadlines_queue],
+    )
     credential = clients.credential
     sender: MailSender
     if settings.backend == "acs":
-        sender = acs_sender_from(endpoint=settings.acs_endpoint,
-                                 connection_string=settings.acs_connection_string, credential=credential)
+        sender = acs_sender_from(
+            endpoint=settings.acs_endpoint,
+            connection_string=settings.acs_connection_string,
+            credential=credential,
+        )
     else:
-        sender = SmtpSender(settings.smtp["host"], settings.smtp["port"], starttls=settings.smtp["starttls"],
-                            username=settings.smtp["username"], password=settings.smtp["password"])
+        sender = SmtpSender(
+            settings.smtp["host"],
+            settings.smtp["port"],
+            starttls=settings.smtp["starttls"],
+            username=settings.smtp["username"],
+            password=settings.smtp["password"],
+        )
     if not settings.recipients and not settings.channels:
-        log_event(log, "no_recipients", "SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is "
-                  "e-mailed", level=logging.WARNING)
+        log_event(
+            log,
+            "no_recipients",
+            "SERVICETAGS_RECIPIENTS is empty: reports are logged but nobody is e-mailed",
+            level=logging.WARNING,
+        )
     from notifier.channels import ChannelPoster, with_secrets
     from notifier.digest_delivery import Digests
-    channels = with_secrets(list(settings.channels), settings.secret_reader(credential)) \
-        if settings.channels else []
+
+    channels = (
+        with_secrets(list(settings.channels), settings.secret_reader(credential)) if settings.channels else []
+    )
     reports = clients.container(s.reports_container)
     markers = clients.container(settings.notifications_container)
     impacts = clients.container(settings.impact_container) if settings.impact_container else None
-    digests = Digests(runs_store=clients.container(settings.runs_container), reports=reports, markers=markers,
-                      report_url=reports.blob_url, sender=sender, mail_from=settings.mail_from,
-                      recipients=settings.recipients, channels=channels, poster=ChannelPoster(),
-                      claim_timeout=timedelta(seconds=settings.claim_timeout), impacts=impacts)
-    notifier = Notifier(reports=reports, markers=markers, sender=sender,
-                        mail_from=settings.mail_from, recipients=settings.recipients,
-                        claim_timeout=timedelta(seconds=settings.claim_timeout), digests=digests,
-                        impacts=impacts)
+    digests = Digests(
+        runs_store=clients.container(settings.runs_container),
+        reports=reports,
+        markers=markers,
+        report_url=reports.blob_url,
+        sender=sender,
+        mail_from=settings.mail_from,
+        recipients=settings.recipients,
+        channels=channels,
+        poster=ChannelPoster(),
+        claim_timeout=timedelta(seconds=settings.claim_timeout),
+        impacts=impacts,
+    )
+    notifier = Notifier(
+        reports=reports,
+        markers=markers,
+        sender=sender,
+        mail_from=settings.mail_from,
+        recipients=settings.recipients,
+        claim_timeout=timedelta(seconds=settings.claim_timeout),
+        digests=digests,
+        impacts=impacts,
+    )
     return Wiring(notifier, clients, s.reports_container, digests)
 
 
@@ -186,17 +231,21 @@ def deadline_consumer(settings: NotifierSettings, wiring: Wiring, stop: threadin
         except RunError as exc:
             raise BadMessage(str(exc)) from None
         if deadline is None:
-            raise BadMessage(f"not a run deadline message (schema servicetags.run-deadline/v1) on "
-                             f"{settings.deadlines_queue}")
+            raise BadMessage(
+                f"not a run deadline message (schema servicetags.run-deadline/v1) on "
+                f"{settings.deadlines_queue}"
+            )
         wiring.digests.deliver_run(deadline.cloud, deadline.run_id, closed_by="deadline")
 
     queue = wiring.clients.queue(settings.deadlines_queue)
-    return QueueConsumer(queue, wiring.clients.poison(settings.deadlines_queue), handle,
-                         settings.loop, stop=stop)
+    return QueueConsumer(
+        queue, wiring.clients.poison(settings.deadlines_queue), handle, settings.loop, stop=stop
+    )
 
 
-def run_queues(settings: NotifierSettings, wiring: Wiring, stop: threading.Event, *,
-               until_empty: bool) -> Any:
+def run_queues(
+    settings: NotifierSettings, wiring: Wiring, stop: threading.Event, *, until_empty: bool
+) -> Any:
     """Both queues: change events, and run deadlines beside them. With `until_empty`, the
     deadlines still invisible (runs whose time is not up) are left for a later start."""
     events = queue_consumer(settings, wiring, stop)
@@ -214,12 +263,21 @@ def run_queues(settings: NotifierSettings, wiring: Wiring, stop: threading.Event
 
 
 def main(argv: list[str], prog: str = "servicetags notifier") -> int:
-    parser = ArgumentParser(prog=prog, description="Turn report BlobCreated events into a log record and "
-                            "e-mails. Configuration comes from SERVICETAGS_* environment variables.")
-    parser.add_argument("mode", nargs="?", choices=["queue", "serve"], default="queue",
-                        help="queue: consume change-events (default); serve: Event Grid webhook")
-    parser.add_argument("--until-empty", action="store_true",
-                        help="queue mode: return once the queue is drained")
+    parser = ArgumentParser(
+        prog=prog,
+        description="Turn report BlobCreated events into a log record and "
+        "e-mails. Configuration comes from SERVICETAGS_* environment variables.",
+    )
+    parser.add_argument(
+        "mode",
+        nargs="?",
+        choices=["queue", "serve"],
+        default="queue",
+        help="queue: consume change-events (default); serve: Event Grid webhook",
+    )
+    parser.add_argument(
+        "--until-empty", action="store_true", help="queue mode: return once the queue is drained"
+    )
     args = parser.parse_args(argv)
 
     def body(settings: NotifierSettings, stop: threading.Event) -> int:
@@ -227,8 +285,13 @@ def main(argv: list[str], prog: str = "servicetags notifier") -> int:
         if args.mode == "serve":
             from notifier.serve import serve_webhook
 
-            return serve_webhook(wiring, Env(), stop, runs_container=settings.runs_container,
-                                 deadlines=deadline_consumer(settings, wiring, stop))
+            return serve_webhook(
+                wiring,
+                Env(),
+                stop,
+                runs_container=settings.runs_container,
+                deadlines=deadline_consumer(settings, wiring, stop),
+            )
         stats = run_queues(settings, wiring, stop, until_empty=args.until_empty)
         log_event(log, "notifier_stopped", "notifier stopped", **stats._asdict())
         return 0

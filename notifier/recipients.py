@@ -29,7 +29,7 @@ _KEYS = ("address", "name", "regions", "tags", "services", "delivery", "min_addr
 FILTER_KEYS = ("regions", "tags", "services", "min_addresses", "family")
 DELIVERIES = ("digest", "report")
 FAMILIES = ("ipv4", "ipv6")
-SLASH64 = 2 ** 64  # IPv6 sizes are counted in /64 networks, the unit a subnet is made of
+SLASH64 = 2**64  # IPv6 sizes are counted in /64 networks, the unit a subnet is made of
 # Deliberately simple: one @, no whitespace, brackets or separators. Anything cleverer belongs
 # to the mail server, which rejects what it cannot deliver (a permanent error, poisoned).
 _ADDRESS = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+\.[^@\s<>,;:\"()\[\]\\]+$")
@@ -45,10 +45,10 @@ class Recipient:
     name: str = ""
     regions: frozenset[str] | None = None  # None: every region
     tags: tuple[str, ...] | None = None  # lowercased fnmatch patterns; None: every tag
-    delivery: str = "digest"             # digest: one message per run; report: one per report
+    delivery: str = "digest"  # digest: one message per run; report: one per report
     services: tuple[str, ...] | None = None  # lowercased fnmatch patterns on systemService
-    min_addresses: int = 0               # per tag: IPv4 addresses or IPv6 /64s changed, at least
-    family: str | None = None            # ipv4 | ipv6: only that family's prefixes
+    min_addresses: int = 0  # per tag: IPv4 addresses or IPv6 /64s changed, at least
+    family: str | None = None  # ipv4 | ipv6: only that family's prefixes
 
     def wants_region(self, region: str) -> bool:
         return self.regions is None or region.lower() in self.regions
@@ -57,8 +57,9 @@ class Recipient:
         return tag_matches(tag, services=self.services, tags=self.tags)
 
 
-def tag_matches(tag: dict[str, Any], *, services: tuple[str, ...] | None,
-                tags: tuple[str, ...] | None) -> bool:
+def tag_matches(
+    tag: dict[str, Any], *, services: tuple[str, ...] | None, tags: tuple[str, ...] | None
+) -> bool:
     """A report tag against a recipient's or channel's filters (lowercased fnmatch patterns)."""
     if services is not None and not any(fnmatchcase(tag["system_service"].lower(), p) for p in services):
         return False
@@ -146,8 +147,7 @@ def parse_recipients(text: str) -> list[Recipient]:
             raise RecipientsError(f"{SETTING}: expected a JSON list of recipients, got {kind}")
         recipients = [_entry(item, i) for i, item in enumerate(items)]
     else:
-        recipients = [Recipient(_address(part, f"entry {i + 1}"))
-                      for i, part in enumerate(text.split(","))]
+        recipients = [Recipient(_address(part, f"entry {i + 1}")) for i, part in enumerate(text.split(","))]
     if not recipients:
         raise RecipientsError(f"{SETTING}: no recipients given")
     seen: set[str] = set()
@@ -162,8 +162,12 @@ def parse_recipients(text: str) -> list[Recipient]:
 def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
     """The report summary for these tag entries, recomputed from their prefix lists."""
     summary = dict.fromkeys(SUMMARY_KEYS, 0)
-    status_key = {"added": "tags_added", "removed": "tags_removed",
-                  "changed": "tags_changed", "metadata": "tags_metadata_only"}
+    status_key = {
+        "added": "tags_added",
+        "removed": "tags_removed",
+        "changed": "tags_changed",
+        "metadata": "tags_metadata_only",
+    }
     for tag in tags:
         summary[status_key[tag["status"]]] += 1
         summary["prefixes_added"] += len(tag["added_prefixes"])

@@ -36,6 +36,7 @@ def local_reader(environ: Mapping[str, str], directory: str | None) -> Reader:
                 return path.read_text().strip()
         where = f" or {Path(directory) / name}" if directory else ""
         raise ChannelsError(f"secret {name!r} not found: set {env_name(name)}{where}")
+
     return read
 
 
@@ -51,11 +52,14 @@ def keyvault_reader(vault_url: str, credential: Any) -> Reader:
         except ResourceNotFoundError:
             raise ChannelsError(f"secret {name!r} is not in the key vault {vault_url}") from None
         except HttpResponseError as exc:
-            raise ChannelsError(f"secret {name!r} could not be read from {vault_url}: HTTP {exc.status_code} "
-                                "(does the notifier hold Key Vault Secrets User?)") from None
+            raise ChannelsError(
+                f"secret {name!r} could not be read from {vault_url}: HTTP {exc.status_code} "
+                "(does the notifier hold Key Vault Secrets User?)"
+            ) from None
         if not value:
             raise ChannelsError(f"secret {name!r} in {vault_url} is empty")
         return value
+
     return read
 
 

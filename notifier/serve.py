@@ -36,10 +36,13 @@ def authenticator(env: Env) -> Any:
     if audience:
         issuers = env.str("SERVICETAGS_WEBHOOK_ISSUER", required=True) or ""
         jwks = env.str("SERVICETAGS_WEBHOOK_JWKS_URL", required=True) or ""
-        return EntraTokenAuth(jwks, [i.strip() for i in issuers.split(",")],
-                              [a.strip() for a in audience.split(",")])
-    raise ConfigError("the webhook refuses unauthenticated calls: set SERVICETAGS_WEBHOOK_SECRET, or "
-                      "SERVICETAGS_WEBHOOK_AUDIENCE with _ISSUER and _JWKS_URL for Entra ID tokens")
+        return EntraTokenAuth(
+            jwks, [i.strip() for i in issuers.split(",")], [a.strip() for a in audience.split(",")]
+        )
+    raise ConfigError(
+        "the webhook refuses unauthenticated calls: set SERVICETAGS_WEBHOOK_SECRET, or "
+        "SERVICETAGS_WEBHOOK_AUDIENCE with _ISSUER and _JWKS_URL for Entra ID tokens"
+    )
 
 
 def run_complete_handler(wiring: Any) -> Any:
@@ -51,16 +54,22 @@ def run_complete_handler(wiring: Any) -> Any:
     def handle(event: Any) -> None:
         completed = parse_complete_name(event.blob_name)
         if completed is None or wiring.digests is None:
-            log_event(log, "event_ignored", f"{event.blob_name} is not a run's complete marker",
-                      event_id=event.id, blob=event.blob_name)
+            log_event(
+                log,
+                "event_ignored",
+                f"{event.blob_name} is not a run's complete marker",
+                event_id=event.id,
+                blob=event.blob_name,
+            )
             return
         wiring.digests.deliver_run(*completed, closed_by="complete")
 
     return handle
 
 
-def serve_webhook(wiring: Any, env: Env, stop: threading.Event, *, runs_container: str = "runs",
-                  deadlines: Any = None) -> int:
+def serve_webhook(
+    wiring: Any, env: Env, stop: threading.Event, *, runs_container: str = "runs", deadlines: Any = None
+) -> int:
     """Serve until SIGTERM. `deadlines` (a QueueConsumer of `run-deadlines`) runs beside the
     server: a run that never completes is closed by its deadline in this mode too."""
     from notifier.webhook import make_app, serve
@@ -69,9 +78,13 @@ def serve_webhook(wiring: Any, env: Env, stop: threading.Event, *, runs_containe
     port = env.int("SERVICETAGS_WEBHOOK_PORT", 8080, minimum=1, maximum=65535)
     # Event Grid waits 30 s for an answer: a claim held longer is a 503, retried for 24 hours.
     wait = timedelta(seconds=WEBHOOK_CLAIM_WAIT)
-    app = make_app(lambda event: wiring.notifier.deliver(event.blob_name, event.url, claim_wait=wait),
-                   auth=authenticator(env), expected_container=wiring.reports_container,
-                   runs_container=runs_container, handle_run=run_complete_handler(wiring))
+    app = make_app(
+        lambda event: wiring.notifier.deliver(event.blob_name, event.url, claim_wait=wait),
+        auth=authenticator(env),
+        expected_container=wiring.reports_container,
+        runs_container=runs_container,
+        handle_run=run_complete_handler(wiring),
+    )
     thread = None
     if deadlines is not None:
         thread = threading.Thread(target=deadlines.run, name="deadlines", daemon=True)

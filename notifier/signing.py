@@ -27,7 +27,7 @@ def secret_key(secret: str) -> bytes:
     if not secret.startswith(PREFIX):
         raise SignatureError("a signing secret must start with whsec_")
     try:
-        key = base64.b64decode(secret[len(PREFIX):], validate=True)
+        key = base64.b64decode(secret[len(PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
         raise SignatureError("a signing secret must be whsec_ followed by base64") from None
     if len(key) < 24:
@@ -44,16 +44,28 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
 def headers(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
     if not secrets:
         raise SignatureError("no signing secret")
-    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets)}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
+    }
 
 
-def verify(secrets: Sequence[str], request_headers: dict[str, str], body: bytes, *, now: int,
-           tolerance: int = DEFAULT_TOLERANCE) -> str:
+def verify(
+    secrets: Sequence[str],
+    request_headers: dict[str, str],
+    body: bytes,
+    *,
+    now: int,
+    tolerance: int = DEFAULT_TOLERANCE,
+) -> str:
     """The webhook-id of a request signed with any of `secrets`; SignatureError otherwise."""
     lower = {k.lower(): v for k, v in request_headers.items()}
-    msg_id, stamp, signatures = (lower.get("webhook-id"), lower.get("webhook-timestamp"),
-                                 lower.get("webhook-signature"))
+    msg_id, stamp, signatures = (
+        lower.get("webhook-id"),
+        lower.get("webhook-timestamp"),
+        lower.get("webhook-signature"),
+    )
     if not msg_id or not stamp or not signatures:
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature")
     try:

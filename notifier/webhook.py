@@ -95,8 +95,16 @@ class EntraTokenAuth:
     """An Entra ID bearer token (Event Grid's Microsoft Entra webhook authentication):
     RS256 signature from the JWKS at `jwks_url`, issuer, audience, expiry."""
 
-    def __init__(self, jwks_url: str, issuer: str | Sequence[str], audience: str | Sequence[str], *,
-                 leeway: float = 60.0, jwks_lifespan: float = 3600.0, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        jwks_url: str,
+        issuer: str | Sequence[str],
+        audience: str | Sequence[str],
+        *,
+        leeway: float = 60.0,
+        jwks_lifespan: float = 3600.0,
+        timeout: float = 10.0,
+    ) -> None:
         if not (jwks_url and issuer and audience):
             raise ValueError("Entra token authentication needs a JWKS URL, an issuer and an audience")
         self.issuer = issuer if isinstance(issuer, str) else list(issuer)
@@ -117,9 +125,15 @@ class EntraTokenAuth:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"token refused: {exc}") from None
         try:
-            jwt.decode(token.strip(), key.key, algorithms=["RS256"], audience=self.audience,
-                       issuer=self.issuer, leeway=self.leeway,
-                       options={"require": ["exp", "iss", "aud"]})
+            jwt.decode(
+                token.strip(),
+                key.key,
+                algorithms=["RS256"],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"token refused: {exc}") from None
 
@@ -127,9 +141,16 @@ class EntraTokenAuth:
 class WebhookApp:
     """The WSGI application. `stats` counts outcomes (handled, ignored, refused, rejected, failed)."""
 
-    def __init__(self, handle: Handler, *, auth: Authenticator, expected_container: str,
-                 max_body: int = MAX_BODY, runs_container: str | None = None,
-                 handle_run: Handler | None = None) -> None:
+    def __init__(
+        self,
+        handle: Handler,
+        *,
+        auth: Authenticator,
+        expected_container: str,
+        max_body: int = MAX_BODY,
+        runs_container: str | None = None,
+        handle_run: Handler | None = None,
+    ) -> None:
         self.handle, self.auth = handle, auth
         self.expected_container, self.max_body = expected_container, max_body
         # BlobCreated events of the runs container (a run's complete marker) go to `handle_run`,
@@ -143,12 +164,18 @@ class WebhookApp:
             status, body, headers = self._respond(environ)
         except Exception:  # a bug: one JSON log record (traceback inside), never waitress's page
             self._count("failed")
-            log_event(log, "webhook_error", "unexpected error answering a request", level=logging.ERROR,
-                      exc_info=True)
+            log_event(
+                log,
+                "webhook_error",
+                "unexpected error answering a request",
+                level=logging.ERROR,
+                exc_info=True,
+            )
             status, body, headers = "500 Internal Server Error", {"error": "internal error; retry later"}, []
         payload = json.dumps(body).encode("utf-8") if body is not None else b""
-        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))),
-                                *headers])
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *headers]
+        )
         return [payload]
 
     def _count(self, outcome: str, n: int = 1) -> None:
@@ -169,8 +196,14 @@ class WebhookApp:
             return "503 Service Unavailable", {"error": "cannot check credentials now; retry"}, []
         except Unauthorized as exc:
             self._count("refused")
-            log_event(log, "webhook_refused", f"refused {method}: {exc}", level=logging.WARNING,
-                      reason=str(exc), remote_addr=environ.get("REMOTE_ADDR", ""))
+            log_event(
+                log,
+                "webhook_refused",
+                f"refused {method}: {exc}",
+                level=logging.WARNING,
+                reason=str(exc),
+                remote_addr=environ.get("REMOTE_ADDR", ""),
+            )
             return "401 Unauthorized", {"error": "missing or invalid credential"}, []
         if method == "OPTIONS":
             return self._abuse_protection(environ)
@@ -191,8 +224,9 @@ class WebhookApp:
         if len(body) > self.max_body:
             return self._too_large()
         try:
-            items = parse_webhook_body(body, environ.get("CONTENT_TYPE", ""),
-                                       expected_container=self.expected_container)
+            items = parse_webhook_body(
+                body, environ.get("CONTENT_TYPE", ""), expected_container=self.expected_container
+            )
         except UnsupportedMediaType as exc:
             self._count("rejected")
             log_event(log, "webhook_bad_request", str(exc), level=logging.WARNING, reason=str(exc))
@@ -206,8 +240,12 @@ class WebhookApp:
             if len(items) != 1:
                 self._count("rejected")
                 return "400 Bad Request", {"error": "a validation event must come alone"}, []
-            log_event(log, "webhook_validated", "answered the subscription validation handshake",
-                      event_id=validations[0].id)
+            log_event(
+                log,
+                "webhook_validated",
+                "answered the subscription validation handshake",
+                event_id=validations[0].id,
+            )
             return "200 OK", {"validationResponse": validations[0].code}, []
         try:
             routed = self._routed(items, body, environ.get("CONTENT_TYPE", ""))
@@ -222,12 +260,19 @@ class WebhookApp:
         for the reports container that are blob events of the runs container to `handle_run`.
         The body parses the same way a second time, one item per event in the same order."""
         routed: list[tuple[Any, Handler | None]] = [(item, self.handle) for item in items]
-        if self.handle_run is None or self.runs_container is None \
-                or not any(isinstance(item, IgnoredEvent) for item in items):
+        if (
+            self.handle_run is None
+            or self.runs_container is None
+            or not any(isinstance(item, IgnoredEvent) for item in items)
+        ):
             return routed
         runs = parse_webhook_body(body, content_type, expected_container=self.runs_container)
-        return [(alt, self.handle_run) if isinstance(item, IgnoredEvent) and isinstance(alt, ReportEvent)
-                else (item, handler) for (item, handler), alt in zip(routed, runs, strict=True)]
+        return [
+            (alt, self.handle_run)
+            if isinstance(item, IgnoredEvent) and isinstance(alt, ReportEvent)
+            else (item, handler)
+            for (item, handler), alt in zip(routed, runs, strict=True)
+        ]
 
     def _handle_all(self, items: list[tuple[Any, Handler | None]]) -> tuple[str, Any, list[tuple[str, str]]]:
         handled = ignored = 0
@@ -236,8 +281,14 @@ class WebhookApp:
             if isinstance(item, IgnoredEvent) or handle is None:
                 ignored += 1
                 self._count("ignored")
-                log_event(log, "event_ignored", item.reason, event_id=item.id,
-                          event_type=item.event_type, subject=item.subject)
+                log_event(
+                    log,
+                    "event_ignored",
+                    item.reason,
+                    event_id=item.id,
+                    event_type=item.event_type,
+                    subject=item.subject,
+                )
                 continue
             try:
                 handle(item)
@@ -245,26 +296,50 @@ class WebhookApp:
                 # Never succeeds: the others are still handled, then 400 dead-letters the body.
                 self._count("rejected")
                 rejected.append(f"event {item.id}: {exc}")
-                log_event(log, "webhook_event_rejected", str(exc), level=logging.WARNING,
-                          event_id=item.id, blob=item.blob_name, reason=str(exc))
+                log_event(
+                    log,
+                    "webhook_event_rejected",
+                    str(exc),
+                    level=logging.WARNING,
+                    event_id=item.id,
+                    blob=item.blob_name,
+                    reason=str(exc),
+                )
                 continue
             except TransientError as exc:
                 # The whole delivery is retried; events handled before this one come again,
                 # which the handler's idempotence absorbs.
                 self._count("failed")
-                log_event(log, "webhook_handler_failed", f"handling {item.blob_name} failed: {exc}",
-                          level=logging.WARNING, event_id=item.id, blob=item.blob_name, reason=str(exc))
+                log_event(
+                    log,
+                    "webhook_handler_failed",
+                    f"handling {item.blob_name} failed: {exc}",
+                    level=logging.WARNING,
+                    event_id=item.id,
+                    blob=item.blob_name,
+                    reason=str(exc),
+                )
                 return "503 Service Unavailable", {"error": "handling an event failed; retry later"}, []
             except Exception:
                 self._count("failed")
-                log_event(log, "webhook_handler_failed", f"handling {item.blob_name} failed",
-                          level=logging.ERROR, exc_info=True, event_id=item.id, blob=item.blob_name)
+                log_event(
+                    log,
+                    "webhook_handler_failed",
+                    f"handling {item.blob_name} failed",
+                    level=logging.ERROR,
+                    exc_info=True,
+                    event_id=item.id,
+                    blob=item.blob_name,
+                )
                 return "500 Internal Server Error", {"error": "handling an event failed; retry later"}, []
             handled += 1
             self._count("handled")
         if rejected:
-            return "400 Bad Request", {"error": "; ".join(rejected)[:2000], "handled": handled,
-                                       "ignored": ignored}, []
+            return (
+                "400 Bad Request",
+                {"error": "; ".join(rejected)[:2000], "handled": handled, "ignored": ignored},
+                [],
+            )
         return "200 OK", {"handled": handled, "ignored": ignored}, []
 
     def _too_large(self) -> tuple[str, Any, list[tuple[str, str]]]:
@@ -272,10 +347,21 @@ class WebhookApp:
         return "413 Content Too Large", {"error": f"body is over {self.max_body} bytes"}, []
 
 
-def make_app(handle: Handler, *, auth: Authenticator, expected_container: str,
-             runs_container: str | None = None, handle_run: Handler | None = None) -> WebhookApp:
-    return WebhookApp(handle, auth=auth, expected_container=expected_container,
-                      runs_container=runs_container, handle_run=handle_run)
+def make_app(
+    handle: Handler,
+    *,
+    auth: Authenticator,
+    expected_container: str,
+    runs_container: str | None = None,
+    handle_run: Handler | None = None,
+) -> WebhookApp:
+    return WebhookApp(
+        handle,
+        auth=auth,
+        expected_container=expected_container,
+        runs_container=runs_container,
+        handle_run=handle_run,
+    )
 
 
 class WebhookServer:
@@ -286,10 +372,19 @@ class WebhookServer:
         # Waitress buffers the body before calling the app; its own cap sits above ours so
         # the app answers an oversized body with its JSON 413, and waitress stops worse ones.
         # Any: waitress types the result as a union of server kinds; ours is a single socket.
-        self._server: Any = cast(Any, create_server(
-            app, map=self._map, host=host, port=port, threads=threads,
-            max_request_body_size=MAX_BODY + 64 * 1024, ident="servicetags-notifier",
-            clear_untrusted_proxy_headers=True))
+        self._server: Any = cast(
+            Any,
+            create_server(
+                app,
+                map=self._map,
+                host=host,
+                port=port,
+                threads=threads,
+                max_request_body_size=MAX_BODY + 64 * 1024,
+                ident="servicetags-notifier",
+                clear_untrusted_proxy_headers=True,
+            ),
+        )
         self.host, self.port = host, int(self._server.effective_port)
 
     def run(self) -> None:

@@ -29,5 +29,3 @@ def run_component(prog: str, load: Callable[[], S], body: Callable[[S, threading
         return 130
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
-
-

@@ -66,8 +66,7 @@ class Env:
         return self.choice(name, CLOUDS, "Public")
 
     # Last in the class: methods named like types shadow them in later annotations.
-    def str(self, name: str, default: str | None = None, *,
-            required: builtins.bool = False) -> str | None:
+    def str(self, name: str, default: str | None = None, *, required: builtins.bool = False) -> str | None:
         value = self._env.get(name, "").strip()
         if value:
             return value

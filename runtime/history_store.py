@@ -75,13 +75,21 @@ def _report_order(name: str) -> tuple[Any, ...]:
 
 
 class Synced(NamedTuple):
-    changed: bool           # whether the index blob was written
+    changed: bool  # whether the index blob was written
     new_reports: list[str]  # report names applied by this call
-    data: bytes             # the index as stored now
+    data: bytes  # the index as stored now
 
 
-def sync(cloud: str, *, snapshots: BlobStore, reports: BlobStore, history: BlobStore,
-         clock: Callable[[], datetime], rebuild: bool = False, max_attempts: int = 5) -> Synced:
+def sync(
+    cloud: str,
+    *,
+    snapshots: BlobStore,
+    reports: BlobStore,
+    history: BlobStore,
+    clock: Callable[[], datetime],
+    rebuild: bool = False,
+    max_attempts: int = 5,
+) -> Synced:
     """Bring the index up to date with the blobs; idempotent, and safe to run concurrently
     (the index moves under an ETag; a loser starts again from what won)."""
     for _ in range(max_attempts):
@@ -95,8 +103,9 @@ def sync(cloud: str, *, snapshots: BlobStore, reports: BlobStore, history: BlobS
         data = builder.to_bytes()
         if blob is not None and blob.data == data:
             return Synced(False, [], data)
-        if history.replace(index_name(cloud), data, etag=blob.etag if blob else None,
-                           content_type=INDEX_CONTENT_TYPE):
+        if history.replace(
+            index_name(cloud), data, etag=blob.etag if blob else None, content_type=INDEX_CONTENT_TYPE
+        ):
             return Synced(True, new, data)
     raise TransientError(f"the {cloud} history index kept changing under concurrent writers")
 
@@ -121,8 +130,9 @@ def _catch_up(builder: Builder, cloud: str, *, snapshots: BlobStore, reports: Bl
         known = builder.regions.get(region)
         if known is not None and known.get("sha256") == state["sha256"]:
             continue
-        names = sorted((n for n in reports.names(f"{cloud}/{region}/") if not builder.has_report(n)),
-                       key=_report_order)
+        names = sorted(
+            (n for n in reports.names(f"{cloud}/{region}/") if not builder.has_report(n)), key=_report_order
+        )
         docs = {}
         for name in names:
             blob = reports.read(name)
@@ -130,35 +140,56 @@ def _catch_up(builder: Builder, cloud: str, *, snapshots: BlobStore, reports: Bl
                 docs[name] = json.loads(blob.data)
         if known is None:
             first = docs[names[0]] if names and names[0] in docs else None
-            _baseline(builder, cloud, region, snapshots=snapshots,
-                      sha=first["from"]["sha256"] if first else state["sha256"],
-                      change_number=first["from"]["changeNumber"] if first else state["changeNumber"])
+            _baseline(
+                builder,
+                cloud,
+                region,
+                snapshots=snapshots,
+                sha=first["from"]["sha256"] if first else state["sha256"],
+                change_number=first["from"]["changeNumber"] if first else state["changeNumber"],
+            )
         for name, doc in docs.items():
             if builder.apply_report(name, doc):
                 applied.append(name)
         if builder.regions.get(region, {}).get("sha256") != state["sha256"]:
             # A snapshot with no report before it (a history deleted by hand, then a new
             # baseline): the index keeps what it knew and follows the reports from here.
-            log_event(log, "history_gap", f"history index: {cloud} {region} is at {state['sha256'][:16]} but "
-                      "its reports end elsewhere; rebuild the index if blobs were deleted",
-                      level=logging.WARNING, cloud=cloud, region=region)
+            log_event(
+                log,
+                "history_gap",
+                f"history index: {cloud} {region} is at {state['sha256'][:16]} but "
+                "its reports end elsewhere; rebuild the index if blobs were deleted",
+                level=logging.WARNING,
+                cloud=cloud,
+                region=region,
+            )
             builder.regions.setdefault(region, {"baseline": state["changeNumber"], "report": None}).update(
-                sha256=state["sha256"], changeNumber=state["changeNumber"])
+                sha256=state["sha256"], changeNumber=state["changeNumber"]
+            )
     return applied
 
 
-def _baseline(builder: Builder, cloud: str, region: str, *, snapshots: BlobStore, sha: str,
-              change_number: str) -> None:
+def _baseline(
+    builder: Builder, cloud: str, region: str, *, snapshots: BlobStore, sha: str, change_number: str
+) -> None:
     name = layout.snapshot_name(cloud, region, sha)
     blob = snapshots.read(name)
     if blob is None:
         # A region whose first report starts from nothing (a new region): no baseline tags.
-        builder.regions[region] = {"sha256": sha, "changeNumber": change_number,
-                                   "baseline": change_number, "report": None}
+        builder.regions[region] = {
+            "sha256": sha,
+            "changeNumber": change_number,
+            "baseline": change_number,
+            "report": None,
+        }
         return
     snapshot = parse_snapshot(blob.data, f"snapshots/{name}")
-    builder.baseline(region=region, change_number=snapshot.change_number, sha256=sha,
-                     tags=((t.id, t.system_service, t.prefixes) for t in snapshot.tags.values()))
+    builder.baseline(
+        region=region,
+        change_number=snapshot.change_number,
+        sha256=sha,
+        tags=((t.id, t.system_service, t.prefixes) for t in snapshot.tags.values()),
+    )
 
 
 def _fill_dates(builder: Builder, cloud: str, history: BlobStore, clock: Callable[[], datetime]) -> None:

@@ -56,8 +56,13 @@ def wait_for_identity(credential: Any, scope: str, *, max_wait: float, sleep: An
         except Exception as exc:
             if waited >= max_wait:
                 raise
-            log_event(log, "identity_not_ready", f"no token yet ({type(exc).__name__}); retrying in "
-                      f"{delay:.0f}s", level=logging.WARNING, waited=waited)
+            log_event(
+                log,
+                "identity_not_ready",
+                f"no token yet ({type(exc).__name__}); retrying in {delay:.0f}s",
+                level=logging.WARNING,
+                waited=waited,
+            )
             sleep(delay)
             waited += delay
             delay = min(delay * 2, 30.0)

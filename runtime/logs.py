@@ -65,8 +65,10 @@ class LogSettings(NamedTuple):
 
     @classmethod
     def from_env(cls, env: Env) -> LogSettings:
-        return cls(env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
-                   env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"))
+        return cls(
+            env.choice("SERVICETAGS_LOG_FORMAT", ("json", "text"), "json"),
+            env.choice("SERVICETAGS_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
+        )
 
 
 def configure(fmt: str = "json", level: str = "INFO", stream: Any = None) -> None:
@@ -79,7 +81,13 @@ def configure(fmt: str = "json", level: str = "INFO", stream: Any = None) -> Non
     logging.getLogger("azure").setLevel(logging.WARNING)
 
 
-def log_event(logger: logging.Logger, event: str, message: str = "", *,
-              level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
-    logger.log(level, message or event.replace("_", " "), exc_info=exc_info,
-               extra={"event": event, **fields})
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    message: str = "",
+    *,
+    level: int = logging.INFO,
+    exc_info: bool = False,
+    **fields: Any,
+) -> None:
+    logger.log(level, message or event.replace("_", " "), exc_info=exc_info, extra={"event": event, **fields})

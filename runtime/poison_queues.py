@@ -28,8 +28,12 @@ def poisoned(message: Message) -> dict[str, Any]:
     except (ValueError, RecursionError):  # not JSON, or hostile JSON
         record = None
     if not isinstance(record, dict) or not isinstance(record.get("content"), str):
-        return {"reason": "not a servicetags poison record", "content": message.content,
-                "dequeue_count": None, "poisoned_at": None}
+        return {
+            "reason": "not a servicetags poison record",
+            "content": message.content,
+            "dequeue_count": None,
+            "poisoned_at": None,
+        }
     if not isinstance(record.get("reason"), str):
         record = {**record, "reason": str(record.get("reason"))}
     return record
@@ -45,8 +49,13 @@ def message_region(content: str) -> str | None:
     return region.lower() if isinstance(region, str) else None
 
 
-def requeue(poison: Queue, target: Queue, *, keep: Callable[[str], bool] = lambda _: True,
-            visibility_timeout: int = 30) -> int:
+def requeue(
+    poison: Queue,
+    target: Queue,
+    *,
+    keep: Callable[[str], bool] = lambda _: True,
+    visibility_timeout: int = 30,
+) -> int:
     """Move poisoned messages whose original content `keep` accepts back to `target`.
 
     Each poisoned message is received once (invisible while this runs), so the loop ends;

@@ -39,9 +39,9 @@ PoisonHook = Callable[[Message, str], None]
 
 class LoopSettings(NamedTuple):
     max_tries: int = 5
-    visibility_timeout: int = 120   # seconds; the lease is extended while the handler runs
-    retry_delay: int = 10           # seconds before the first retry; doubles per try
-    idle_sleep: float = 2.0         # at most this many seconds between polls of an empty queue
+    visibility_timeout: int = 120  # seconds; the lease is extended while the handler runs
+    retry_delay: int = 10  # seconds before the first retry; doubles per try
+    idle_sleep: float = 2.0  # at most this many seconds between polls of an empty queue
 
     @classmethod
     def from_env(cls, env: Env) -> LoopSettings:
@@ -50,28 +50,32 @@ class LoopSettings(NamedTuple):
             max_tries=env.int("SERVICETAGS_MAX_TRIES", 5, minimum=1, maximum=100),
             visibility_timeout=visibility,
             retry_delay=env.int("SERVICETAGS_RETRY_DELAY", 10, minimum=0, maximum=visibility),
-            idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300))
+            idle_sleep=env.int("SERVICETAGS_IDLE_SLEEP", 2, minimum=0, maximum=300),
+        )
 
 
 class Stats(NamedTuple):
     processed: int = 0
     retried: int = 0
     poisoned: int = 0
-    lost_receipts: int = 0      # a delete or extend whose receipt no longer held
-    storage_errors: int = 0     # queue calls that failed and were retried after a pause
+    lost_receipts: int = 0  # a delete or extend whose receipt no longer held
+    storage_errors: int = 0  # queue calls that failed and were retried after a pause
 
 
 def poison_record(queue: str, message: Message, reason: str) -> str:
-    return json.dumps({
-        "schema": POISON_SCHEMA,
-        "queue": queue,
-        "reason": reason,
-        "dequeue_count": message.dequeue_count,
-        "poisoned_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "message_id": message.id,
-        "inserted_on": message.inserted_on,
-        "content": message.content,
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "schema": POISON_SCHEMA,
+            "queue": queue,
+            "reason": reason,
+            "dequeue_count": message.dequeue_count,
+            "poisoned_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "message_id": message.id,
+            "inserted_on": message.inserted_on,
+            "content": message.content,
+        },
+        separators=(",", ":"),
+    )
 
 
 class _Lease:
@@ -101,13 +105,25 @@ class _Lease:
                 # Another consumer may have it now: a duplicate later, not a failure now. No
                 # later extend can succeed with this receipt.
                 self.lost = True
-                log_event(log, "receipt_lost", f"lease not extended: {exc}", level=logging.WARNING,
-                          queue=self._queue.name, message_id=self.message.id, step="extend")
+                log_event(
+                    log,
+                    "receipt_lost",
+                    f"lease not extended: {exc}",
+                    level=logging.WARNING,
+                    queue=self._queue.name,
+                    message_id=self.message.id,
+                    step="extend",
+                )
                 return
             except Exception as exc:  # storage unreachable for now: try again next period
-                log_event(log, "queue_unavailable", f"could not extend the lease of message "
-                          f"{self.message.id}: {type(exc).__name__}", level=logging.WARNING,
-                          queue=self._queue.name, message_id=self.message.id)
+                log_event(
+                    log,
+                    "queue_unavailable",
+                    f"could not extend the lease of message {self.message.id}: {type(exc).__name__}",
+                    level=logging.WARNING,
+                    queue=self._queue.name,
+                    message_id=self.message.id,
+                )
 
     def current(self) -> Message:
         with self._lock:
@@ -115,8 +131,16 @@ class _Lease:
 
 
 class QueueConsumer:
-    def __init__(self, queue: Queue, poison: Queue, handler: Handler, settings: LoopSettings,
-                 *, stop: threading.Event | None = None, on_poison: PoisonHook | None = None) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        poison: Queue,
+        handler: Handler,
+        settings: LoopSettings,
+        *,
+        stop: threading.Event | None = None,
+        on_poison: PoisonHook | None = None,
+    ) -> None:
         self.queue, self.poison, self.handler, self.settings = queue, poison, handler, settings
         self.on_poison = on_poison
         self.stop = stop or threading.Event()
@@ -127,9 +151,16 @@ class QueueConsumer:
 
     def _receipt_lost(self, message: Message, step: str, exc: LostReceipt) -> None:
         self._count(lost_receipts=1)
-        log_event(log, "receipt_lost", f"{step} skipped, the message will come again: {exc}",
-                  level=logging.WARNING, queue=self.queue.name, message_id=message.id,
-                  dequeue_count=message.dequeue_count, step=step)
+        log_event(
+            log,
+            "receipt_lost",
+            f"{step} skipped, the message will come again: {exc}",
+            level=logging.WARNING,
+            queue=self.queue.name,
+            message_id=message.id,
+            dequeue_count=message.dequeue_count,
+            step=step,
+        )
 
     def _delete(self, message: Message, step: str) -> bool:
         try:
@@ -147,16 +178,26 @@ class QueueConsumer:
             self.on_poison(message, reason)
         self._delete(message, "delete after poisoning")
         self._count(poisoned=1)
-        log_event(log, "message_poisoned", f"message moved to {self.poison.name}: {reason}",
-                  level=logging.WARNING, queue=self.queue.name, message_id=message.id,
-                  dequeue_count=message.dequeue_count, reason=reason)
+        log_event(
+            log,
+            "message_poisoned",
+            f"message moved to {self.poison.name}: {reason}",
+            level=logging.WARNING,
+            queue=self.queue.name,
+            message_id=message.id,
+            dequeue_count=message.dequeue_count,
+            reason=reason,
+        )
 
     def process(self, message: Message) -> None:
         """Handle one received message, deciding its fate. Never raises for a bad message."""
         max_tries = self.settings.max_tries
         if message.dequeue_count > max_tries:
-            self._to_poison(message, f"delivered {message.dequeue_count} times without completing "
-                                     "(the consumer crashed or timed out each time)")
+            self._to_poison(
+                message,
+                f"delivered {message.dequeue_count} times without completing "
+                "(the consumer crashed or timed out each time)",
+            )
             return
         lease = _Lease(self.queue, message, self.settings.visibility_timeout)
         try:
@@ -179,20 +220,35 @@ class QueueConsumer:
         if message.dequeue_count >= self.settings.max_tries:
             self._to_poison(message, f"failed {message.dequeue_count} times; last error: {reason}")
             return
-        delay = min(self.settings.retry_delay * 2 ** (message.dequeue_count - 1),
-                    self.settings.visibility_timeout)
-        log_event(log, "message_retry", f"will retry in {delay}s: {reason}", level=logging.WARNING,
-                  queue=self.queue.name, message_id=message.id, dequeue_count=message.dequeue_count,
-                  reason=reason, retry_in=delay, exc_info=not isinstance(exc, ServiceTagsError))
+        delay = min(
+            self.settings.retry_delay * 2 ** (message.dequeue_count - 1), self.settings.visibility_timeout
+        )
+        log_event(
+            log,
+            "message_retry",
+            f"will retry in {delay}s: {reason}",
+            level=logging.WARNING,
+            queue=self.queue.name,
+            message_id=message.id,
+            dequeue_count=message.dequeue_count,
+            reason=reason,
+            retry_in=delay,
+            exc_info=not isinstance(exc, ServiceTagsError),
+        )
         self._count(retried=1)
         try:
             self.queue.extend(message, delay)  # come back after the delay, not the full lease
         except LostReceipt as lost:
             self._receipt_lost(message, "retry delay", lost)
         except Exception as failed:  # it comes back after its lease instead
-            log_event(log, "queue_unavailable", f"could not shorten the retry delay of {message.id}: "
-                      f"{type(failed).__name__}", level=logging.WARNING, queue=self.queue.name,
-                      message_id=message.id)
+            log_event(
+                log,
+                "queue_unavailable",
+                f"could not shorten the retry delay of {message.id}: {type(failed).__name__}",
+                level=logging.WARNING,
+                queue=self.queue.name,
+                message_id=message.id,
+            )
 
     def run(self, *, until_empty: bool = False) -> Stats:
         """Consume until stopped; with `until_empty`, return once nothing is left, counting
@@ -215,9 +271,15 @@ class QueueConsumer:
                 # message being handled reappears after its lease. Back off, up to a minute.
                 pause = min(max(1.0, pause * 2), UNAVAILABLE_PAUSE_MAX)
                 self._count(storage_errors=1)
-                log_event(log, "queue_unavailable", f"queue {self.queue.name} unavailable "
-                          f"({type(exc).__name__}: {_first_line(exc)}); trying again in {pause:.0f}s",
-                          level=logging.WARNING, queue=self.queue.name, retry_in=pause)
+                log_event(
+                    log,
+                    "queue_unavailable",
+                    f"queue {self.queue.name} unavailable "
+                    f"({type(exc).__name__}: {_first_line(exc)}); trying again in {pause:.0f}s",
+                    level=logging.WARNING,
+                    queue=self.queue.name,
+                    retry_in=pause,
+                )
                 self.stop.wait(pause)
                 continue
             empty += 1
@@ -243,4 +305,3 @@ UNAVAILABLE_PAUSE_MAX = 60.0
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).splitlines() or [""])[0][:200]
-

@@ -48,8 +48,9 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load_snapshot(path: str | os.PathLike[str], parser: PrefixParser | None = None, *,
-                  limit: int = DEFAULT_MAX_BYTES) -> Snapshot:
+def load_snapshot(
+    path: str | os.PathLike[str], parser: PrefixParser | None = None, *, limit: int = DEFAULT_MAX_BYTES
+) -> Snapshot:
     data = read_bytes(path, limit=limit)
     with gc_paused():
         return parse_snapshot(data, os.fspath(path), parser)
@@ -58,5 +59,3 @@ def load_snapshot(path: str | os.PathLike[str], parser: PrefixParser | None = No
 def read_document(path: str | os.PathLike[str], *, limit: int = DEFAULT_MAX_BYTES) -> Any:
     """The parsed JSON of a snapshot file, for `snapshot_from_document`."""
     return parse_json(read_bytes(path, limit=limit), os.fspath(path))
-
-

@@ -22,7 +22,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "local": ("devstack.cli", "start or stop the local stack (Azurite, ARM endpoint, relay, SMTP)"),
     "demo": ("devstack.demo", "run the whole pipeline locally on real snapshots"),
     "doctor": ("servicetags.doctor", "check that each component can do its job, with its own identity"),
-
     "import": ("servicetags.import_command", "backfill archived service-tag files into the history"),
     "lookup": ("servicetags.history_command", "which tags hold an address or overlap a CIDR, and since when"),
     "history": ("servicetags.history_command", "when prefixes joined or left the tags of an address or tag"),

@@ -45,13 +45,20 @@ def main(argv: list[str], prog: str = "servicetags diff", *, hard_exit: bool = F
     )
     parser.add_argument("old", metavar="OLD", help="the earlier snapshot file")
     parser.add_argument("new", metavar="NEW", help="the later snapshot file")
-    parser.add_argument("--region", default="all",
-                        help="ARM location name (e.g. francecentral), 'global' for region-less "
-                        "tags, or 'all' (default)")
-    parser.add_argument("--format", choices=sorted(RENDERERS), default="json",
-                        help="output format (default: json, the report contract)")
-    parser.add_argument("--exit-code", action="store_true",
-                        help="exit 1 when something changed (0 otherwise, 2 on error)")
+    parser.add_argument(
+        "--region",
+        default="all",
+        help="ARM location name (e.g. francecentral), 'global' for region-less tags, or 'all' (default)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=sorted(RENDERERS),
+        default="json",
+        help="output format (default: json, the report contract)",
+    )
+    parser.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when something changed (0 otherwise, 2 on error)"
+    )
     args = parser.parse_args(argv)
 
     # A short-lived process that builds ~200,000 long-lived objects and no garbage cycles:
@@ -69,8 +76,9 @@ def _run(args: Namespace, prog: str, *, hard_exit: bool) -> int:
     try:
         limit = Env().int(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES, minimum=1024)
         # The snapshots stay referenced until the end: see hard_exit.
-        *_snapshots, report = compare_files(args.old, args.new, region=args.region,
-                                            parallel=forked.available(), limit=limit)
+        *_snapshots, report = compare_files(
+            args.old, args.new, region=args.region, parallel=forked.available(), limit=limit
+        )
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
     code = EXIT_CHANGED if args.exit_code and report["tags"] else 0
@@ -103,8 +111,14 @@ def _discard_stdout() -> None:
         pass
 
 
-def compare_files(old_path: str, new_path: str, *, region: str = "all", parallel: bool = False,
-                  limit: int = DEFAULT_MAX_BYTES) -> tuple[Snapshot, Snapshot, dict[str, Any]]:
+def compare_files(
+    old_path: str,
+    new_path: str,
+    *,
+    region: str = "all",
+    parallel: bool = False,
+    limit: int = DEFAULT_MAX_BYTES,
+) -> tuple[Snapshot, Snapshot, dict[str, Any]]:
     """Both snapshot files, loaded, and the change report between them.
 
     With `parallel`, a forked child checks the old snapshot's prefixes and hashes its tags
@@ -142,8 +156,9 @@ def compare_files(old_path: str, new_path: str, *, region: str = "all", parallel
 
 def _load_against(path: str, old_doc: Any, old: Snapshot, parser: PrefixParser, limit: int) -> Snapshot:
     """The new snapshot, its unchanged tags being the old ones (see `Baseline`)."""
-    return snapshot_from_document(read_document(path, limit=limit), path, parser,
-                                  baseline=baseline_of(old_doc, old))
+    return snapshot_from_document(
+        read_document(path, limit=limit), path, parser, baseline=baseline_of(old_doc, old)
+    )
 
 
 def _check_and_hash(doc: Any, snapshot: Snapshot) -> tuple[bool, dict[str, bytes]]:

@@ -105,8 +105,11 @@ def _quick(argv: list[str], options: tuple[str, ...]) -> Any:
 
 def _common(parser: Any) -> None:
     parser.add_argument("--cloud", help="Public, AzureGovernment or AzureChina (default: SERVICETAGS_CLOUD)")
-    parser.add_argument("--index", metavar="FILE", help="read the index from this file (default: "
-                        "SERVICETAGS_HISTORY_INDEX, else blob storage)")
+    parser.add_argument(
+        "--index",
+        metavar="FILE",
+        help="read the index from this file (default: SERVICETAGS_HISTORY_INDEX, else blob storage)",
+    )
     parser.add_argument("--format", choices=["text", "json"], default="text")
 
 
@@ -129,31 +132,49 @@ def lookup_main(argv: list[str], prog: str) -> int:
     if args is None:
         from runtime.arguments import ArgumentParser
 
-        parser = ArgumentParser(prog=prog, description="Which service tags hold an address, or overlap a "
-                                "CIDR block, and since when.")
+        parser = ArgumentParser(
+            prog=prog,
+            description="Which service tags hold an address, or overlap a CIDR block, and since when.",
+        )
         parser.add_argument("query", metavar="ADDRESS|CIDR")
         _common(parser)
         when = parser.add_mutually_exclusive_group()
-        when.add_argument("--at", metavar="DATE",
-                          help="as of this date (YYYY-MM-DD); default: the latest change")
+        when.add_argument(
+            "--at", metavar="DATE", help="as of this date (YYYY-MM-DD); default: the latest change"
+        )
         when.add_argument("--change", metavar="N", help="as of this change number")
         args = parser.parse_args(argv)
     index = _load(args, prog)
     if isinstance(index, str):
         return fail(prog, index)
     try:
-        at = (index.change_index(args.change) if args.change else
-              index.at_date(_date(args.at)) if args.at else index.latest())
+        at = (
+            index.change_index(args.change)
+            if args.change
+            else index.at_date(_date(args.at))
+            if args.at
+            else index.latest()
+        )
         hits = index.lookup(args.query, at=at)
     except (QueryError, ValueError) as exc:
         return fail(prog, str(exc))
     cn, date = index.changes[at]
     if args.format == "json":
-        doc = {"query": args.query.strip(), "cloud": index.cloud, "at": {"changeNumber": cn, "date": date},
-               "matches": [{"tag": h.tag, "region": h.region, "system_service": h.system_service,
-                            "prefix": h.prefix, "since": {"changeNumber": h.since_change,
-                                                           "date": h.since_date, "report": h.since_report}}
-                           for h in hits]}
+        doc = {
+            "query": args.query.strip(),
+            "cloud": index.cloud,
+            "at": {"changeNumber": cn, "date": date},
+            "matches": [
+                {
+                    "tag": h.tag,
+                    "region": h.region,
+                    "system_service": h.system_service,
+                    "prefix": h.prefix,
+                    "since": {"changeNumber": h.since_change, "date": h.since_date, "report": h.since_report},
+                }
+                for h in hits
+            ],
+        }
         json.dump(doc, sys.stdout, indent=2)
         print()
     elif hits:
@@ -161,11 +182,14 @@ def lookup_main(argv: list[str], prog: str) -> int:
         width = max(len(h.tag) for h in hits)
         for h in hits:
             origin = f"report {h.since_report}" if h.since_report else "first snapshot of the region"
-            print(f"  {h.tag.ljust(width)}  region {h.region:20} service {h.system_service or '-':24} "
-                  f"prefix {h.prefix:20} since {h.since_date[:10]} (change {h.since_change}, {origin})")
+            print(
+                f"  {h.tag.ljust(width)}  region {h.region:20} service {h.system_service or '-':24} "
+                f"prefix {h.prefix:20} since {h.since_date[:10]} (change {h.since_change}, {origin})"
+            )
     else:
-        print(f"{prog}: {args.query.strip()} is in no {index.cloud} service tag at change {cn}",
-              file=sys.stderr)
+        print(
+            f"{prog}: {args.query.strip()} is in no {index.cloud} service tag at change {cn}", file=sys.stderr
+        )
     return 0 if hits else NOT_FOUND
 
 
@@ -176,8 +200,11 @@ def history_main(argv: list[str], prog: str) -> int:
     if args is None:
         from runtime.arguments import ArgumentParser
 
-        parser = ArgumentParser(prog=prog, description="Every time a prefix joined or left a tag: for the "
-                                "blocks holding an address or overlapping a CIDR block, or for one tag.")
+        parser = ArgumentParser(
+            prog=prog,
+            description="Every time a prefix joined or left a tag: for the "
+            "blocks holding an address or overlapping a CIDR block, or for one tag.",
+        )
         parser.add_argument("query", metavar="ADDRESS|CIDR|TAG")
         _common(parser)
         parser.add_argument("--since", metavar="DATE", help="only changes on or after this date (YYYY-MM-DD)")
@@ -189,14 +216,17 @@ def history_main(argv: list[str], prog: str) -> int:
         since = 0
         if args.since:
             since = index.at_date(_date(args.since))
-            if index.changes[since][1][:len(args.since)] < args.since:
+            if index.changes[since][1][: len(args.since)] < args.since:
                 since += 1  # the change found is before the date: start after it
         events = index.history(args.query, since=since)
     except (QueryError, ValueError) as exc:
         return fail(prog, str(exc))
     if args.format == "json":
-        json.dump({"query": args.query.strip(), "cloud": index.cloud,
-                   "events": [e._asdict() for e in events]}, sys.stdout, indent=2)
+        json.dump(
+            {"query": args.query.strip(), "cloud": index.cloud, "events": [e._asdict() for e in events]},
+            sys.stdout,
+            indent=2,
+        )
         print()
         return 0
     if not events:
@@ -205,8 +235,10 @@ def history_main(argv: list[str], prog: str) -> int:
     width = max(len(e.tag) for e in events)
     for e in events:
         said = f"report {e.report}" if e.report else "first snapshot of the region"
-        print(f"{e.date[:10]}  change {e.change_number:>5}  {e.kind:6}  {e.tag.ljust(width)}  "
-              f"{e.prefix:24} {said}")
+        print(
+            f"{e.date[:10]}  change {e.change_number:>5}  {e.kind:6}  {e.tag.ljust(width)}  "
+            f"{e.prefix:24} {said}"
+        )
     return 0
 
 

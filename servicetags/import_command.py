@@ -63,7 +63,7 @@ def read_archive(path: Path) -> tuple[Archive, bytes]:
         raise SnapshotError(str(path), f"cannot read ({exc.strerror})") from None
     text = decompress(raw, str(path), gz_expected=path.name.endswith(".gz"))
     # Both shapes put the top-level members before "values"; parse the whole file otherwise.
-    head = text[:text.find(b'"values"')] if b'"values"' in text else b""
+    head = text[: text.find(b'"values"')] if b'"values"' in text else b""
     change, cloud = _TOP_CHANGE.search(head), _TOP_CLOUD.search(head)
     if change and cloud:
         found = (cloud[1].decode(), change[1].decode())
@@ -79,8 +79,9 @@ def collect(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.iterdir()
-                            if p.is_file() and p.name.endswith((".json", ".json.gz")))
+            files += sorted(
+                p for p in path.iterdir() if p.is_file() and p.name.endswith((".json", ".json.gz"))
+            )
         elif path.exists():
             files.append(path)
         else:
@@ -159,8 +160,9 @@ class Stores(NamedTuple):
     web_base_url: str = ""
 
 
-def import_files(files: list[Path], stores: Stores, *, notify: bool = False, regions: str = "all",
-                 out: Any = sys.stdout) -> dict[str, int]:
+def import_files(
+    files: list[Path], stores: Stores, *, notify: bool = False, regions: str = "all", out: Any = sys.stdout
+) -> dict[str, int]:
     """Import in change order; returns counts. Raises ServiceTagsError on a bad file."""
     from core.errors import PermanentError
     from core.history_index import change_key
@@ -169,8 +171,9 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
     from runtime.history_store import change_date, iso, record_change, sync
     from worker.handler import ParsedReplies, handle_region
 
-    archives = sorted((read_archive(f)[0] for f in files),
-                      key=lambda a: (a.cloud, change_key(a.change_number)))
+    archives = sorted(
+        (read_archive(f)[0] for f in files), key=lambda a: (a.cloud, change_key(a.change_number))
+    )
     snapshots = Remembering(stores.snapshots, lambda name: "/snapshots/" in name)
     written_reports = Remembering(stores.reports, lambda name: True)
     reports = written_reports if notify else QuietReports(written_reports, stores.notifications)
@@ -184,14 +187,22 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
         key = (archive.cloud, archive.change_number)
         if key in seen or change_date(stores.history, *key) is not None:
             counts["skipped"] += 1
-            print(f"{archive.path.name}: change {archive.change_number} already in the history, skipped",
-                  file=out)
+            print(
+                f"{archive.path.name}: change {archive.change_number} already in the history, skipped",
+                file=out,
+            )
             continue
         seen.add(key)
         _, body = read_archive(archive.path)
         reply = replies.get(body, str(archive.path))
-        recorded = sorted({n.split("/")[1] for n in stores.snapshots.names(f"{archive.cloud}/")
-                           if n.endswith("/latest.json")} - {GLOBAL})
+        recorded = sorted(
+            {
+                n.split("/")[1]
+                for n in stores.snapshots.names(f"{archive.cloud}/")
+                if n.endswith("/latest.json")
+            }
+            - {GLOBAL}
+        )
         chosen = [*sorted(set(reply.regions.names) | set(recorded)), GLOBAL]
         if regions.strip().lower() != "all":
             wanted = {r.strip().lower() for r in regions.split(",") if r.strip()}
@@ -202,8 +213,14 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
         def check(region: str, archive: Archive = archive, source: FileBody = source) -> str | None:
             message = RegionMessage(archive.cloud, region, f"import-{archive.change_number}")
             try:
-                outcome = handle_region(message, source=source, snapshots=snapshots, reports=reports,
-                                        replies=replies, clock=_fixed(archive.date))
+                outcome = handle_region(
+                    message,
+                    source=source,
+                    snapshots=snapshots,
+                    reports=reports,
+                    replies=replies,
+                    clock=_fixed(archive.date),
+                )
             except PermanentError as exc:
                 # A recorded region this file does not hold, with a worker that does not retire
                 # regions: nothing to record for it from this file.
@@ -214,21 +231,40 @@ def import_files(files: list[Path], stores: Stores, *, notify: bool = False, reg
         # Regions are independent (one state blob each); threads overlap the storage round trips.
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
             written = sum(r is not None for r in pool.map(check, chosen))
-        record_change(stores.history, archive.cloud, archive.change_number, iso(archive.date),
-                      seen_by="import", file=archive.path.name)
+        record_change(
+            stores.history,
+            archive.cloud,
+            archive.change_number,
+            iso(archive.date),
+            seen_by="import",
+            file=archive.path.name,
+        )
         counts["files"] += 1
         counts["reports"] += written
         counts["regions"] = max(counts["regions"], len(chosen))
-        print(f"{archive.path.name}: change {archive.change_number} of {archive.cloud}, "
-              f"{len(chosen)} regions, {written} reports", file=out)
+        print(
+            f"{archive.path.name}: change {archive.change_number} of {archive.cloud}, "
+            f"{len(chosen)} regions, {written} reports",
+            file=out,
+        )
     for cloud in clouds:
-        synced = sync(cloud, snapshots=snapshots, reports=written_reports, history=stores.history,
-                      clock=lambda: datetime.now(UTC))
+        synced = sync(
+            cloud,
+            snapshots=snapshots,
+            reports=written_reports,
+            history=stores.history,
+            clock=lambda: datetime.now(UTC),
+        )
         if stores.web is not None:
             from web.publish import publish
 
-            published = publish(cloud, index_data=synced.data, reports=stores.reports, web=stores.web,
-                                base_url=stores.web_base_url)
+            published = publish(
+                cloud,
+                index_data=synced.data,
+                reports=stores.reports,
+                web=stores.web,
+                base_url=stores.web_base_url,
+            )
             counts["pages"] = counts.get("pages", 0) + published
     return counts
 
@@ -240,27 +276,42 @@ def stores_from_env(env: Any) -> Stores:
     history = env.str("SERVICETAGS_HISTORY_CONTAINER", "history") or "history"
     notifications = env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications") or "notifications"
     web = env.str("SERVICETAGS_WEB_CONTAINER", "$web") or "$web"
-    clients = open_storage(settings, env.cloud(), containers=[settings.snapshots_container,
-                                                              settings.reports_container, history,
-                                                              notifications, web])
+    clients = open_storage(
+        settings,
+        env.cloud(),
+        containers=[settings.snapshots_container, settings.reports_container, history, notifications, web],
+    )
     publish = env.bool("SERVICETAGS_WEB_PUBLISH", True)
-    return Stores(clients.container(settings.snapshots_container),
-                  clients.container(settings.reports_container),
-                  clients.container(history), clients.container(notifications),
-                  clients.container(web) if publish else None,
-                  env.str("SERVICETAGS_WEB_BASE_URL", "") or "")
+    return Stores(
+        clients.container(settings.snapshots_container),
+        clients.container(settings.reports_container),
+        clients.container(history),
+        clients.container(notifications),
+        clients.container(web) if publish else None,
+        env.str("SERVICETAGS_WEB_BASE_URL", "") or "",
+    )
 
 
 def main(argv: list[str], prog: str = "servicetags import") -> int:
-    parser = ArgumentParser(prog=prog, description="Backfill archived service-tag files (download file or "
-                            "API reply, gzipped or not) into the history, in change-number order. "
-                            "Storage comes from SERVICETAGS_* environment variables.")
+    parser = ArgumentParser(
+        prog=prog,
+        description="Backfill archived service-tag files (download file or "
+        "API reply, gzipped or not) into the history, in change-number order. "
+        "Storage comes from SERVICETAGS_* environment variables.",
+    )
     parser.add_argument("paths", nargs="+", type=Path, metavar="FILE|DIR")
-    parser.add_argument("--regions", default="all", metavar="all|R1,R2",
-                        help="ARM location names (and global) to import (default: all); a file "
-                        "is imported once, so regions left out are not added by a later run")
-    parser.add_argument("--notify", action="store_true",
-                        help="let the notifier announce the imported reports (default: it does not)")
+    parser.add_argument(
+        "--regions",
+        default="all",
+        metavar="all|R1,R2",
+        help="ARM location names (and global) to import (default: all); a file "
+        "is imported once, so regions left out are not added by a later run",
+    )
+    parser.add_argument(
+        "--notify",
+        action="store_true",
+        help="let the notifier announce the imported reports (default: it does not)",
+    )
     args = parser.parse_args(argv)
     from runtime.config import Env
 
@@ -273,7 +324,10 @@ def main(argv: list[str], prog: str = "servicetags import") -> int:
         return fail(prog, str(exc))
     except OSError as exc:
         return fail(prog, f"{exc.filename or ''}: {exc.strerror}" if exc.strerror else str(exc))
-    print(f"imported {counts['files']} files ({counts['skipped']} already there), "
-          f"{counts['reports']} reports; "
-          f"history index and {counts.get('pages', 0)} web files updated", file=sys.stdout)
+    print(
+        f"imported {counts['files']} files ({counts['skipped']} already there), "
+        f"{counts['reports']} reports; "
+        f"history index and {counts.get('pages', 0)} web files updated",
+        file=sys.stdout,
+    )
     return 0

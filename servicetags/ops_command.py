@@ -24,19 +24,31 @@ def _clients(env: Env) -> Any:
 
 def queue_names(env: Env, settings: Any) -> dict[str, str]:
     """Every queue of the pipeline, by the name `requeue --queue` takes, as configured."""
-    return {"regions": settings.regions_queue, "change-events": settings.events_queue,
-            "run-deadlines": env.str("SERVICETAGS_DEADLINES_QUEUE") or "run-deadlines",
-            "impact": env.str("SERVICETAGS_IMPACT_QUEUE") or "impact"}
+    return {
+        "regions": settings.regions_queue,
+        "change-events": settings.events_queue,
+        "run-deadlines": env.str("SERVICETAGS_DEADLINES_QUEUE") or "run-deadlines",
+        "impact": env.str("SERVICETAGS_IMPACT_QUEUE") or "impact",
+    }
 
 
 def requeue_main(argv: list[str], prog: str) -> int:
     from runtime.poison_queues import message_region, requeue
 
     parser = ArgumentParser(prog=prog, description="Move poisoned messages back to their queue.")
-    parser.add_argument("--queue", default="regions", choices=list(QUEUE_CHOICES),
-                        help="which queue's poison queue to empty (default: regions)")
-    parser.add_argument("--region", action="append", default=[], metavar="R",
-                        help="only messages for this region (repeatable; regions queue only)")
+    parser.add_argument(
+        "--queue",
+        default="regions",
+        choices=list(QUEUE_CHOICES),
+        help="which queue's poison queue to empty (default: regions)",
+    )
+    parser.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="R",
+        help="only messages for this region (repeatable; regions queue only)",
+    )
     args = parser.parse_args(argv)
     if args.region and args.queue != "regions":
         return fail(prog, "--region applies to the regions queue only")
@@ -45,8 +57,11 @@ def requeue_main(argv: list[str], prog: str) -> int:
         clients = _clients(env)
         queue_name = queue_names(env, clients.settings)[args.queue]
         wanted = {r.lower() for r in args.region}
-        moved = requeue(clients.poison(queue_name), clients.queue(queue_name),
-                        keep=lambda content: not wanted or message_region(content) in wanted)
+        moved = requeue(
+            clients.poison(queue_name),
+            clients.queue(queue_name),
+            keep=lambda content: not wanted or message_region(content) in wanted,
+        )
     except ServiceTagsError as exc:
         return fail(prog, str(exc))
     print(f"requeued {moved} message{'s' if moved != 1 else ''} from {queue_name}-poison to {queue_name}")
@@ -90,8 +105,14 @@ def collect_status(clients: Any, cloud: str, queues: Iterable[str] | None = None
         cloud_doc = {}  # unreadable: the regions are still listed from their own states
     if not isinstance(cloud_doc, dict):
         cloud_doc = {}
-    return {"cloud": cloud, "queues": depths, "poisoned": poison, "regions": regions,
-            "watched_since": cloud_doc.get("watched_since"), "retired": cloud_doc.get("retired") or {}}
+    return {
+        "cloud": cloud,
+        "queues": depths,
+        "poisoned": poison,
+        "regions": regions,
+        "watched_since": cloud_doc.get("watched_since"),
+        "retired": cloud_doc.get("retired") or {},
+    }
 
 
 def _number(text: Any) -> int | None:
@@ -101,9 +122,19 @@ def _number(text: Any) -> int | None:
 def region_status(state: dict[str, Any]) -> dict[str, Any]:
     """One region's line of `status`: its last check, its lifecycle, and how far the observed
     source (the API, when the file is primary) is behind."""
-    out = {k: state.get(k) for k in ("region", "last_checked_at", "location_change_number", "changeNumber",
-                                     "last_change_at", "last_report", "last_outcome",
-                                     "last_report_propagated_at")}
+    out = {
+        k: state.get(k)
+        for k in (
+            "region",
+            "last_checked_at",
+            "location_change_number",
+            "changeNumber",
+            "last_change_at",
+            "last_report",
+            "last_outcome",
+            "last_report_propagated_at",
+        )
+    }
     retired = state.get("retired") or None
     out["retired_since"] = retired.get("since") if isinstance(retired, dict) else None
     stale = state.get("stale") if state.get("last_outcome") == "stale" else None
@@ -112,11 +143,14 @@ def region_status(state: dict[str, Any]) -> dict[str, Any]:
     if isinstance(observed, dict) and "change_number" in observed:
         primary, seen = _number(state.get("location_change_number")), _number(observed.get("change_number"))
         out["observed"] = {
-            "change_number": observed.get("change_number"), "equal": observed.get("equal"),
-            "since": observed.get("since"), "error": observed.get("error"),
+            "change_number": observed.get("change_number"),
+            "equal": observed.get("equal"),
+            "since": observed.get("since"),
+            "error": observed.get("error"),
             # Change numbers behind the primary; 0 once the contents agree.
-            "lag": 0 if observed.get("equal") else (primary - seen if primary is not None and seen is not None
-                                                    else None),
+            "lag": 0
+            if observed.get("equal")
+            else (primary - seen if primary is not None and seen is not None else None),
         }
     else:
         out["observed"] = None
@@ -143,15 +177,19 @@ def _print_status(status: dict[str, Any]) -> None:
     for p in status["poisoned"]:
         content = _cell(p["content"])
         content = content if len(content) <= 80 else content[:77] + "..."
-        print(f"  [{p['queue']}] {p.get('poisoned_at') or '?'} tries={p.get('dequeue_count')} "
-              f"reason: {_cell(p['reason'])}\n      message: {content}")
+        print(
+            f"  [{p['queue']}] {p.get('poisoned_at') or '?'} tries={p.get('dequeue_count')} "
+            f"reason: {_cell(p['reason'])}\n      message: {content}"
+        )
     watched = f", watched since {_cell(status['watched_since'])}" if status.get("watched_since") else ""
     print(f"\nRegions ({status['cloud']}, {len(status['regions'])}{watched})")
     print(f"  {'region':22} {'last check':22} {'location cn':>11} {'cn':>5}  last change")
     for r in status["regions"]:
-        print(f"  {_cell(r['region']):22} {_cell(r['last_checked_at'], '-'):22} "
-              f"{_cell(r['location_change_number'], '-'):>11} {_cell(r['changeNumber'], '-'):>5}  "
-              f"{_cell(r['last_change_at'], 'none')} {_cell(r['last_report'])}")
+        print(
+            f"  {_cell(r['region']):22} {_cell(r['last_checked_at'], '-'):22} "
+            f"{_cell(r['location_change_number'], '-'):>11} {_cell(r['changeNumber'], '-'):>5}  "
+            f"{_cell(r['last_change_at'], 'none')} {_cell(r['last_report'])}"
+        )
         for note in _region_notes(r):
             print(f"      {_cell(note)}")
 
@@ -168,18 +206,23 @@ def _region_notes(r: dict[str, Any]) -> list[str]:
         notes.append(f"retired since {r['retired_since']} (missing from a newer reply; not enqueued)")
     if r.get("stale"):
         stale = r["stale"]
-        notes.append(f"stale since {stale.get('since')}: the source served change "
-                     f"{stale.get('change_number')}, older than the {stale.get('recorded')} recorded")
+        notes.append(
+            f"stale since {stale.get('since')}: the source served change "
+            f"{stale.get('change_number')}, older than the {stale.get('recorded')} recorded"
+        )
     observed = r.get("observed")
     if observed:
         if observed.get("equal"):
-            notes.append(f"observed source: same content (change {observed['change_number']}) "
-                         f"since {observed['since']}")
+            notes.append(
+                f"observed source: same content (change {observed['change_number']}) "
+                f"since {observed['since']}"
+            )
         else:
             lag = observed.get("lag")
             behind = f"{lag} change{'s' if lag != 1 else ''} behind" if lag is not None else "differs"
-            notes.append(f"observed source: {behind} (change {observed['change_number']}) since "
-                         f"{observed['since']}")
+            notes.append(
+                f"observed source: {behind} (change {observed['change_number']}) since {observed['since']}"
+            )
     if r.get("last_report_propagated_at"):
         notes.append(f"last report propagated to the observed source at {r['last_report_propagated_at']}")
     return notes

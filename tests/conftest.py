@@ -41,8 +41,11 @@ _AZURITE_FIXTURES = {"azurite", "storage", "stack"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "azurite: needs Azurite, so Node (set by the fixtures a test uses); "
-                            "`pytest -m 'not azurite'` runs everything that does not")
+    config.addinivalue_line(
+        "markers",
+        "azurite: needs Azurite, so Node (set by the fixtures a test uses); "
+        "`pytest -m 'not azurite'` runs everything that does not",
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -29,35 +29,40 @@ def entry_id(report_name: str) -> str:
     return TAG_AUTHORITY + report_name
 
 
-def atom_feed(*, cloud: str, region: str | None, reports: list[list[Any]], dates: dict[str, str],
-              base_url: str) -> str:
+def atom_feed(
+    *, cloud: str, region: str | None, reports: list[list[Any]], dates: dict[str, str], base_url: str
+) -> str:
     """`reports` are index rows [name, region, from, to, added, removed, tags]; newest first
     in the feed. `base_url` ends with '/' (the site root), or is '' for relative links."""
     scope = f"{cloud} {region}" if region else cloud
     feed_path = f"{cloud}/feeds/{region}.atom" if region else f"{cloud}/feed.atom"
     chosen = sorted(reports, key=lambda r: (rfc3339(dates.get(r[3], "")), r[0]), reverse=True)[:MAX_ENTRIES]
     updated = rfc3339(dates.get(chosen[0][3], "")) if chosen else "1970-01-01T00:00:00Z"
-    out = ['<?xml version="1.0" encoding="utf-8"?>',
-           '<feed xmlns="http://www.w3.org/2005/Atom">',
-           f"  <id>{escape(TAG_AUTHORITY + feed_path)}</id>",
-           f"  <title>Azure service tag changes: {escape(scope)}</title>",
-           f"  <updated>{updated}</updated>",
-           "  <author><name>servicetags-watch</name></author>",
-           f'  <link rel="self" type="application/atom+xml" href={quoteattr(base_url + feed_path)}/>',
-           f'  <link rel="alternate" type="text/html" href={quoteattr(base_url + cloud + "/index.html")}/>',
-           "  <generator>servicetags-watch</generator>"]
+    out = [
+        '<?xml version="1.0" encoding="utf-8"?>',
+        '<feed xmlns="http://www.w3.org/2005/Atom">',
+        f"  <id>{escape(TAG_AUTHORITY + feed_path)}</id>",
+        f"  <title>Azure service tag changes: {escape(scope)}</title>",
+        f"  <updated>{updated}</updated>",
+        "  <author><name>servicetags-watch</name></author>",
+        f'  <link rel="self" type="application/atom+xml" href={quoteattr(base_url + feed_path)}/>',
+        f'  <link rel="alternate" type="text/html" href={quoteattr(base_url + cloud + "/index.html")}/>',
+        "  <generator>servicetags-watch</generator>",
+    ]
     for name, reg, old, new, added, removed, tags in chosen:
         when = rfc3339(dates.get(new, ""))
         plural = "s" if tags != 1 else ""
         title = f"{reg}: change {old} → {new}, {tags} tag{plural}, +{added}/-{removed} prefixes"
-        out += ["  <entry>",
-                f"    <id>{escape(entry_id(name))}</id>",
-                f"    <title>{escape(title)}</title>",
-                f"    <updated>{when}</updated>",
-                f'    <link rel="alternate" type="text/html" '
-                f"href={quoteattr(base_url + report_page_name(cloud, name))}/>",
-                f'    <category term={quoteattr(reg)}/>',
-                f"    <summary>{escape(title)} (report {escape(name)})</summary>",
-                "  </entry>"]
+        out += [
+            "  <entry>",
+            f"    <id>{escape(entry_id(name))}</id>",
+            f"    <title>{escape(title)}</title>",
+            f"    <updated>{when}</updated>",
+            f'    <link rel="alternate" type="text/html" '
+            f"href={quoteattr(base_url + report_page_name(cloud, name))}/>",
+            f"    <category term={quoteattr(reg)}/>",
+            f"    <summary>{escape(title)} (report {escape(name)})</summary>",
+            "  </entry>",
+        ]
     out.append("</feed>")
     return "\n".join(out) + "\n"

@@ -10,8 +10,6 @@ from html import escape
 from typing import Any
 
 from core.history_index import Index
-from core.render import summary_line
-from core.history_index import Index
 from core.impact_render import to_html_fragment
 from core.render import summary_line
 
@@ -48,30 +46,38 @@ def chart_svg(weeks: list[tuple[str, int, int]], *, width: int = 900, height: in
     """Prefixes added (up, green) and removed (down, red) per ISO week, as inline SVG."""
     pad_left, pad_bottom, pad_top = 48, 36, 12
     if not weeks:
-        return ('<svg id="weekly-chart" role="img" aria-label="no changes yet" width="300" height="40">'
-                '<text x="0" y="24">No changes recorded yet.</text></svg>')
+        return (
+            '<svg id="weekly-chart" role="img" aria-label="no changes yet" width="300" height="40">'
+            '<text x="0" y="24">No changes recorded yet.</text></svg>'
+        )
     top = max(1, *(a for _, a, _ in weeks), *(r for _, _, r in weeks))
     plot_h = height - pad_bottom - pad_top
     mid = pad_top + plot_h / 2
     scale = (plot_h / 2) / top
     step = (width - pad_left) / len(weeks)
     bar = max(step * 0.7, 1.0)
-    parts = [f'<svg id="weekly-chart" xmlns="http://www.w3.org/2000/svg" role="img" '
-             f'aria-label="Prefixes added and removed per week" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}">',
-             f'<line x1="{pad_left}" y1="{mid:.1f}" x2="{width}" y2="{mid:.1f}" stroke="#888"/>',
-             f'<text x="4" y="{pad_top + 10}" class="axis">+{top}</text>',
-             f'<text x="4" y="{mid + 4:.1f}" class="axis">0</text>',
-             f'<text x="4" y="{pad_top + plot_h:.1f}" class="axis">-{top}</text>']
+    parts = [
+        f'<svg id="weekly-chart" xmlns="http://www.w3.org/2000/svg" role="img" '
+        f'aria-label="Prefixes added and removed per week" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">',
+        f'<line x1="{pad_left}" y1="{mid:.1f}" x2="{width}" y2="{mid:.1f}" stroke="#888"/>',
+        f'<text x="4" y="{pad_top + 10}" class="axis">+{top}</text>',
+        f'<text x="4" y="{mid + 4:.1f}" class="axis">0</text>',
+        f'<text x="4" y="{pad_top + plot_h:.1f}" class="axis">-{top}</text>',
+    ]
     label_every = max(1, int(70 // step) + 1)  # a label is about 60 px wide
     for i, (week, added, removed) in enumerate(weeks):
         x = pad_left + i * step + (step - bar) / 2
         up, down = added * scale, removed * scale
-        parts.append(f'<rect class="added" x="{x:.1f}" y="{mid - up:.1f}" width="{bar:.1f}" '
-                     f'height="{up:.1f}" '
-                     f'fill="#2e7d32"><title>{week}: +{added} prefixes</title></rect>')
-        parts.append(f'<rect class="removed" x="{x:.1f}" y="{mid:.1f}" width="{bar:.1f}" height="{down:.1f}" '
-                     f'fill="#c62828"><title>{week}: -{removed} prefixes</title></rect>')
+        parts.append(
+            f'<rect class="added" x="{x:.1f}" y="{mid - up:.1f}" width="{bar:.1f}" '
+            f'height="{up:.1f}" '
+            f'fill="#2e7d32"><title>{week}: +{added} prefixes</title></rect>'
+        )
+        parts.append(
+            f'<rect class="removed" x="{x:.1f}" y="{mid:.1f}" width="{bar:.1f}" height="{down:.1f}" '
+            f'fill="#c62828"><title>{week}: -{removed} prefixes</title></rect>'
+        )
         if i % label_every == 0:
             parts.append(f'<text x="{x:.1f}" y="{height - 8}" class="axis">{week}</text>')
     parts.append("</svg>")
@@ -95,17 +101,20 @@ def cloud_index_page(index: Index) -> str:
     for report in ordered:
         name, region, old, new = report[:4]
         page = report_page_name(cloud, name).removeprefix(f"{cloud}/")
-        rows.append(f'<tr class="region-row" data-region="{escape(region)}"><td>{escape(region)}</td>'
-                    f"<td>{escape(date_of.get(new, '')[:10])}</td><td>{escape(old)} → {escape(new)}</td>"
-                    f'<td><a href="{escape(page)}">{escape(_summary_cell(report))}</a></td>'
-                    f'<td><a href="feeds/{escape(region)}.atom">feed</a></td></tr>')
+        rows.append(
+            f'<tr class="region-row" data-region="{escape(region)}"><td>{escape(region)}</td>'
+            f"<td>{escape(date_of.get(new, '')[:10])}</td><td>{escape(old)} → {escape(new)}</td>"
+            f'<td><a href="{escape(page)}">{escape(_summary_cell(report))}</a></td>'
+            f'<td><a href="feeds/{escape(region)}.atom">feed</a></td></tr>'
+        )
     quiet = sorted(set(index.regions) - set(latest))
     cn, date = index.changes[-1] if index.changes else ("-", "")
     recent = "\n".join(
         f'<li><a href="{escape(report_page_name(cloud, r[0]).removeprefix(cloud + "/"))}">'
         f"{escape(date_of.get(r[3], '')[:10])} {escape(r[1])}: change {escape(r[2])} → {escape(r[3])}, "
         f"{escape(_summary_cell(r))}</a></li>"
-        for r in sorted(index.reports, key=lambda r: (date_of.get(r[3], ""), r[1]), reverse=True)[:30])
+        for r in sorted(index.reports, key=lambda r: (date_of.get(r[3], ""), r[1]), reverse=True)[:30]
+    )
     body = f"""<header><h1>Azure service tags: {escape(cloud)}</h1>
 <p>Latest change <strong id="latest-change">{escape(cn)}</strong> ({escape(date[:10])}) ·
 {len(index.regions)} regions · {len(index.reports)} reports ·
@@ -129,8 +138,11 @@ def cloud_index_page(index: Index) -> str:
 
 def root_index_page(clouds: list[tuple[str, str, str]]) -> str:
     """(cloud, latest change, date) for each cloud published."""
-    items = "\n".join(f'<li><a href="{escape(c)}/index.html">{escape(c)}</a>: change {escape(cn)} '
-                      f"({escape(date[:10])})</li>" for c, cn, date in clouds)
+    items = "\n".join(
+        f'<li><a href="{escape(c)}/index.html">{escape(c)}</a>: change {escape(cn)} '
+        f"({escape(date[:10])})</li>"
+        for c, cn, date in clouds
+    )
     return _page("Azure service tags", f"<h1>Azure service tags</h1>\n<ul>\n{items}\n</ul>", depth=0)
 
 
@@ -151,18 +163,27 @@ def report_page(report: dict[str, Any], *, name: str, date: str, impact: dict[st
     for tag in report["tags"]:
         meta = ""
         if tag.get("metadata_changes"):
-            meta = "<h4>other fields</h4><ul>" + "".join(
-                f"<li>{escape(k)}: {escape(str(v.get('from')))} → {escape(str(v.get('to')))}</li>"
-                for k, v in tag["metadata_changes"].items()) + "</ul>"
+            meta = (
+                "<h4>other fields</h4><ul>"
+                + "".join(
+                    f"<li>{escape(k)}: {escape(str(v.get('from')))} → {escape(str(v.get('to')))}</li>"
+                    for k, v in tag["metadata_changes"].items()
+                )
+                + "</ul>"
+            )
         numbers = tag["change_number"]
-        tags.append(f'<article class="tag"><h3>{escape(tag["id"])} '
-                    f'<span class="status">{escape(tag["status"])}</span></h3>'
-                    f'<p>service {escape(tag.get("system_service") or "-")}, tag change '
-                    f'{escape(str(numbers["from"]))} → {escape(str(numbers["to"]))}</p>'
-                    + _prefix_list("added", tag["added_prefixes"], "added")
-                    + _prefix_list("removed", tag["removed_prefixes"], "removed")
-                    + _prefix_list("address space gained", tag["net_added"], "net")
-                    + _prefix_list("address space lost", tag["net_removed"], "net") + meta + "</article>")
+        tags.append(
+            f'<article class="tag"><h3>{escape(tag["id"])} '
+            f'<span class="status">{escape(tag["status"])}</span></h3>'
+            f"<p>service {escape(tag.get('system_service') or '-')}, tag change "
+            f"{escape(str(numbers['from']))} → {escape(str(numbers['to']))}</p>"
+            + _prefix_list("added", tag["added_prefixes"], "added")
+            + _prefix_list("removed", tag["removed_prefixes"], "removed")
+            + _prefix_list("address space gained", tag["net_added"], "net")
+            + _prefix_list("address space lost", tag["net_removed"], "net")
+            + meta
+            + "</article>"
+        )
     body = f"""<header><h1>{escape(region)}: change {escape(report["from"]["changeNumber"])} →
 {escape(report["to"]["changeNumber"])}</h1>
 <p>{escape(cloud)} · {escape(date[:10])} · <a href="{"../" * 2}index.html">{escape(cloud)} overview</a> ·
@@ -171,8 +192,9 @@ def report_page(report: dict[str, Any], *, name: str, date: str, impact: dict[st
 <p class="source">Report blob <code>{escape(name)}</code></p></header>
 <table class="summary">{rows}</table>
 {to_html_fragment(impact) if impact is not None else ""}{"".join(tags)}"""
-    return _page(f"{region}: change {report['from']['changeNumber']} → {report['to']['changeNumber']}",
-                 body, depth=3)
+    return _page(
+        f"{region}: change {report['from']['changeNumber']} → {report['to']['changeNumber']}", body, depth=3
+    )
 
 
 def lookup_page(cloud: str) -> str:

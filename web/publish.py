@@ -26,13 +26,17 @@ from web.feeds import atom_feed
 from web.pages import cloud_index_page, lookup_page, report_page, report_page_name, root_index_page
 
 CLOUDS = ("Public", "AzureGovernment", "AzureChina")
-TYPES = {".html": "text/html; charset=utf-8", ".atom": "application/atom+xml; charset=utf-8",
-         ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-         ".bin": "application/octet-stream"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".atom": "application/atom+xml; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".bin": "application/octet-stream",
+}
 
 
 def content_type(name: str) -> str:
-    return TYPES.get(name[name.rfind("."):], "application/octet-stream")
+    return TYPES.get(name[name.rfind(".") :], "application/octet-stream")
 
 
 def asset(name: str) -> bytes:
@@ -44,8 +48,10 @@ def _put(web: Any, name: str, data: bytes) -> bool:
     existing = web.read(name)
     if existing is not None and existing.data == data:
         return False
-    return web.replace(name, data, etag=existing.etag if existing else None,
-                       content_type=content_type(name)) is not None
+    return (
+        web.replace(name, data, etag=existing.etag if existing else None, content_type=content_type(name))
+        is not None
+    )
 
 
 def _impact_of(impacts: Any, name: str) -> dict[str, Any] | None:
@@ -59,8 +65,9 @@ def _impact_of(impacts: Any, name: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("affected"), list) else None
 
 
-def publish(cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: str = "",
-            impacts: Any = None) -> int:
+def publish(
+    cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: str = "", impacts: Any = None
+) -> int:
     """Bring the site of one cloud up to date; the number of files written. `impacts`: the
     impact step's results container (read only), None where it is not deployed."""
     index = Index.from_bytes(index_data, f"{cloud} history index")
@@ -82,8 +89,9 @@ def publish(cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: 
         if blob is None:
             continue  # deleted by hand: the feed still lists it, its page cannot be made
         impact = _impact_of(impacts, row[0]) if row[0] in with_impact else None
-        html = report_page(json.loads(blob.data), name=row[0], date=dates.get(row[3], ""),
-                           impact=impact).encode()
+        html = report_page(
+            json.loads(blob.data), name=row[0], date=dates.get(row[3], ""), impact=impact
+        ).encode()
         if page in existing:
             written += _put(web, page, html)
         else:
@@ -97,15 +105,20 @@ def publish(cloud: str, *, index_data: bytes, reports: Any, web: Any, base_url: 
         f"{cloud}/index.bin": index_data,
         f"{cloud}/index.html": cloud_index_page(index).encode(),
         f"{cloud}/lookup.html": lookup_page(cloud).encode(),
-        f"{cloud}/feed.atom": atom_feed(cloud=cloud, region=None, reports=index.reports, dates=dates,
-                                        base_url=base_url).encode(),
+        f"{cloud}/feed.atom": atom_feed(
+            cloud=cloud, region=None, reports=index.reports, dates=dates, base_url=base_url
+        ).encode(),
         "style.css": asset("style.css"),
         "lookup.js": asset("lookup.js"),
     }
     for region in sorted({r[1] for r in index.reports}):
         files[f"{cloud}/feeds/{region}.atom"] = atom_feed(
-            cloud=cloud, region=region, reports=[r for r in index.reports if r[1] == region], dates=dates,
-            base_url=base_url).encode()
+            cloud=cloud,
+            region=region,
+            reports=[r for r in index.reports if r[1] == region],
+            dates=dates,
+            base_url=base_url,
+        ).encode()
     for name, data in files.items():
         written += _put(web, name, data)
     clouds = []
@@ -130,12 +143,24 @@ def sync_and_publish(env: Any, *, cloud: str | None = None, rebuild: bool = Fals
 
     cloud = cloud or env.cloud()
     stores = stores_from_env(env)
-    synced = sync(cloud, snapshots=stores.snapshots, reports=stores.reports, history=stores.history,
-                  clock=lambda: datetime.now(UTC), rebuild=rebuild)
+    synced = sync(
+        cloud,
+        snapshots=stores.snapshots,
+        reports=stores.reports,
+        history=stores.history,
+        clock=lambda: datetime.now(UTC),
+        rebuild=rebuild,
+    )
     pages = 0
     if stores.web is not None:
-        pages = publish(cloud, index_data=synced.data, reports=stores.reports, web=stores.web,
-                        base_url=stores.web_base_url, impacts=_impacts(env))
+        pages = publish(
+            cloud,
+            index_data=synced.data,
+            reports=stores.reports,
+            web=stores.web,
+            base_url=stores.web_base_url,
+            impacts=_impacts(env),
+        )
     return synced, pages
 
 
@@ -168,13 +193,19 @@ def main(argv: list[str], prog: str = "servicetags publish") -> int:
     from runtime.arguments import ArgumentParser, fail
     from runtime.config import Env
 
-    parser = ArgumentParser(prog=prog, description="Bring the history index up to date with the snapshot and "
-                            "report blobs, then the static web view in $web. Idempotent.")
+    parser = ArgumentParser(
+        prog=prog,
+        description="Bring the history index up to date with the snapshot and "
+        "report blobs, then the static web view in $web. Idempotent.",
+    )
     parser.add_argument("--cloud", help="default: SERVICETAGS_CLOUD")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the index from the blobs")
-    parser.add_argument("--from-queue", action="store_true",
-                        help="take the report events waiting in SERVICETAGS_PUBLISH_QUEUE, publish once, "
-                        "then delete them (what the event-triggered publisher job runs)")
+    parser.add_argument(
+        "--from-queue",
+        action="store_true",
+        help="take the report events waiting in SERVICETAGS_PUBLISH_QUEUE, publish once, "
+        "then delete them (what the event-triggered publisher job runs)",
+    )
     args = parser.parse_args(argv)
     try:
         env = Env()
@@ -193,7 +224,10 @@ def main(argv: list[str], prog: str = "servicetags publish") -> int:
             queue.delete(message)
     except (ServiceTagsError, IndexError_) as exc:
         return fail(prog, str(exc))
-    print(f"{cloud}: index {'updated' if synced.changed else 'unchanged'} "
-          f"({len(synced.new_reports)} new reports); {pages} web files written"
-          + (f"; {len(taken)} report events taken" if args.from_queue else ""), file=sys.stdout)
+    print(
+        f"{cloud}: index {'updated' if synced.changed else 'unchanged'} "
+        f"({len(synced.new_reports)} new reports); {pages} web files written"
+        + (f"; {len(taken)} report events taken" if args.from_queue else ""),
+        file=sys.stdout,
+    )
     return 0

@@ -19,8 +19,9 @@ from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy, ARMHttpLo
 USER_AGENT = "servicetags-watch/0.1"
 
 
-def arm_pipeline_client(credential: Any, *, base_url: str, credential_scopes: list[str],
-                        **kwargs: Any) -> ARMPipelineClient[Any, Any]:
+def arm_pipeline_client(
+    credential: Any, *, base_url: str, credential_scopes: list[str], **kwargs: Any
+) -> ARMPipelineClient[Any, Any]:
     kwargs.setdefault("user_agent", USER_AGENT)
     redirect = policies.RedirectPolicy(**kwargs)
     chain = [

@@ -23,8 +23,15 @@ from runtime.logs import log_event
 log = logging.getLogger(__name__)
 
 
-def discover(message: RegionMessage, regions: Sequence[str], *, snapshots: BlobStore,
-             enqueue: Callable[[str], None], change_number: str = "", fan_out: bool = True) -> list[str]:
+def discover(
+    message: RegionMessage,
+    regions: Sequence[str],
+    *,
+    snapshots: BlobStore,
+    enqueue: Callable[[str], None],
+    change_number: str = "",
+    fan_out: bool = True,
+) -> list[str]:
     """Record the regions of a reply in the cloud document and, with `fan_out`, enqueue the
     ones not watched before. Enqueue first: a crash in between repeats the fan-out (harmless
     duplicates), never loses it."""
@@ -34,17 +41,27 @@ def discover(message: RegionMessage, regions: Sequence[str], *, snapshots: BlobS
         known = json.loads(blob.data) if blob else None
         now = datetime.now(UTC).isoformat(timespec="seconds")
         doc, new = after_discovery(known, list(regions), change_number, now)
-        if doc is known or (not new and known is not None and known.get("change_number") == change_number
-                            and known.get("first_seen") is not None):
+        if doc is known or (
+            not new
+            and known is not None
+            and known.get("change_number") == change_number
+            and known.get("first_seen") is not None
+        ):
             return []
         if fan_out:
             for region in new:
                 enqueue(RegionMessage(message.cloud, region, message.run_id, now).to_json())
         if snapshots.replace(name, layout.to_json_bytes(doc), etag=blob.etag if blob else None):
             if new:
-                log_event(log, "regions_discovered", f"{len(new)} new regions "
-                          f"{'enqueued' if fan_out else 'recorded'}", cloud=message.cloud,
-                          run_id=message.run_id, regions=new, change_number=change_number,
-                          baseline=known is None)
+                log_event(
+                    log,
+                    "regions_discovered",
+                    f"{len(new)} new regions {'enqueued' if fan_out else 'recorded'}",
+                    cloud=message.cloud,
+                    run_id=message.run_id,
+                    regions=new,
+                    change_number=change_number,
+                    baseline=known is None,
+                )
             return new
     return []

@@ -34,13 +34,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGES = "https://www.microsoft.com"
 # Real tools send a browser's User-Agent: the page is made for browsers.
-BROWSER_USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                      "Chrome/124.0 Safari/537.36 servicetags-watch/0.1")
+BROWSER_USER_AGENT = (
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36 servicetags-watch/0.1"
+)
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the real files are ~4 MB
 
 
-def download_pipeline_client(base_url: str, *, retry_total: int = 3, retry_backoff: float = 0.8,
-                             timeout: float = 60.0, **kwargs: Any) -> Any:
+def download_pipeline_client(
+    base_url: str, *, retry_total: int = 3, retry_backoff: float = 0.8, timeout: float = 60.0, **kwargs: Any
+) -> Any:
     from azure.core import PipelineClient
     from azure.core.pipeline import policies
 
@@ -51,24 +54,36 @@ def download_pipeline_client(base_url: str, *, retry_total: int = 3, retry_backo
         policies.UserAgentPolicy(**kwargs),
         policies.ProxyPolicy(**kwargs),
         policies.RedirectPolicy(**kwargs),
-        policies.RetryPolicy(retry_total=retry_total, retry_backoff_factor=retry_backoff,
-                             timeout=timeout * 4, **kwargs),
+        policies.RetryPolicy(
+            retry_total=retry_total, retry_backoff_factor=retry_backoff, timeout=timeout * 4, **kwargs
+        ),
         policies.NetworkTraceLoggingPolicy(**kwargs),
         policies.HttpLoggingPolicy(**kwargs),
     ]
-    return PipelineClient(base_url=base_url, policies=chain, connection_timeout=min(timeout, 20.0),
-                          read_timeout=timeout, **kwargs)
+    return PipelineClient(
+        base_url=base_url,
+        policies=chain,
+        connection_timeout=min(timeout, 20.0),
+        read_timeout=timeout,
+        **kwargs,
+    )
 
 
 class DownloadCenterSource:
-    def __init__(self, client: Any, *, pages_base: str = DEFAULT_PAGES,
-                 files_base: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        pages_base: str = DEFAULT_PAGES,
+        files_base: str | None = None,
+        max_bytes: int = MAX_FILE_BYTES,
+    ) -> None:
         self._client = client
         self._max_bytes = max_bytes
         self._pages = pages_base.rstrip("/")
         self._files = files_base.rstrip("/") if files_base else None
         self._lock = threading.Lock()
-        self._last: dict[str, tuple[str, bytes]] = {}   # file URL -> (ETag, body)
+        self._last: dict[str, tuple[str, bytes]] = {}  # file URL -> (ETag, body)
 
     def page_url(self, cloud: str) -> str:
         if cloud not in DOWNLOAD_IDS:
@@ -81,19 +96,27 @@ class DownloadCenterSource:
         page = raw.decode("utf-8", "replace")
         link = find_file_link(page)
         if link is None:
-            log_event(log, "download_link_missing", f"{page_url}: no file link", level=logging.ERROR,
-                      cloud=cloud, page=page_url)
+            log_event(
+                log,
+                "download_link_missing",
+                f"{page_url}: no file link",
+                level=logging.ERROR,
+                cloud=cloud,
+                page=page_url,
+            )
             # The page has broken before and come back: retried, then poisoned with this reason.
-            raise TransientError(f"{page_url}: the details page yields no file link (looked for "
-                                 f"{WHAT_IS_LOOKED_FOR})")
+            raise TransientError(
+                f"{page_url}: the details page yields no file link (looked for {WHAT_IS_LOOKED_FOR})"
+            )
         url = link.url
         if self._files and url.lower().startswith(FILES_HOST):
-            url = self._files + url[len(FILES_HOST):]
+            url = self._files + url[len(FILES_HOST) :]
         body = self._file(url)
         declared = declared_cloud(body)
         if declared is not None and declared != cloud:
-            raise TransientError(f"{url} (linked from {page_url}) is a file of cloud {declared!r}, "
-                                 f"not {cloud!r}")
+            raise TransientError(
+                f"{url} (linked from {page_url}) is a file of cloud {declared!r}, not {cloud!r}"
+            )
         return Fetched(body, url)
 
     def _file(self, url: str) -> bytes:
@@ -108,8 +131,14 @@ class DownloadCenterSource:
             self._last = {url: (etag, body)} if etag else {}
         return body
 
-    def _get(self, url: str, *, what: str, headers: dict[str, str] | None = None,
-             allow: frozenset[int] | set[int] = frozenset()) -> tuple[int, Any, bytes]:
+    def _get(
+        self,
+        url: str,
+        *,
+        what: str,
+        headers: dict[str, str] | None = None,
+        allow: frozenset[int] | set[int] = frozenset(),
+    ) -> tuple[int, Any, bytes]:
         """Status, headers and body (read up to the limit, whatever the server claims)."""
         from azure.core.exceptions import (
             HttpResponseError,

@@ -36,20 +36,35 @@ def observe(source: TagSource, message: RegionMessage, replies: ParsedReplies) -
         reply = replies.get(fetched.body, fetched.origin)
         code = reply.regions.location_code(message.region)
         if code is None:
-            return {"origin": fetched.origin, "change_number": reply.change_number, "sha256": EMPTY,
-                    "present": False}
+            return {
+                "origin": fetched.origin,
+                "change_number": reply.change_number,
+                "sha256": EMPTY,
+                "present": False,
+            }
         region = replies.region(reply, code)
-        return {"origin": fetched.origin, "change_number": reply.change_number,
-                "sha256": content_sha256(region, tag_digests(region)), "present": True}
+        return {
+            "origin": fetched.origin,
+            "change_number": reply.change_number,
+            "sha256": content_sha256(region, tag_digests(region)),
+            "present": True,
+        }
     except (ServiceTagsError, UnknownRegionError) as exc:
-        log_event(log, "observed_source_failed",
-                  f"observed source failed for {message.cloud} {message.region}: {exc}",
-                  level=logging.WARNING, cloud=message.cloud, region=message.region, error=str(exc))
+        log_event(
+            log,
+            "observed_source_failed",
+            f"observed source failed for {message.cloud} {message.region}: {exc}",
+            level=logging.WARNING,
+            cloud=message.cloud,
+            region=message.region,
+            error=str(exc),
+        )
         return {"error": str(exc)}
 
 
-def observed_state(state: dict[str, Any] | None, observation: dict[str, Any], primary_sha256: str,
-                   now: str) -> dict[str, Any]:
+def observed_state(
+    state: dict[str, Any] | None, observation: dict[str, Any], primary_sha256: str, now: str
+) -> dict[str, Any]:
     """The `observed` member of the region state after this check. `since` is when the
     observed source last started to differ from (or agree with) the primary."""
     before = (state or {}).get("observed") or {}
@@ -57,8 +72,14 @@ def observed_state(state: dict[str, Any] | None, observation: dict[str, Any], pr
         return {**before, "error": observation["error"], "checked_at": now}
     equal = observation["sha256"] == primary_sha256
     since = before.get("since") if before.get("equal") == equal and before.get("since") else now
-    return {"origin": observation["origin"], "change_number": observation["change_number"],
-            "sha256": observation["sha256"], "equal": equal, "since": since, "checked_at": now}
+    return {
+        "origin": observation["origin"],
+        "change_number": observation["change_number"],
+        "sha256": observation["sha256"],
+        "equal": equal,
+        "since": since,
+        "checked_at": now,
+    }
 
 
 def propagated(state: dict[str, Any] | None, observation: dict[str, Any] | None, now: str) -> dict[str, Any]:

@@ -35,17 +35,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def record_outcome(message: RegionMessage, status: str, *, store: BlobStore, report: str | None = None,
-                   reason: str | None = None, found: Iterable[str] = (), clock: Clock = _now) -> bool:
+def record_outcome(
+    message: RegionMessage,
+    status: str,
+    *,
+    store: BlobStore,
+    report: str | None = None,
+    reason: str | None = None,
+    found: Iterable[str] = (),
+    clock: Clock = _now,
+) -> bool:
     """Record the region's outcome; True when this call completed the run."""
     manifest_blob = store.read(runs.manifest_name(message.cloud, message.run_id))
     if manifest_blob is None:
         return False
     at = clock().isoformat(timespec="milliseconds")  # the bench measures from the last one
-    doc = runs.outcome(message.region, status, report=report, reason=reason,
-                       found=found if message.discover else (), at=at)
-    store.create(runs.outcome_name(message.cloud, message.run_id, message.region),
-                 json.dumps(doc).encode())
+    doc = runs.outcome(
+        message.region, status, report=report, reason=reason, found=found if message.discover else (), at=at
+    )
+    store.create(runs.outcome_name(message.cloud, message.run_id, message.region), json.dumps(doc).encode())
     crash_point("after_outcome")
     return close_if_complete(json.loads(manifest_blob.data), store=store, clock=clock)
 
@@ -63,12 +71,23 @@ def close_if_complete(run: dict[str, object], *, store: BlobStore, clock: Clock 
     missing = runs.missing_regions(run, outcomes)
     if missing:
         return False
-    doc = {"schema": runs.COMPLETE_SCHEMA, "cloud": cloud, "run_id": run_id, "regions": len(outcomes),
-           "completed_at": clock().isoformat(timespec="milliseconds")}
+    doc = {
+        "schema": runs.COMPLETE_SCHEMA,
+        "cloud": cloud,
+        "run_id": run_id,
+        "regions": len(outcomes),
+        "completed_at": clock().isoformat(timespec="milliseconds"),
+    }
     created = store.create(runs.complete_name(cloud, run_id), json.dumps(doc).encode())
     if created:
-        log_event(log, "run_complete", f"run {run_id}: all {len(outcomes)} regions checked", cloud=cloud,
-                  run_id=run_id, regions=len(outcomes))
+        log_event(
+            log,
+            "run_complete",
+            f"run {run_id}: all {len(outcomes)} regions checked",
+            cloud=cloud,
+            run_id=run_id,
+            regions=len(outcomes),
+        )
     return created
 
 
@@ -81,7 +100,12 @@ def record_poisoned(message: Message, reason: str, *, store: BlobStore) -> None:
     try:
         record_outcome(region_message, "poisoned", store=store, reason=reason)
     except Exception:  # the run's deadline still closes it; poisoning must go on
-        log_event(log, "run_outcome_not_recorded",
-                  f"could not record the poisoned outcome of {region_message.region}",
-                  level=logging.WARNING, exc_info=True, region=region_message.region,
-                  run_id=region_message.run_id)
+        log_event(
+            log,
+            "run_outcome_not_recorded",
+            f"could not record the poisoned outcome of {region_message.region}",
+            level=logging.WARNING,
+            exc_info=True,
+            region=region_message.region,
+            run_id=region_message.run_id,
+        )

@@ -44,8 +44,14 @@ DEFAULT_API_VERSION = "2024-05-01"
 class ArmSource:
     """The Service Tag Discovery API through an ARM pipeline client, one per cloud."""
 
-    def __init__(self, clients: dict[str, Any], subscription_id: str,
-                 api_version: str = DEFAULT_API_VERSION, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        clients: dict[str, Any],
+        subscription_id: str,
+        api_version: str = DEFAULT_API_VERSION,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         self._clients = clients
         self._subscription = subscription_id
         self._api_version = api_version
@@ -65,8 +71,10 @@ class ArmSource:
         if client is None:
             raise PermanentError(f"no ARM client configured for cloud {cloud!r}")
         origin = f"{cloud} ARM serviceTags at {location}"
-        path = (f"/subscriptions/{self._subscription}/providers/Microsoft.Network/locations/"
-                f"{location}/serviceTags")
+        path = (
+            f"/subscriptions/{self._subscription}/providers/Microsoft.Network/locations/"
+            f"{location}/serviceTags"
+        )
         try:
             # format_url joins the path to the client's base URL, as generated clients do.
             request = HttpRequest("GET", client.format_url(path), params={"api-version": self._api_version})
@@ -93,11 +101,13 @@ class ArmSource:
             code = getattr(exc.error, "code", None) if exc.error else None
             detail = f"HTTP {status}" + (f" {code}" if code else "")
             if status in (400, 404):
-                raise UnknownLocation(f"{origin}: {detail} (is {location!r} a location of {cloud}?)") \
-                    from None
+                raise UnknownLocation(
+                    f"{origin}: {detail} (is {location!r} a location of {cloud}?)"
+                ) from None
             if status == 403:
-                raise PermanentError(f"{origin}: {detail}; the identity lacks "
-                                     "Microsoft.Network/locations/serviceTags/read") from None
+                raise PermanentError(
+                    f"{origin}: {detail}; the identity lacks Microsoft.Network/locations/serviceTags/read"
+                ) from None
             raise TransientError(f"{origin}: {detail}") from None
         return Fetched(body, origin)
 
@@ -135,7 +145,6 @@ class FileSource:
         except OSError as exc:
             raise TransientError(f"{self._location}: {exc.strerror}") from None
 
-
     def _bounded(self, body: bytes) -> bytes:
         if len(body) > self._max_bytes:
             raise _too_large(self._location, self._max_bytes)
@@ -144,13 +153,21 @@ class FileSource:
 
 def _too_large(origin: str, limit: int) -> PermanentError:
     # Permanent: the same source gives the same size; an operator raises the limit and requeues.
-    return PermanentError(f"{origin}: reply is over the {limit:,}-byte limit for a snapshot "
-                          f"(set {MAX_BYTES_VARIABLE} to allow more)")
+    return PermanentError(
+        f"{origin}: reply is over the {limit:,}-byte limit for a snapshot "
+        f"(set {MAX_BYTES_VARIABLE} to allow more)"
+    )
 
 
-def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | None = None,
-                ca_bundle: str | None = None, retry_total: int = 3,
-                retry_backoff: float = 0.8) -> dict[str, Any]:
+def arm_clients(
+    *,
+    subscription_id: str,
+    credential_for: Any,
+    endpoint: str | None = None,
+    ca_bundle: str | None = None,
+    retry_total: int = 3,
+    retry_backoff: float = 0.8,
+) -> dict[str, Any]:
     """ARM pipeline clients for every cloud. `credential_for(cloud)` gives the credential
     (its authority must match the cloud); `endpoint` overrides ARM (the local stack)."""
     from worker.arm_client import arm_pipeline_client
@@ -163,6 +180,7 @@ def arm_clients(*, subscription_id: str, credential_for: Any, endpoint: str | No
         kwargs: dict[str, Any] = {"retry_total": retry_total, "retry_backoff_factor": retry_backoff}
         if ca_bundle:
             kwargs["connection_verify"] = ca_bundle
-        clients[cloud] = arm_pipeline_client(credential_for(cloud), base_url=base,
-                                             credential_scopes=[f"{default}/.default"], **kwargs)
+        clients[cloud] = arm_pipeline_client(
+            credential_for(cloud), base_url=base, credential_scopes=[f"{default}/.default"], **kwargs
+        )
     return clients

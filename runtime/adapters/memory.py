@@ -40,16 +40,23 @@ class MemoryBlobStore:
         with self._lock:
             return self._blobs.get(name)
 
-    def create(self, name: str, data: bytes, *, content_type: str = "application/json",
-               metadata: dict[str, str] | None = None) -> bool:
+    def create(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/json",
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
         with self._lock:
             if name in self._blobs:
                 return False
             self._blobs[name] = Blob(bytes(data), self._etag())
             return True
 
-    def replace(self, name: str, data: bytes, *, etag: str | None,
-                content_type: str = "application/json") -> str | None:
+    def replace(
+        self, name: str, data: bytes, *, etag: str | None, content_type: str = "application/json"
+    ) -> str | None:
         with self._lock:
             current = self._blobs.get(name)
             if (current.etag if current else None) != etag:
@@ -85,14 +92,15 @@ class _Stored:
 class MemoryQueue:
     """A storage queue. `clock` is injectable so tests move time instead of sleeping."""
 
-    def __init__(self, name: str = "memory", clock: Callable[[], float] = time.monotonic,
-                 *, exists: bool = True) -> None:
+    def __init__(
+        self, name: str = "memory", clock: Callable[[], float] = time.monotonic, *, exists: bool = True
+    ) -> None:
         self.name = name
         # An account's queue named before anyone made it: its depth fails, as Azure's does
         # (`status` shows it as missing). Sending makes it, more leniently than Azure.
         self.exists = exists
         self._clock = clock
-        self._messages: dict[str, _Stored] = {}   # insertion order is delivery order
+        self._messages: dict[str, _Stored] = {}  # insertion order is delivery order
         self._lock = threading.Lock()
 
     def send(self, content: str, *, delay: int = 0) -> None:
@@ -131,7 +139,7 @@ class MemoryQueue:
         now = self._clock()
         with self._lock:
             visible = [m for m in self._messages.values() if m.visible_at <= now]
-            return [self._message(m)._replace(pop_receipt="") for m in visible[:min(count, 32)]]
+            return [self._message(m)._replace(pop_receipt="") for m in visible[: min(count, 32)]]
 
     def depth(self) -> int:
         with self._lock:
@@ -148,8 +156,9 @@ class MemoryQueue:
 
     @staticmethod
     def _message(stored: _Stored) -> Message:
-        return Message(stored.id, stored.pop_receipt, stored.content, stored.dequeue_count,
-                       stored.inserted_on)
+        return Message(
+            stored.id, stored.pop_receipt, stored.content, stored.dequeue_count, stored.inserted_on
+        )
 
 
 class MemoryAccount:

@@ -39,13 +39,17 @@ class StorageSettings(NamedTuple):
         blob = env.str("SERVICETAGS_BLOB_ENDPOINT")
         queue = env.str("SERVICETAGS_QUEUE_ENDPOINT")
         if not conn and not (blob and queue):
-            raise ConfigError("set SERVICETAGS_BLOB_ENDPOINT and SERVICETAGS_QUEUE_ENDPOINT (Azure) or "
-                              "SERVICETAGS_STORAGE_CONNECTION_STRING (local mode)")
+            raise ConfigError(
+                "set SERVICETAGS_BLOB_ENDPOINT and SERVICETAGS_QUEUE_ENDPOINT (Azure) or "
+                "SERVICETAGS_STORAGE_CONNECTION_STRING (local mode)"
+            )
         for name, value in (("SERVICETAGS_BLOB_ENDPOINT", blob), ("SERVICETAGS_QUEUE_ENDPOINT", queue)):
             if not conn and value and not value.startswith(("https://", "http://")):
                 raise ConfigError(f"{name}={value!r} must be an https:// URL")
         return cls(
-            connection_string=conn, blob_endpoint=blob, queue_endpoint=queue,
+            connection_string=conn,
+            blob_endpoint=blob,
+            queue_endpoint=queue,
             regions_queue=env.str("SERVICETAGS_REGIONS_QUEUE", "regions") or "regions",
             events_queue=env.str("SERVICETAGS_EVENTS_QUEUE", "change-events") or "change-events",
             snapshots_container=env.str("SERVICETAGS_SNAPSHOTS_CONTAINER", "snapshots") or "snapshots",
@@ -65,8 +69,14 @@ def poison_name(queue: str) -> str:
     return f"{queue}-poison"
 
 
-def open_storage(settings: StorageSettings, cloud: str, *, containers: Iterable[str] = (),
-                 queues: Iterable[str] = (), identity_wait: int | None = None) -> StorageClients:
+def open_storage(
+    settings: StorageSettings,
+    cloud: str,
+    *,
+    containers: Iterable[str] = (),
+    queues: Iterable[str] = (),
+    identity_wait: int | None = None,
+) -> StorageClients:
     """The one wiring of storage every command and component uses: the managed identity in
     Azure (waited for up to `identity_wait` seconds when given: a fresh job's identity may
     not be ready), or the local connection string; then, in local mode only, the containers
@@ -97,8 +107,10 @@ class StorageClients:
                 self.blobs = BlobServiceClient.from_connection_string(settings.connection_string)
                 self.queues = QueueServiceClient.from_connection_string(settings.connection_string)
             except ValueError as exc:  # the SDK's "malformed"; the value holds a key: never shown
-                raise ConfigError("SERVICETAGS_STORAGE_CONNECTION_STRING is not a storage connection "
-                                  f"string ({_first_line(exc)})") from None
+                raise ConfigError(
+                    "SERVICETAGS_STORAGE_CONNECTION_STRING is not a storage connection "
+                    f"string ({_first_line(exc)})"
+                ) from None
         else:
             self.blobs = BlobServiceClient(settings.blob_endpoint, credential=credential)  # type: ignore[arg-type]
             self.queues = QueueServiceClient(settings.queue_endpoint, credential=credential)  # type: ignore[arg-type]
@@ -138,26 +150,43 @@ class AzureBlobStore:
         except ResourceNotFoundError:
             return None
 
-    def create(self, name: str, data: bytes, *, content_type: str = "application/json",
-               metadata: dict[str, str] | None = None) -> bool:
+    def create(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        content_type: str = "application/json",
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
         try:
             # overwrite=False sends If-None-Match: *, so the service refuses a second writer.
-            self._client.upload_blob(name, data, overwrite=False, metadata=metadata,
-                                     content_settings=ContentSettings(content_type=content_type))
+            self._client.upload_blob(
+                name,
+                data,
+                overwrite=False,
+                metadata=metadata,
+                content_settings=ContentSettings(content_type=content_type),
+            )
             return True
         except ResourceExistsError:
             return False
 
-    def replace(self, name: str, data: bytes, *, etag: str | None,
-                content_type: str = "application/json") -> str | None:
+    def replace(
+        self, name: str, data: bytes, *, etag: str | None, content_type: str = "application/json"
+    ) -> str | None:
         settings = ContentSettings(content_type=content_type)
         blob = self._client.get_blob_client(name)  # its upload_blob returns the new etag
         try:
             if etag is None:
                 result = blob.upload_blob(data, overwrite=False, content_settings=settings)
             else:
-                result = blob.upload_blob(data, overwrite=True, content_settings=settings,
-                                          etag=etag, match_condition=MatchConditions.IfNotModified)
+                result = blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    content_settings=settings,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
         except (ResourceExistsError, ResourceModifiedError):
             return None
         return str(result["etag"])
@@ -186,8 +215,9 @@ class AzureQueue:
 
     def extend(self, message: Message, visibility_timeout: int) -> Message:
         try:
-            updated = self._client.update_message(message.id, message.pop_receipt,
-                                                  visibility_timeout=visibility_timeout)
+            updated = self._client.update_message(
+                message.id, message.pop_receipt, visibility_timeout=visibility_timeout
+            )
         except ResourceNotFoundError:  # deleted by whoever received it after us
             raise LostReceipt(f"message {message.id} is gone from {self.name}") from None
         except HttpResponseError as exc:
@@ -221,8 +251,10 @@ class AzureQueue:
 def _raise_lost_receipt(exc: HttpResponseError, message: Message, queue: str) -> None:
     """LostReceipt for the service's "that receipt is stale" answer (400 PopReceiptMismatch)."""
     if getattr(exc, "error_code", None) == "PopReceiptMismatch":
-        raise LostReceipt(f"message {message.id} in {queue}: its pop receipt no longer holds "
-                          "(its visibility ran out, or the service restarted)") from None
+        raise LostReceipt(
+            f"message {message.id} in {queue}: its pop receipt no longer holds "
+            "(its visibility ran out, or the service restarted)"
+        ) from None
 
 
 def _first_line(exc: Exception) -> str:

@@ -15,8 +15,16 @@ from pathlib import Path
 
 import pytest
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _find() -> str | None:
@@ -32,8 +40,9 @@ def chromium() -> str:
         sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-        subprocess.run([*sudo, "apt-get", "install", "-y", "-q", "chromium"], check=True, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [*sudo, "apt-get", "install", "-y", "-q", "chromium"], check=True, env=env, capture_output=True
+        )
         found = _find()
         if found:
             return found
@@ -44,8 +53,19 @@ def chromium() -> str:
 def dump_dom(page: Path, *, timeout: float = 90) -> str:
     """The page's DOM after its scripts ran, from a fresh headless Chromium profile."""
     with tempfile.TemporaryDirectory(prefix="servicetags-chromium-") as profile:
-        result = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}",
-                                 "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
-                                capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            [
+                chromium(),
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout

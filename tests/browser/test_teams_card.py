@@ -99,8 +99,11 @@ def test_the_largest_week_renders_new_regions_first_and_says_what_was_folded(tmp
     assert len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()) <= 28 * 1024
     page = render(tmp_path, payload)
     assert page.errors == "0"
-    assert page.blocks[1:4] == ["New region: chilecentral", "New region: malaysiawest",
-                                "New region: southeastus"]
+    assert page.blocks[1:4] == [
+        "New region: chilecentral",
+        "New region: malaysiawest",
+        "New region: southeastus",
+    ]
     regions = [c["region"] for c in digest["changes"]]
     shown = [b for b in page.blocks if b in regions]
     assert shown[:3] == ["chilecentral", "malaysiawest", "southeastus"] and len(shown) >= 10
@@ -115,7 +118,8 @@ def test_the_impact_section_renders_without_errors(tmp_path):
     page = render(tmp_path, teams_payload(impact_digest()))
     assert page.errors == "0"
     head = next(b for b in page.blocks if b.startswith("Impact on your rules:"))
-    assert head == ("Impact on your rules: 20 rules touched in 4 of 30 regions checked; "
-                    "not yet computed for eastus")
+    assert head == (
+        "Impact on your rules: 20 rules touched in 4 of 30 regions checked; not yet computed for eastus"
+    )
     # The renderer's markdown: the rule in bold, what it gained as a list item.
     assert any(NSG_EASTUS2 in b and GAINED_EASTUS2 in b for b in page.blocks)

@@ -48,8 +48,13 @@ class Fleet:
 
     def start(self, name: str) -> None:
         module = "notifier" if name.startswith("notifier") else "worker"
-        self.processes[name] = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=self.env,
-                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
@@ -75,8 +80,9 @@ def _receiver(env: dict[str, str], path: str, body: dict | None = None) -> list[
 
     url = env["SERVICETAGS_LOCAL_WEBHOOKS_URL"] + path
     data = json.dumps(body).encode() if body is not None else None
-    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST" if data else "GET"),
-                                timeout=10) as reply:
+    with urllib.request.urlopen(
+        urllib.request.Request(url, data=data, method="POST" if data else "GET"), timeout=10
+    ) as reply:
         text = reply.read()
     return json.loads(text) if text else []
 
@@ -85,17 +91,28 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
     from devstack.demo import demo_channels
 
     outbox = tmp_path / "outbox"
-    env = stack.up(tmp_path / "stack", snapshot=snapshot_path(340), persistent=False, outbox=outbox,
-                   rules=None)  # the impact step has its own crash tests (test_impact_step.py)
+    env = stack.up(
+        tmp_path / "stack", snapshot=snapshot_path(340), persistent=False, outbox=outbox, rules=None
+    )  # the impact step has its own crash tests (test_impact_step.py)
     env.update(demo_channels(env, "digest"))
     env["SERVICETAGS_DIGEST_DEADLINE"] = "3600"
-    for path, answers in (("/slack/demo-slack", [500, 500]), ("/teams/demo-teams", [503]),
-                          ("/webhook/demo-webhook", [500])):
+    for path, answers in (
+        ("/slack/demo-slack", [500, 500]),
+        ("/teams/demo-teams", [503]),
+        ("/webhook/demo-webhook", [500]),
+    ):
         _receiver(env, "/_control", {"path": path, "answers": answers})
-    env.update({"SERVICETAGS_VISIBILITY_TIMEOUT": "3", "SERVICETAGS_MAX_TRIES": "20",
-                "SERVICETAGS_RETRY_DELAY": "1", "SERVICETAGS_IDLE_SLEEP": "0",
-                "SERVICETAGS_CLAIM_TIMEOUT": "3", "SERVICETAGS_ARM_RETRIES": "1",
-                "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
+    env.update(
+        {
+            "SERVICETAGS_VISIBILITY_TIMEOUT": "3",
+            "SERVICETAGS_MAX_TRIES": "20",
+            "SERVICETAGS_RETRY_DELAY": "1",
+            "SERVICETAGS_IDLE_SLEEP": "0",
+            "SERVICETAGS_CLAIM_TIMEOUT": "3",
+            "SERVICETAGS_ARM_RETRIES": "1",
+            "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50",
+        }
+    )
     clients = StorageClients(StorageSettings.from_env(Env(env)))
     queues = {n: clients.queue(n) for n in stack.QUEUES}
     control = ArmAdminClient.from_state_dir(tmp_path / "stack" / "arm")
@@ -105,8 +122,14 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
         from producer.main import ProducerSettings, produce
 
         produce(ProducerSettings.from_env(Env(env)), run_id="baseline")
-        baseline = subprocess.run([sys.executable, "-m", "worker", "--until-empty"], cwd=ROOT, env=fleet.env,
-                                  capture_output=True, timeout=300, check=False)
+        baseline = subprocess.run(
+            [sys.executable, "-m", "worker", "--until-empty"],
+            cwd=ROOT,
+            env=fleet.env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
         assert baseline.returncode == 0, baseline.stderr[-2000:]
 
         control.set_snapshot(snapshot_path(341))
@@ -127,10 +150,13 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
         expected = expected_reports()
 
         def settled() -> bool:
-            return (all(queues[q].depth() == 0 for q in ("regions", "change-events"))
-                    and len(list(clients.container("reports").names())) == len(expected)
-                    and all(list(outbox.glob(p)) for p in ("*.eml", "*.teams.json", "*.slack.json",
-                                                           "*.webhook.json")))
+            return (
+                all(queues[q].depth() == 0 for q in ("regions", "change-events"))
+                and len(list(clients.container("reports").names())) == len(expected)
+                and all(
+                    list(outbox.glob(p)) for p in ("*.eml", "*.teams.json", "*.slack.json", "*.webhook.json")
+                )
+            )
 
         end = time.monotonic() + 180
         while not settled() and time.monotonic() < end:
@@ -165,8 +191,10 @@ def test_kills_and_api_faults_lose_nothing_and_duplicate_nothing(tmp_path):
     # The change run produced exactly one digest e-mail naming every changed region (the
     # baseline none); a duplicate could only come from a notifier killed between sending and
     # marking (the documented window), and would carry the same Message-ID.
-    mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-             for p in sorted(Path(outbox).glob("*.eml"))]
+    mails = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in sorted(Path(outbox).glob("*.eml"))
+    ]
     assert {str(m["X-Servicetags-Run"]).strip() for m in mails} == {"change"}
     assert len({m["Message-ID"] for m in mails}) == 1
     assert str(mails[0]["X-Servicetags-Regions"]).strip().split(",") == sorted(expected)

@@ -44,8 +44,11 @@ def expected_reports() -> dict[str, dict]:
 
 # Notifiers: a claim (10 s) far longer than the event's retry window (20 tries, no delay:
 # about 2 s per try), the case where a kill between claim and send lost the e-mail (issue 16).
-NOTIFIER_ENV = {"SERVICETAGS_CLAIM_TIMEOUT": "10", "SERVICETAGS_RETRY_DELAY": "0",
-                "SERVICETAGS_VISIBILITY_TIMEOUT": "2"}
+NOTIFIER_ENV = {
+    "SERVICETAGS_CLAIM_TIMEOUT": "10",
+    "SERVICETAGS_RETRY_DELAY": "0",
+    "SERVICETAGS_VISIBILITY_TIMEOUT": "2",
+}
 # A worker that stalls (SIGSTOP) just before deleting a message: its receipt expires and is
 # superseded while it is stopped, as after a long GC pause or in a throttled container.
 WORKER_ENV = {"stalled": {"SERVICETAGS_VISIBILITY_TIMEOUT": "1", "SERVICETAGS_STOP_AT": "before_delete"}}
@@ -69,8 +72,9 @@ class Fleet:
             env["SERVICETAGS_CRASH_AT"] = crash_at
         self.started += 1
         with (self.logs / f"{name}-{self.started}.log").open("wb") as log:
-            self.processes[name] = subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env=env,
-                                                    stdout=log, stderr=subprocess.STDOUT)
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", module], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
@@ -87,8 +91,9 @@ class Fleet:
         return stat.rsplit(")", 1)[1].split()[0] == "T"
 
     def events(self) -> Counter[str]:
-        return Counter(json.loads(line).get("event") for line in self.log_text().splitlines()
-                       if line.startswith("{"))
+        return Counter(
+            json.loads(line).get("event") for line in self.log_text().splitlines() if line.startswith("{")
+        )
 
     def restart_crashed(self) -> None:
         """Start again whoever killed itself at a crash point (or died otherwise)."""
@@ -119,12 +124,24 @@ def forged_event(subject: str) -> str:
     """An event for a real report whose URL points elsewhere, as an attacker with write access
     to the events queue (or a misrouted subscription) could send."""
     name = subject.split("/blobs/", 1)[1]
-    return json.dumps({"id": f"forged-{name}", "topic": "/subscriptions/x/resourceGroups/r/providers/"
-                       "Microsoft.Storage/storageAccounts/attacker", "subject": subject,
-                       "eventType": "Microsoft.Storage.BlobCreated", "eventTime": "2026-11-24T10:00:00Z",
-                       "data": {"api": "PutBlob", "url": f"{ATTACKER}/reports/{name}", "eTag": "0x1",
-                                "blobType": "BlockBlob", "sequencer": "0" * 32},
-                       "dataVersion": "", "metadataVersion": "1"})
+    return json.dumps(
+        {
+            "id": f"forged-{name}",
+            "topic": "/subscriptions/x/resourceGroups/r/providers/Microsoft.Storage/storageAccounts/attacker",
+            "subject": subject,
+            "eventType": "Microsoft.Storage.BlobCreated",
+            "eventTime": "2026-11-24T10:00:00Z",
+            "data": {
+                "api": "PutBlob",
+                "url": f"{ATTACKER}/reports/{name}",
+                "eTag": "0x1",
+                "blobType": "BlockBlob",
+                "sequencer": "0" * 32,
+            },
+            "dataVersion": "",
+            "metadataVersion": "1",
+        }
+    )
 
 
 class Forger(threading.Thread):
@@ -153,15 +170,29 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     state_dir = tmp_path / "stack"
     # One e-mail per report: the e-mails themselves are what this test counts (digests have their
     # own chaos test, test_chaos.py).
-    per_report = json.dumps([{"address": "network-team@example.com", "name": "Network team",
-                              "delivery": "report"}])
+    per_report = json.dumps(
+        [{"address": "network-team@example.com", "name": "Network team", "delivery": "report"}]
+    )
     # Without the impact step (rules=None): it has its own crash and failure tests
     # (tests/integration/test_impact_step.py), and these e-mails carry no impact section.
-    env = stack.up(state_dir, snapshot=snapshot_path(340), persistent=True, outbox=outbox,
-                   recipients=per_report, rules=None)
-    env.update({"SERVICETAGS_VISIBILITY_TIMEOUT": "3", "SERVICETAGS_MAX_TRIES": "20",
-                "SERVICETAGS_RETRY_DELAY": "1", "SERVICETAGS_IDLE_SLEEP": "0",
-                "SERVICETAGS_ARM_RETRIES": "1", "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50"})
+    env = stack.up(
+        state_dir,
+        snapshot=snapshot_path(340),
+        persistent=True,
+        outbox=outbox,
+        recipients=per_report,
+        rules=None,
+    )
+    env.update(
+        {
+            "SERVICETAGS_VISIBILITY_TIMEOUT": "3",
+            "SERVICETAGS_MAX_TRIES": "20",
+            "SERVICETAGS_RETRY_DELAY": "1",
+            "SERVICETAGS_IDLE_SLEEP": "0",
+            "SERVICETAGS_ARM_RETRIES": "1",
+            "SERVICETAGS_ARM_RETRY_BACKOFF_MS": "50",
+        }
+    )
     clients = StorageClients(StorageSettings.from_env(Env(env)))
     queues = {n: clients.queue(n) for n in stack.QUEUES}
     control = ArmAdminClient.from_state_dir(state_dir / "arm")
@@ -173,8 +204,14 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
         from producer.main import ProducerSettings, produce
 
         produce(ProducerSettings.from_env(Env(env)), run_id="baseline")
-        baseline = subprocess.run([sys.executable, "-m", "worker", "--until-empty"], cwd=ROOT, env=fleet.env,
-                                  capture_output=True, timeout=300, check=False)
+        baseline = subprocess.run(
+            [sys.executable, "-m", "worker", "--until-empty"],
+            cwd=ROOT,
+            env=fleet.env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
         assert baseline.returncode == 0, baseline.stderr[-2000:]
 
         control.set_snapshot(snapshot_path(341))
@@ -198,8 +235,12 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
             # at random afterwards (reports, hence claims, come only after the workers' first
             # rounds), within a cap.
             elapsed = time.monotonic() - started
-            return elapsed < CHAOS_SECONDS or (elapsed < 4 * CHAOS_SECONDS and not (
-                fleet.kills["crash point"] and fleet.kills["notifier"] and fleet.events()["receipt_lost"]))
+            return elapsed < CHAOS_SECONDS or (
+                elapsed < 4 * CHAOS_SECONDS
+                and not (
+                    fleet.kills["crash point"] and fleet.kills["notifier"] and fleet.events()["receipt_lost"]
+                )
+            )
 
         while chaos_goes_on():
             time.sleep(rng.uniform(0.5, 2.0))
@@ -209,19 +250,28 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
                 stack.restart_azurite(state_dir, pause=1.0)  # storage restarts under everyone
                 restarts += 1
                 continue
-            if (time.monotonic() > restart_at and "stalled" not in fleet.processes and stalls < 5
-                    and not fleet.events()["receipt_lost"]):
+            if (
+                time.monotonic() > restart_at
+                and "stalled" not in fleet.processes
+                and stalls < 5
+                and not fleet.events()["receipt_lost"]
+            ):
                 stalls += 1
                 fleet.start("stalled")
                 if queues["regions"].depth() == 0:  # something for it to handle
-                    produce(ProducerSettings.from_env(Env({**env, "SERVICETAGS_REGIONS": RECHECK})),
-                            run_id="recheck")
+                    produce(
+                        ProducerSettings.from_env(Env({**env, "SERVICETAGS_REGIONS": RECHECK})),
+                        run_id="recheck",
+                    )
             if fleet.stopped("stalled"):
                 # Its message's visibility runs out; another consumer receives it, so the stalled
                 # worker's receipt no longer holds when it resumes and deletes (PopReceiptMismatch).
                 time.sleep(1.5)
-                list(clients.queues.get_queue_client("regions").receive_messages(
-                    max_messages=32, visibility_timeout=1))
+                list(
+                    clients.queues.get_queue_client("regions").receive_messages(
+                        max_messages=32, visibility_timeout=1
+                    )
+                )
                 stalled = fleet.processes["stalled"]
                 stalled.send_signal(signal.SIGCONT)
                 time.sleep(0.5)
@@ -233,8 +283,10 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
             victim = rng.choice(sorted(n for n in fleet.processes if n not in spared))
             fleet.kill(victim)
             # Half the notifiers restarted this way die again between their claim and send.
-            fleet.start(victim, crash_at="before_send" if victim.startswith("notifier")
-                        and rng.random() < 0.5 else None)
+            fleet.start(
+                victim,
+                crash_at="before_send" if victim.startswith("notifier") and rng.random() < 0.5 else None,
+            )
         control.set_fault_rate(0.0)
 
         expected = expected_reports()
@@ -242,9 +294,11 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
         def settled() -> bool:
             fleet.restart_crashed()
             start_first_notifier()
-            return (all(queues[q].depth() == 0 for q in ("regions", "change-events"))
-                    and len(list(clients.container("reports").names())) == len(expected)
-                    and len(list(outbox.glob("*.eml"))) >= len(expected))
+            return (
+                all(queues[q].depth() == 0 for q in ("regions", "change-events"))
+                and len(list(clients.container("reports").names())) == len(expected)
+                and len(list(outbox.glob("*.eml"))) >= len(expected)
+            )
 
         end = time.monotonic() + 180
         while not settled() and time.monotonic() < end:
@@ -278,8 +332,10 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     # Every report produced exactly its e-mail; a duplicate could only come from a notifier
     # killed between sending and marking (the documented window), and would carry the same
     # Message-ID: none may carry a different one.
-    mails = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-             for p in sorted(Path(outbox).glob("*.eml"))]
+    mails = [
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+        for p in sorted(Path(outbox).glob("*.eml"))
+    ]
     per_report = Counter(str(m["X-Servicetags-Report"]).strip() for m in mails)
     assert set(per_report) == set(reports)
     ids = {str(m["X-Servicetags-Report"]).strip(): set() for m in mails}
@@ -300,5 +356,10 @@ def test_kills_faults_expired_receipts_forgeries_and_restarts_lose_nothing(tmp_p
     # deadline an hour away: by design.
     assert queues_left.pop("run-deadlines") >= 2
     assert {q: n for q, n in queues_left.items() if q != "change-events-poison"} == {
-        "regions": 0, "regions-poison": 0, "change-events": 0, "run-deadlines-poison": 0,
-        "impact": 0, "impact-poison": 0}
+        "regions": 0,
+        "regions-poison": 0,
+        "change-events": 0,
+        "run-deadlines-poison": 0,
+        "impact": 0,
+        "impact-poison": 0,
+    }

@@ -23,8 +23,17 @@ pytestmark = pytest.mark.e2e
 
 def run_demo(tmp_path: Path, *args: str) -> dict:
     summary = tmp_path / "summary.json"
-    argv = [sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "outbox"),
-            "--summary-json", str(summary), *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "servicetags",
+        "demo",
+        "--outbox",
+        str(tmp_path / "outbox"),
+        "--summary-json",
+        str(summary),
+        *args,
+    ]
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=400, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "regions checked" in result.stdout and "Timings:" in result.stdout
@@ -101,8 +110,12 @@ def test_default_demo_on_the_bundled_snapshots(tmp_path):
     assert summary["regions_checked"] == 63
     assert len(summary["reports"]) == 31
     bundled = ROOT / "data" / "snapshots"
-    check_against_diff(summary, bundled / "ServiceTags_Public_2025-01-12_cn340.json.gz",
-                       bundled / "ServiceTags_Public_2025-01-14_cn341.json.gz", tmp_path / "outbox")
+    check_against_diff(
+        summary,
+        bundled / "ServiceTags_Public_2025-01-12_cn340.json.gz",
+        bundled / "ServiceTags_Public_2025-01-14_cn341.json.gz",
+        tmp_path / "outbox",
+    )
     check_impact(summary, tmp_path / "outbox")
 
 
@@ -115,14 +128,36 @@ def test_demo_takes_an_api_shaped_file_and_a_download_file(tmp_path):
         props.pop("regionId")
         props.pop("platform")
     old = tmp_path / "cn344-arm.json"
-    old.write_text(json.dumps({"name": "Public", "id": "/subscriptions/x/providers/Microsoft.Network/"
-                               "serviceTags/Public", "type": "Microsoft.Network/serviceTags", **doc}))
+    old.write_text(
+        json.dumps(
+            {
+                "name": "Public",
+                "id": "/subscriptions/x/providers/Microsoft.Network/serviceTags/Public",
+                "type": "Microsoft.Network/serviceTags",
+                **doc,
+            }
+        )
+    )
     new = snapshot_path(345)
-    summary = run_demo(tmp_path, "--old", str(old), "--new", str(new), "--workers", "1",
-                       "--regions", "australiacentral,francecentral,japaneast", "--delivery", "report")
+    summary = run_demo(
+        tmp_path,
+        "--old",
+        str(old),
+        "--new",
+        str(new),
+        "--workers",
+        "1",
+        "--regions",
+        "australiacentral,francecentral,japaneast",
+        "--delivery",
+        "report",
+    )
     assert summary["regions_checked"] == 4  # three regions and global
-    expected = {r: s for r, s in expected_summaries(old, new).items()
-                if r in {"australiacentral", "francecentral", "japaneast", "global"}}
+    expected = {
+        r: s
+        for r, s in expected_summaries(old, new).items()
+        if r in {"australiacentral", "francecentral", "japaneast", "global"}
+    }
     assert {r["region"]: r["counts"] for r in summary["reports"]} == expected
     assert expected["australiacentral"]["tags_added"] >= 1  # cn345 added PowerBI.AustraliaCentral
     # Per-report delivery: one e-mail and one signed webhook per report; chat channels keep
@@ -134,16 +169,25 @@ def test_demo_takes_an_api_shaped_file_and_a_download_file(tmp_path):
         assert entry["region"] in message["Subject"]
     kinds = [m["channel"] for m in summary["channel_messages"]]
     assert {k: kinds.count(k) for k in set(kinds)} == {"teams": 1, "slack": 1, "webhook": 4}
-    hooks = [json.loads(Path(m["file"]).read_text()) for m in summary["channel_messages"]
-             if m["channel"] == "webhook"]
+    hooks = [
+        json.loads(Path(m["file"]).read_text())
+        for m in summary["channel_messages"]
+        if m["channel"] == "webhook"
+    ]
     assert sorted(h["region"] for h in hooks) == sorted(expected)
 
 
 def test_demo_rejects_a_bad_snapshot_file_in_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"values": [')
-    result = subprocess.run([sys.executable, "-m", "servicetags", "demo", "--old", str(bad)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "servicetags", "demo", "--old", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("servicetags demo: ") and "is not valid JSON" in result.stderr
     assert result.stderr.strip().count("\n") == 0
@@ -182,8 +226,13 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
 
     assert _demo_processes() == []
     azurites = len(_processes(AZURITE))
-    demo = subprocess.Popen([sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "out")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "servicetags", "demo", "--outbox", str(tmp_path / "out")],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not _demo_processes() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -198,9 +247,16 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path):
 
 
 def test_replay_on_the_download_center_reports_a_new_region_and_emails_it(tmp_path):
-    summary = run_demo(tmp_path, "--delivery", "report", "--source", "download-center", "--snapshots",
-                       str(snapshot_path(346)),
-                       str(snapshot_path(347)))
+    summary = run_demo(
+        tmp_path,
+        "--delivery",
+        "report",
+        "--source",
+        "download-center",
+        "--snapshots",
+        str(snapshot_path(346)),
+        str(snapshot_path(347)),
+    )
     assert summary["source"] == "download-center"
     [step] = summary["steps"]
     assert step["file"] == str(snapshot_path(347)) and step["poisoned"] == [] and step["stale"] == []
@@ -211,16 +267,23 @@ def test_replay_on_the_download_center_reports_a_new_region_and_emails_it(tmp_pa
     expected = expected_summaries(snapshot_path(346), snapshot_path(347))
     assert {r["region"]: r["counts"] for r in summary["reports"]} == expected
     [mail] = [e for e in summary["emails"] if e["region"] == "indonesiacentral"]
-    assert mail["subject"].startswith("[servicetags] New region indonesiacentral in Public: 37 tags, "
-                                      "226 prefixes, all added")
+    assert mail["subject"].startswith(
+        "[servicetags] New region indonesiacentral in Public: 37 tags, 226 prefixes, all added"
+    )
     body = email.message_from_bytes(Path(mail["file"]).read_bytes(), policy=email.policy.default)
     assert body.get_body(("plain",)).get_content().startswith("New region indonesiacentral in Public")
 
 
 def test_replay_through_a_rollback_is_stale_then_reports_what_diff_says(tmp_path):
-    summary = run_demo(tmp_path, "--delivery", "report", "--snapshots", str(snapshot_path(357)),
-                       str(snapshot_path(346)),
-                       str(snapshot_path(358)))
+    summary = run_demo(
+        tmp_path,
+        "--delivery",
+        "report",
+        "--snapshots",
+        str(snapshot_path(357)),
+        str(snapshot_path(346)),
+        str(snapshot_path(358)),
+    )
     rollback, after = summary["steps"]
     assert rollback["reports"] == [] and rollback["emails"] == [] and rollback["poisoned"] == []
     assert len(rollback["stale"]) == 68 and "indonesiacentral" in rollback["stale"]  # 67 regions and global

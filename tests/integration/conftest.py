@@ -110,8 +110,7 @@ MEMORY_CONNECTION_STRING = "UseMemoryStorage=true"
 class Stores:
     """A test's storage account: `clients(settings)` is what the components build for themselves."""
 
-    def __init__(self, kind: str, connection_string: str,
-                 clients: Callable[[Any], Any]) -> None:
+    def __init__(self, kind: str, connection_string: str, clients: Callable[[Any], Any]) -> None:
         self.kind = kind
         self.connection_string = connection_string
         self.clients = clients

@@ -39,7 +39,7 @@ class ImageEnv(NamedTuple):
     venv: Path
     python: Path
     servicetags: Path
-    check: subprocess.CompletedProcess[str]     # `pip check` of the finished environment
+    check: subprocess.CompletedProcess[str]  # `pip check` of the finished environment
 
 
 def wheel_cache() -> Path:
@@ -70,8 +70,14 @@ def _cached(cache_dir: Path) -> set[tuple[str, str]]:
 
 def pip(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_REQUIRE")}
-    return subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
+    )
 
 
 def fill_cache(cache_dir: Path) -> None:
@@ -82,8 +88,9 @@ def fill_cache(cache_dir: Path) -> None:
         done = pip("download", "--only-binary=:all:", "--no-deps", "--dest", str(cache_dir), *missing)
         assert done.returncode == 0, done.stderr[-3000:]
     if not any(canonicalize_name(w.name.split("-")[0]) == "setuptools" for w in cache_dir.glob("*.whl")):
-        done = pip("download", "--only-binary=:all:", "--no-deps", "--dest", str(cache_dir),
-                   BUILD_REQUIREMENT)
+        done = pip(
+            "download", "--only-binary=:all:", "--no-deps", "--dest", str(cache_dir), BUILD_REQUIREMENT
+        )
         assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -99,8 +106,16 @@ def build_image_env(base: Path) -> ImageEnv:
     fill_cache(cache_dir)
     python = make_venv(base / "venv")
     offline = ["--no-index", "--find-links", str(cache_dir)]
-    done = pip("--python", str(python), "install", "--no-deps", "--only-binary=:all:", *offline,
-               "--requirement", str(LOCK))
+    done = pip(
+        "--python",
+        str(python),
+        "install",
+        "--no-deps",
+        "--only-binary=:all:",
+        *offline,
+        "--requirement",
+        str(LOCK),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
     # The wheel from a copy of what the Dockerfile copies in, so no build output lands in the tree.

@@ -49,8 +49,9 @@ class Pipeline:
         self.settings = StorageSettings.from_env(Env(self.env))
         self.clients = stores.clients(self.settings)
         s = self.settings
-        self.clients.ensure([s.snapshots_container, s.reports_container],
-                            [s.regions_queue, f"{s.regions_queue}-poison"])
+        self.clients.ensure(
+            [s.snapshots_container, s.reports_container], [s.regions_queue, f"{s.regions_queue}-poison"]
+        )
         self.queue = self.clients.queue(s.regions_queue)
         self.poison = self.clients.queue(f"{s.regions_queue}-poison")
         self.snapshots = self.clients.container(s.snapshots_container)
@@ -65,8 +66,9 @@ class Pipeline:
     def produce_messages(self, regions: str = "all", run_id: str = "run") -> list[Any]:
         from producer.main import ProducerSettings, produce
 
-        return produce(ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": regions})),
-                       run_id=run_id)
+        return produce(
+            ProducerSettings.from_env(Env({**self.env, "SERVICETAGS_REGIONS": regions})), run_id=run_id
+        )
 
     def cloud(self, cloud: str = "Public") -> dict[str, Any] | None:
         """The cloud document (`<cloud>/regions.json`): watched, first seen, retired regions."""
@@ -83,8 +85,14 @@ class Pipeline:
     def spawn_worker(self, **overrides: str) -> subprocess.Popen[str]:
         assert self.stores.kind == "azurite", "a worker process shares no memory with the test"
         env = {**os.environ, **self.env, **overrides}
-        return subprocess.Popen([sys.executable, "-m", "worker", "--until-empty"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "--until-empty"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def reports(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -103,5 +111,8 @@ class Pipeline:
 
     def cleanup(self) -> None:
         s = self.settings
-        self.stores.drop(self.clients, [s.snapshots_container, s.reports_container],
-                         [s.regions_queue, f"{s.regions_queue}-poison"])
+        self.stores.drop(
+            self.clients,
+            [s.snapshots_container, s.reports_container],
+            [s.regions_queue, f"{s.regions_queue}-poison"],
+        )

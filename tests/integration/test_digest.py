@@ -45,32 +45,55 @@ class Rig:
         self.secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
         self.receiver = Receiver(self.outbox, [self.secret]).start()
         base = self.receiver.url
-        channels = [{"name": "t", "type": "teams", "url_secret": "t-url"},
-                    {"name": "s", "type": "slack", "url_secret": "s-url"},
-                    {"name": "w", "type": "webhook", "url_secret": "w-url", "signing_secrets": ["w-key"]}]
-        self.p = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path), **{
-            "SERVICETAGS_EVENTS_QUEUE": f"events-{suffix}",
-            "SERVICETAGS_NOTIFICATIONS_CONTAINER": f"notifications-{suffix}",
-            "SERVICETAGS_RUNS_CONTAINER": f"runs-{suffix}",
-            "SERVICETAGS_DEADLINES_QUEUE": f"deadlines-{suffix}",
-            "SERVICETAGS_MAIL_BACKEND": "smtp", "SERVICETAGS_SMTP_HOST": "127.0.0.1",
-            "SERVICETAGS_SMTP_PORT": str(self.sink.port), "SERVICETAGS_MAIL_FROM": "watch@example.com",
-            "SERVICETAGS_RECIPIENTS": json.dumps([
-                {"address": "all@example.com"}, {"address": "tokyo@example.com", "regions": ["japaneast"]}]),
-            "SERVICETAGS_CHANNELS": json.dumps(channels),
-            "SERVICETAGS_SECRET_T_URL": f"{base}/teams/t", "SERVICETAGS_SECRET_S_URL": f"{base}/slack/s",
-            "SERVICETAGS_SECRET_W_URL": f"{base}/webhook/w", "SERVICETAGS_SECRET_W_KEY": self.secret,
-            "SERVICETAGS_DIGEST_DEADLINE": "3600", **overrides})
+        channels = [
+            {"name": "t", "type": "teams", "url_secret": "t-url"},
+            {"name": "s", "type": "slack", "url_secret": "s-url"},
+            {"name": "w", "type": "webhook", "url_secret": "w-url", "signing_secrets": ["w-key"]},
+        ]
+        self.p = Pipeline(
+            azurite.connection_string,
+            arm_endpoint.url,
+            str(arm_endpoint.ca_path),
+            **{
+                "SERVICETAGS_EVENTS_QUEUE": f"events-{suffix}",
+                "SERVICETAGS_NOTIFICATIONS_CONTAINER": f"notifications-{suffix}",
+                "SERVICETAGS_RUNS_CONTAINER": f"runs-{suffix}",
+                "SERVICETAGS_DEADLINES_QUEUE": f"deadlines-{suffix}",
+                "SERVICETAGS_MAIL_BACKEND": "smtp",
+                "SERVICETAGS_SMTP_HOST": "127.0.0.1",
+                "SERVICETAGS_SMTP_PORT": str(self.sink.port),
+                "SERVICETAGS_MAIL_FROM": "watch@example.com",
+                "SERVICETAGS_RECIPIENTS": json.dumps(
+                    [
+                        {"address": "all@example.com"},
+                        {"address": "tokyo@example.com", "regions": ["japaneast"]},
+                    ]
+                ),
+                "SERVICETAGS_CHANNELS": json.dumps(channels),
+                "SERVICETAGS_SECRET_T_URL": f"{base}/teams/t",
+                "SERVICETAGS_SECRET_S_URL": f"{base}/slack/s",
+                "SERVICETAGS_SECRET_W_URL": f"{base}/webhook/w",
+                "SERVICETAGS_SECRET_W_KEY": self.secret,
+                "SERVICETAGS_DIGEST_DEADLINE": "3600",
+                **overrides,
+            },
+        )
         from notifier.main import NotifierSettings, build
 
         self.settings = NotifierSettings.from_env(Env(self.p.env))
         self.wiring = build(self.settings)  # creates the notifier's containers and queues
         clients = self.p.clients
         self.events = clients.queue(self.p.env["SERVICETAGS_EVENTS_QUEUE"])
-        self.relays = [BlobEventRelay(clients.container(name), account_name="devstoreaccount1",
-                                      container=name, deliver=queue_deliverer(self.events._client),
-                                      state_path=None)
-                       for name in (self.p.settings.reports_container, self.settings.runs_container)]
+        self.relays = [
+            BlobEventRelay(
+                clients.container(name),
+                account_name="devstoreaccount1",
+                container=name,
+                deliver=queue_deliverer(self.events._client),
+                state_path=None,
+            )
+            for name in (self.p.settings.reports_container, self.settings.runs_container)
+        ]
 
     def run(self, cn: int, arm_endpoint, run_id: str, **env: str) -> None:
         arm_endpoint.set_snapshot(snapshot_path(cn))
@@ -90,8 +113,9 @@ class Rig:
         return sorted(self.outbox.glob(pattern))
 
     def emails(self) -> list[email.message.EmailMessage]:
-        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-                for p in self.files("*.eml")]
+        return [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in self.files("*.eml")
+        ]
 
     def close(self) -> None:
         self.sink.stop()
@@ -115,8 +139,14 @@ def rig(azurite, arm_endpoint, tmp_path) -> Iterator[Rig]:
 
 
 def deliveries(rig: Rig) -> Counter[str]:
-    return Counter({"eml": len(rig.files("*.eml")), "teams": len(rig.files("*.teams.json")),
-                    "slack": len(rig.files("*.slack.json")), "webhook": len(rig.files("*.webhook.json"))})
+    return Counter(
+        {
+            "eml": len(rig.files("*.eml")),
+            "teams": len(rig.files("*.teams.json")),
+            "slack": len(rig.files("*.slack.json")),
+            "webhook": len(rig.files("*.webhook.json")),
+        }
+    )
 
 
 def test_one_digest_per_run_and_recipient_or_channel_whatever_the_redelivery(rig, arm_endpoint, caplog):
@@ -162,16 +192,27 @@ def test_one_digest_per_run_and_recipient_or_channel_whatever_the_redelivery(rig
     signed = [r for r in requests if r["kind"] == "webhook"]
     assert len({r["headers"]["webhook-id"] for r in signed}) == 1 and signed[-1]["verified"]
     # The URLs and the signing secret are credentials: in no blob the pipeline wrote, no log line.
-    credentials = [rig.secret, rig.receiver.url + "/teams/t", rig.receiver.url + "/slack/s",
-                   rig.receiver.url + "/webhook/w"]
-    for container in (rig.settings.notifications_container, rig.settings.runs_container,
-                      rig.p.settings.reports_container, rig.p.settings.snapshots_container):
+    credentials = [
+        rig.secret,
+        rig.receiver.url + "/teams/t",
+        rig.receiver.url + "/slack/s",
+        rig.receiver.url + "/webhook/w",
+    ]
+    for container in (
+        rig.settings.notifications_container,
+        rig.settings.runs_container,
+        rig.p.settings.reports_container,
+        rig.p.settings.snapshots_container,
+    ):
         store = rig.p.clients.container(container)
         for name in store.names():
             data = store.read(name).data.decode()  # type: ignore[union-attr]
             assert not any(c in data for c in credentials), name
-    assert not any(c in record.getMessage() or c in str(record.__dict__)
-                   for record in caplog.records for c in credentials)
+    assert not any(
+        c in record.getMessage() or c in str(record.__dict__)
+        for record in caplog.records
+        for c in credentials
+    )
 
 
 def test_the_deadline_sends_the_digest_naming_regions_not_checked_and_poisoned(rig, arm_endpoint):
@@ -225,14 +266,27 @@ def test_the_deadline_sends_the_digest_naming_regions_not_checked_and_poisoned(r
     assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
 
 
-def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(azurite, arm_endpoint,
-                                                                              tmp_path):
-    channels = [{"name": "t", "type": "teams", "url_secret": "t-url", "delivery": "report"},
-                {"name": "s", "type": "slack", "url_secret": "s-url", "delivery": "report"},
-                {"name": "w", "type": "webhook", "url_secret": "w-url", "signing_secrets": ["w-key"],
-                 "delivery": "report"}]
-    rig = Rig(azurite, arm_endpoint, tmp_path, SERVICETAGS_CHANNELS=json.dumps(channels),
-              SERVICETAGS_RECIPIENTS=json.dumps([{"address": "all@example.com", "delivery": "report"}]))
+def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(
+    azurite, arm_endpoint, tmp_path
+):
+    channels = [
+        {"name": "t", "type": "teams", "url_secret": "t-url", "delivery": "report"},
+        {"name": "s", "type": "slack", "url_secret": "s-url", "delivery": "report"},
+        {
+            "name": "w",
+            "type": "webhook",
+            "url_secret": "w-url",
+            "signing_secrets": ["w-key"],
+            "delivery": "report",
+        },
+    ]
+    rig = Rig(
+        azurite,
+        arm_endpoint,
+        tmp_path,
+        SERVICETAGS_CHANNELS=json.dumps(channels),
+        SERVICETAGS_RECIPIENTS=json.dumps([{"address": "all@example.com", "delivery": "report"}]),
+    )
     try:
         rig.run(340, arm_endpoint, "baseline")
         rig.receiver.script("/teams/t", answers=[400])  # a broken flow: permanent for that one report
@@ -241,8 +295,10 @@ def test_per_report_channels_and_a_refusing_channel_poisons_only_its_delivery(az
         rig.notify()
         got = deliveries(rig)
         assert got == Counter({"eml": 5, "teams": 4, "slack": 5, "webhook": 5})
-        poisoned = [json.loads(m.content) for m in rig.p.clients.queue(
-            f"{rig.settings.storage.events_queue}-poison").peek(32)]
+        poisoned = [
+            json.loads(m.content)
+            for m in rig.p.clients.queue(f"{rig.settings.storage.events_queue}-poison").peek(32)
+        ]
         assert len(poisoned) == 1 and "channel t: HTTP 400" in poisoned[0]["reason"]
         bodies = [json.loads(p.read_bytes()) for p in rig.files("*.webhook.json")]
         assert sorted(b["region"] for b in bodies) == sorted([*REGIONS.split(","), "global"])
@@ -280,24 +336,45 @@ def _wait(condition, timeout: float = 60) -> bool:
 
 
 def test_notifier_serve_sends_the_digest_on_the_complete_event_and_closes_late_runs_at_the_deadline(
-        rig, arm_endpoint):
+    rig, arm_endpoint
+):
     rig.run(340, arm_endpoint, "baseline")
     rig.run(341, arm_endpoint, "change")  # deadline in an hour: only complete.json can close it now
     port, secret = free_port(), secrets.token_urlsafe(24)
-    env = {**os.environ, **rig.p.env, "SERVICETAGS_WEBHOOK_HOST": "127.0.0.1",
-           "SERVICETAGS_WEBHOOK_PORT": str(port), "SERVICETAGS_WEBHOOK_SECRET": secret,
-           "SERVICETAGS_IDLE_SLEEP": "1"}
-    notifier = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        **rig.p.env,
+        "SERVICETAGS_WEBHOOK_HOST": "127.0.0.1",
+        "SERVICETAGS_WEBHOOK_PORT": str(port),
+        "SERVICETAGS_WEBHOOK_SECRET": secret,
+        "SERVICETAGS_IDLE_SLEEP": "1",
+    }
+    notifier = subprocess.Popen(
+        [sys.executable, "-m", "notifier", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert _wait(lambda: port_is_open("127.0.0.1", port), 30), "the webhook did not start"
         # Event Grid's push delivery over real HTTP: the reports' events, then the runs' markers.
         url = f"http://127.0.0.1:{port}/api/events?code={secret}"
-        relays = [BlobEventRelay(rig.p.clients.container(name), account_name="devstoreaccount1",
-                                 container=name, deliver=webhook_deliverer(url), state_path=None,
-                                 schema=schema)
-                  for name, schema in ((rig.p.settings.reports_container, "eventgrid"),
-                                       (rig.settings.runs_container, "cloudevents"))]
+        relays = [
+            BlobEventRelay(
+                rig.p.clients.container(name),
+                account_name="devstoreaccount1",
+                container=name,
+                deliver=webhook_deliverer(url),
+                state_path=None,
+                schema=schema,
+            )
+            for name, schema in (
+                (rig.p.settings.reports_container, "eventgrid"),
+                (rig.settings.runs_container, "cloudevents"),
+            )
+        ]
         # Unfiltered (Azure filters on the subject): 5 reports; per run a manifest, 5 outcomes, a
         # complete marker. Only the markers close runs, the other runs blobs are acknowledged.
         assert [r.poll_once() for r in relays] == [5, 14]
@@ -307,9 +384,13 @@ def test_notifier_serve_sends_the_digest_on_the_complete_event_and_closes_late_r
         mails = {m["To"].addresses[0].addr_spec: m for m in rig.emails()}
         assert str(mails["tokyo@example.com"]["X-Servicetags-Regions"]).strip() == "japaneast"
         # Event Grid redelivers: every event once more, nothing is sent twice.
-        again = BlobEventRelay(RunMarkers(rig.p.clients.container(rig.settings.runs_container)._client),
-                               account_name="devstoreaccount1", container=rig.settings.runs_container,
-                               deliver=webhook_deliverer(url), state_path=None)
+        again = BlobEventRelay(
+            RunMarkers(rig.p.clients.container(rig.settings.runs_container)._client),
+            account_name="devstoreaccount1",
+            container=rig.settings.runs_container,
+            deliver=webhook_deliverer(url),
+            state_path=None,
+        )
         assert again.poll_once() == 2
         assert deliveries(rig) == Counter({"eml": 2, "teams": 1, "slack": 1, "webhook": 1})
 
@@ -317,10 +398,14 @@ def test_notifier_serve_sends_the_digest_on_the_complete_event_and_closes_late_r
         rig.p.env["SERVICETAGS_DIGEST_DEADLINE"] = "1"
         rig.p.produce(REGIONS, run_id="late")
         assert _wait(lambda: deliveries(rig)["webhook"] == 2, 30), "the deadline did not close the run"
-        late = [d for d in (json.loads(p.read_bytes()) for p in rig.files("*.webhook.json"))
-                if d["run_id"] == "late"]
+        late = [
+            d
+            for d in (json.loads(p.read_bytes()) for p in rig.files("*.webhook.json"))
+            if d["run_id"] == "late"
+        ]
         assert [(d["closed_by"], d["missing"]) for d in late] == [
-            ("deadline", ["francecentral", "germanywestcentral", "global", "japaneast", "westeurope"])]
+            ("deadline", ["francecentral", "germanywestcentral", "global", "japaneast", "westeurope"])
+        ]
         notifier.send_signal(signal.SIGTERM)
         output, _ = notifier.communicate(timeout=20)
     finally:

@@ -36,15 +36,19 @@ def test_the_file_is_found_in_each_page_form(center, source, mode):
     center.state.set_mode(mode)
     center.set_file(snapshot_path(347))
     fetched = source.fetch("Public", "westeurope")
-    assert fetched.origin == (f"{center.url}/download/7/1/d/71d86715-5596-4529-9b13-da13a5de5b63/"
-                              "ServiceTags_Public_20250314.json")
+    assert fetched.origin == (
+        f"{center.url}/download/7/1/d/71d86715-5596-4529-9b13-da13a5de5b63/ServiceTags_Public_20250314.json"
+    )
     assert json.loads(fetched.body)["changeNumber"] == 347
 
 
 def test_a_file_of_the_wrong_cloud_is_rejected(center, source):
     center.set_file(snapshot_path(347), cloud="AzureChina")  # the CDN trap: Public at the China URL
-    with pytest.raises(TransientError, match=r"ServiceTags_China_20250314\.json .* is a file of cloud "
-                                             r"'Public', not 'AzureChina'"):
+    with pytest.raises(
+        TransientError,
+        match=r"ServiceTags_China_20250314\.json .* is a file of cloud "
+        r"'Public', not 'AzureChina'",
+    ):
         source.fetch("AzureChina", "chinanorth3")
 
 
@@ -74,14 +78,20 @@ def test_a_page_without_a_link_fails_clearly(center, source):
     assert str(failure.value) == (
         f"{center.url}/en-us/download/details.aspx?id=56519: the details page yields no file link "
         '(looked for var AcOEt_DownloadUrl = "….json", href="…download.microsoft.com/download/….json", '
-        "or any https://download.microsoft.com/download/….json)")
+        "or any https://download.microsoft.com/download/….json)"
+    )
 
 
 @pytest.fixture
 def pipeline(azurite, arm_endpoint, center) -> Iterator[Pipeline]:
-    p = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path),
-                 SERVICETAGS_SOURCE="download-center", SERVICETAGS_DOWNLOAD_CENTER_URL=center.url,
-                 SERVICETAGS_DOWNLOAD_FILES_URL=center.url)
+    p = Pipeline(
+        azurite.connection_string,
+        arm_endpoint.url,
+        str(arm_endpoint.ca_path),
+        SERVICETAGS_SOURCE="download-center",
+        SERVICETAGS_DOWNLOAD_CENTER_URL=center.url,
+        SERVICETAGS_DOWNLOAD_FILES_URL=center.url,
+    )
     center.state.set_mode("href")
     try:
         yield p
@@ -124,16 +134,30 @@ def run_cli(*args: str, env: dict[str, str]) -> str:
 
     from tests.conftest import ROOT
 
-    result = subprocess.run([sys.executable, "-m", "servicetags", *args], capture_output=True, text=True,
-                            cwd=ROOT, env={**os.environ, **env}, timeout=60, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "servicetags", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+        check=True,
+    )
     return result.stdout
 
 
 def test_the_api_observed_beside_the_file_shows_its_lag_and_the_propagation_time(
-        azurite, arm_endpoint, center):
-    p = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path),
-                 SERVICETAGS_SOURCE="download-center", SERVICETAGS_OBSERVED_SOURCE="arm",
-                 SERVICETAGS_DOWNLOAD_CENTER_URL=center.url, SERVICETAGS_DOWNLOAD_FILES_URL=center.url)
+    azurite, arm_endpoint, center
+):
+    p = Pipeline(
+        azurite.connection_string,
+        arm_endpoint.url,
+        str(arm_endpoint.ca_path),
+        SERVICETAGS_SOURCE="download-center",
+        SERVICETAGS_OBSERVED_SOURCE="arm",
+        SERVICETAGS_DOWNLOAD_CENTER_URL=center.url,
+        SERVICETAGS_DOWNLOAD_FILES_URL=center.url,
+    )
     try:
         center.state.set_mode("variable")
         center.set_file(snapshot_path(346))
@@ -181,6 +205,9 @@ def test_a_file_over_the_limit_is_refused_without_reading_it_all(center):
     center.set_file(snapshot_path(347))
     client = download_pipeline_client(center.url, retry_total=0, timeout=10)
     small = DownloadCenterSource(client, pages_base=center.url, files_base=center.url, max_bytes=1_000_000)
-    with pytest.raises(PermanentError, match=r"ServiceTags_Public_20250314\.json: file is over the 1,000,000 "
-                                             "bytes allowed"):
+    with pytest.raises(
+        PermanentError,
+        match=r"ServiceTags_Public_20250314\.json: file is over the 1,000,000 "
+        "bytes allowed",
+    ):
         small.fetch("Public", "westeurope")

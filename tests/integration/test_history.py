@@ -495,8 +495,12 @@ def test_a_report_page_shows_its_impact_once_the_impact_document_exists(imported
     service.create_container(container)
     impacts = AzureBlobStore(service.get_container_client(container))
     data = imported.stores.history.read(index_name("Public")).data
-    args = {"index_data": data, "reports": imported.stores.reports, "web": imported.stores.web,
-            "impacts": impacts}
+    args = {
+        "index_data": data,
+        "reports": imported.stores.reports,
+        "web": imported.stores.web,
+        "impacts": impacts,
+    }
     assert publish("Public", **args) == 0  # no impact yet: the page written by the import stays
     impacts.create(name, json.dumps(impact(report, fixture_rules().rules, report_name=name)).encode())
     assert publish("Public", **args) == 2  # the page, and the list of pages showing their impact
@@ -504,15 +508,21 @@ def test_a_report_page_shows_its_impact_once_the_impact_document_exists(imported
     page = browser.page()
     try:
         page.goto(site + report_page_name("Public", name))
-        page.wait_for("document.readyState === 'complete' && "
-                      "document.querySelector('section.impact') !== null")
+        page.wait_for(
+            "document.readyState === 'complete' && document.querySelector('section.impact') !== null"
+        )
         text = page.evaluate("document.querySelector('section.impact').textContent")
         assert "eastus2: 5 of" in text and "rules touched" in text
         gained = "destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, 57.150.250.0/23"
         assert gained in text
         # Before the tags: what it means for your rules comes first.
-        assert page.evaluate("document.querySelector('section.impact').compareDocumentPosition("
-                             "document.querySelector('article.tag')) & Node.DOCUMENT_POSITION_FOLLOWING") > 0
+        assert (
+            page.evaluate(
+                "document.querySelector('section.impact').compareDocumentPosition("
+                "document.querySelector('article.tag')) & Node.DOCUMENT_POSITION_FOLLOWING"
+            )
+            > 0
+        )
         inert = "document.querySelectorAll('section.impact script, section.impact style').length"
         assert page.evaluate(inert) == 0
         page.screenshot(RESULTS / "web-report-impact.png")

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.integration
 
 
 def servicetags(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "servicetags", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "servicetags", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def parse_env(text: str) -> dict[str, str]:
@@ -44,8 +50,18 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         assert env["SERVICETAGS_DEV_CREDENTIAL"] == "1"
         assert "AccountName=devstoreaccount1" in env["SERVICETAGS_STORAGE_CONNECTION_STRING"]
         pids = json.loads((state / "stack.json").read_text())["pids"]
-        assert sorted(pids) == ["arm", "azurite", "download", "impact", "relay", "relay-impact", "relay-runs",
-                                "smtp", "web", "webhooks"]
+        assert sorted(pids) == [
+            "arm",
+            "azurite",
+            "download",
+            "impact",
+            "relay",
+            "relay-impact",
+            "relay-runs",
+            "smtp",
+            "web",
+            "webhooks",
+        ]
         # The impact step: a second relay of report events and a worker over the bundled rules.
         assert env["SERVICETAGS_LOCAL_RULES"] == str(ROOT / "data" / "rules")
         # The webhook receiver answers on loopback, as the channels' URLs will point at it.
@@ -62,19 +78,44 @@ def test_up_prints_the_environment_reuses_a_running_stack_and_down_stops_everyth
         assert shell.stdout.strip() == env["SERVICETAGS_RECIPIENTS"]
 
         # A worker runs against it, as configured by those lines alone.
-        worker_env = {**os.environ, **env, "SERVICETAGS_REGIONS": "francecentral",
-                      "SERVICETAGS_IDLE_SLEEP": "0"}
-        produced = subprocess.run([sys.executable, "-m", "producer"], cwd=ROOT, env=worker_env,
-                                  capture_output=True, text=True, timeout=60, check=False)
+        worker_env = {
+            **os.environ,
+            **env,
+            "SERVICETAGS_REGIONS": "francecentral",
+            "SERVICETAGS_IDLE_SLEEP": "0",
+        }
+        produced = subprocess.run(
+            [sys.executable, "-m", "producer"],
+            cwd=ROOT,
+            env=worker_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert produced.returncode == 0, produced.stderr
-        worked = subprocess.run([sys.executable, "-m", "worker", "--until-empty"], cwd=ROOT, env=worker_env,
-                                capture_output=True, text=True, timeout=120, check=False)
+        worked = subprocess.run(
+            [sys.executable, "-m", "worker", "--until-empty"],
+            cwd=ROOT,
+            env=worker_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert worked.returncode == 0, worked.stderr
         assert '"outcome": "baseline"' in worked.stdout
 
         # The static website: `servicetags publish` writes $web, the local endpoint serves it.
-        published = subprocess.run([sys.executable, "-m", "servicetags.cli", "publish"], cwd=ROOT,
-                                   env=worker_env, capture_output=True, text=True, timeout=120, check=False)
+        published = subprocess.run(
+            [sys.executable, "-m", "servicetags.cli", "publish"],
+            cwd=ROOT,
+            env=worker_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert published.returncode == 0, published.stderr
         site = env["SERVICETAGS_LOCAL_WEB_URL"]
         with urllib.request.urlopen(site + "Public/index.html", timeout=10) as page:
@@ -96,6 +137,5 @@ def test_up_rejects_bad_arguments_in_one_line(tmp_path):
     bad = servicetags("local", "up", "--state-dir", str(tmp_path), "--api-fault-rate", "2")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "servicetags local: --api-fault-rate 2.0 must be between 0 and 1"
-    missing = servicetags("local", "up", "--state-dir", str(tmp_path), "--snapshot",
-                          str(tmp_path / "x.json"))
+    missing = servicetags("local", "up", "--state-dir", str(tmp_path), "--snapshot", str(tmp_path / "x.json"))
     assert missing.returncode == 2 and "no such file" in missing.stderr

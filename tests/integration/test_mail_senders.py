@@ -51,8 +51,13 @@ def report() -> dict:
 
 
 def email(key: str = "reports/francecentral/a.json|net@example.com") -> EmailMessage:
-    return render_email(report(), sender=SENDER, recipient=Recipient("net@example.com", "Network team"),
-                        message_id=key, blob_name="reports/francecentral/a.json")
+    return render_email(
+        report(),
+        sender=SENDER,
+        recipient=Recipient("net@example.com", "Network team"),
+        message_id=key,
+        blob_name="reports/francecentral/a.json",
+    )
 
 
 def parse_eml(path: Path) -> EmailMessage:
@@ -62,6 +67,7 @@ def parse_eml(path: Path) -> EmailMessage:
 
 
 # -- SMTP -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sink(tmp_path: Path) -> Iterator[SmtpSink]:
@@ -136,10 +142,13 @@ class RefusingHandler:
         return self.reply
 
 
-@pytest.mark.parametrize(("reply", "error"), [
-    ("550 5.1.1 no such user", PermanentMailError),
-    ("451 4.3.0 try again later", TransientMailError),
-])
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("550 5.1.1 no such user", PermanentMailError),
+        ("451 4.3.0 try again later", TransientMailError),
+    ],
+)
 def test_smtp_recipient_refusals_are_classified_by_reply_code(reply, error):
     loop = asyncio.new_event_loop()
     port = free_port()
@@ -157,10 +166,19 @@ def test_sink_runs_as_a_process_until_sigterm_and_reports_its_port(tmp_path):
     state_file = tmp_path / "state" / "smtp.json"
     outbox = tmp_path / "outbox"
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.smtp_sink",
-         "--outbox", str(outbox), "--state-file", str(state_file)],
-        cwd=ROOT, env={**os.environ, "PYTHONWARNINGS": "error"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "devstack.smtp_sink",
+            "--outbox",
+            str(outbox),
+            "--state-file",
+            str(state_file),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 20
@@ -181,6 +199,7 @@ def test_sink_runs_as_a_process_until_sigterm_and_reports_its_port(tmp_path):
 
 # -- Azure Communication Services Email ------------------------------------------------------
 
+
 @pytest.fixture
 def acs(tmp_path: Path) -> Iterator[AcsFake]:
     with AcsFake(tmp_path / "acs") as fake:
@@ -189,8 +208,9 @@ def acs(tmp_path: Path) -> Iterator[AcsFake]:
 
 def client_for(fake: AcsFake, key: str | None = None) -> EmailClient:
     # Tiny backoff and a short poll interval keep retries fast; the fake sends retry-after 0.
-    return EmailClient(fake.url, AzureKeyCredential(key or fake.access_key),
-                       retry_backoff_factor=0.01, polling_interval=0.05)
+    return EmailClient(
+        fake.url, AzureKeyCredential(key or fake.access_key), retry_backoff_factor=0.01, polling_interval=0.05
+    )
 
 
 @pytest.fixture
@@ -272,9 +292,11 @@ def test_acs_wrong_key_is_refused_by_the_fake_and_permanent(acs):
 
 
 def test_acs_unreachable_endpoint_is_transient():
-    sender = acs_sender_from(f"http://127.0.0.1:{free_port()}",
-                             credential=AzureKeyCredential(base64.b64encode(b"k").decode()),
-                             retry_total=0)
+    sender = acs_sender_from(
+        f"http://127.0.0.1:{free_port()}",
+        credential=AzureKeyCredential(base64.b64encode(b"k").decode()),
+        retry_total=0,
+    )
     try:
         with pytest.raises(TransientMailError, match="ServiceRequestError"):
             sender.send(email())

@@ -55,8 +55,9 @@ class MemoryRelay:
 
     def __init__(self, reports: MemoryBlobStore, queue: MemoryQueue, container: str) -> None:
         self.reports, self.queue, self.container = reports, queue, container
-        self.topic = account_resource_id("00000000-0000-0000-0000-000000000000", "servicetags-local",
-                                         "devstoreaccount1")
+        self.topic = account_resource_id(
+            "00000000-0000-0000-0000-000000000000", "servicetags-local", "devstoreaccount1"
+        )
         self.delivered: set[tuple[str, str]] = set()
 
     def poll_once(self) -> int:
@@ -67,10 +68,18 @@ class MemoryRelay:
                 continue
             self.delivered.add((name, blob.etag))
             event = blob_created_event(
-                schema="eventgrid", topic=self.topic, container=self.container, name=name,
-                url=self.reports.blob_url(name), etag=blob.etag.strip('"'), content_type="application/json",
-                content_length=len(blob.data), blob_type="BlockBlob", created=datetime.now(UTC),
-                sequencer=len(self.delivered))
+                schema="eventgrid",
+                topic=self.topic,
+                container=self.container,
+                name=name,
+                url=self.reports.blob_url(name),
+                etag=blob.etag.strip('"'),
+                content_type="application/json",
+                content_length=len(blob.data),
+                blob_type="BlockBlob",
+                created=datetime.now(UTC),
+                sequencer=len(self.delivered),
+            )
             self.queue.send(base64.b64encode(json.dumps(event).encode()).decode())
             count += 1
         return count
@@ -103,22 +112,29 @@ class Bench:
         self.settings = StorageSettings.from_env(Env(self.env))
         self.clients = stores.clients(self.settings)
         s = self.settings
-        self.clients.ensure([s.reports_container, self.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]],
-                            [s.events_queue, f"{s.events_queue}-poison"])
+        self.clients.ensure(
+            [s.reports_container, self.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]],
+            [s.events_queue, f"{s.events_queue}-poison"],
+        )
         self.reports = self.clients.container(s.reports_container)
         self.queue = self.clients.queue(s.events_queue)
         self.poison = self.clients.queue(f"{s.events_queue}-poison")
         self.relay_state = outbox.parent / f"relay-{suffix}.json"
-        self._memory_relay = MemoryRelay(self.reports, self.queue, s.reports_container) \
-            if stores.kind == "memory" else None
+        self._memory_relay = (
+            MemoryRelay(self.reports, self.queue, s.reports_container) if stores.kind == "memory" else None
+        )
 
     def relay(self) -> BlobEventRelay | MemoryRelay:
         """The relay, remembering what it delivered (in `relay_state` on Azurite)."""
         if self._memory_relay is not None:
             return self._memory_relay
-        return BlobEventRelay(self.reports.client, account_name="devstoreaccount1",
-                              container=self.settings.reports_container,
-                              deliver=queue_deliverer(self.queue._client), state_path=self.relay_state)
+        return BlobEventRelay(
+            self.reports.client,
+            account_name="devstoreaccount1",
+            container=self.settings.reports_container,
+            deliver=queue_deliverer(self.queue._client),
+            state_path=self.relay_state,
+        )
 
     def forget_relayed(self) -> None:
         """A relay that lost its memory: the next poll replays everything."""
@@ -139,8 +155,10 @@ class Bench:
         return queue_consumer(settings, build(settings), threading.Event()).run(until_empty=True)
 
     def emails(self) -> list[email.message.EmailMessage]:
-        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-                for p in sorted(self.outbox.glob("*.eml"))]
+        return [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(self.outbox.glob("*.eml"))
+        ]
 
     def poisoned(self) -> list[dict]:
         return [json.loads(m.content) for m in self.poison.peek(32)]
@@ -148,8 +166,11 @@ class Bench:
     def close(self) -> None:
         self.sink.stop()
         s = self.settings
-        self.stores.drop(self.clients, [s.reports_container, self.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]],
-                         [s.events_queue, f"{s.events_queue}-poison"])
+        self.stores.drop(
+            self.clients,
+            [s.reports_container, self.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]],
+            [s.events_queue, f"{s.events_queue}-poison"],
+        )
 
 
 @pytest.fixture
@@ -216,16 +237,29 @@ def test_duplicate_replayed_and_out_of_order_events_send_no_second_email(bench):
     assert sorted(m["X-Servicetags-Report"].strip() for m in mails) == sorted([first, second])
 
 
-def _event(subject: str, url: str, event_type: str = "Microsoft.Storage.BlobCreated",
-           **data: object) -> str:
-    return json.dumps({"id": str(uuid.uuid4()), "topic": "/subscriptions/x/resourceGroups/r/providers/"
-                       "Microsoft.Storage/storageAccounts/devstoreaccount1", "subject": subject,
-                       "eventType": event_type, "eventTime": "2026-11-24T10:00:00.0000000Z",
-                       "data": {"api": "PutBlob", "url": url, "eTag": "0x1",
-                                "contentType": "application/json", "contentLength": 10,
-                                "blobType": "BlockBlob",
-                                "sequencer": "0" * 32, **data},
-                       "dataVersion": "", "metadataVersion": "1"})
+def _event(subject: str, url: str, event_type: str = "Microsoft.Storage.BlobCreated", **data: object) -> str:
+    return json.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "topic": "/subscriptions/x/resourceGroups/r/providers/"
+            "Microsoft.Storage/storageAccounts/devstoreaccount1",
+            "subject": subject,
+            "eventType": event_type,
+            "eventTime": "2026-11-24T10:00:00.0000000Z",
+            "data": {
+                "api": "PutBlob",
+                "url": url,
+                "eTag": "0x1",
+                "contentType": "application/json",
+                "contentLength": 10,
+                "blobType": "BlockBlob",
+                "sequencer": "0" * 32,
+                **data,
+            },
+            "dataVersion": "",
+            "metadataVersion": "1",
+        }
+    )
 
 
 def test_bad_events_are_dropped_or_poisoned_and_good_ones_still_served(bench):
@@ -239,10 +273,17 @@ def test_bad_events_are_dropped_or_poisoned_and_good_ones_still_served(bench):
     bad = {
         "not json": ("{{{", "poison"),
         "array": (json.dumps([json.loads(_event(subject + good, url + good))]), "poison"),
-        "wrong type": (_event(subject + good, url + good, event_type="Microsoft.Storage.BlobDeleted"),
-                       "drop"),
-        "other container": (_event("/blobServices/default/containers/other/blobs/a.json",
-                                   "http://127.0.0.1/devstoreaccount1/other/a.json"), "drop"),
+        "wrong type": (
+            _event(subject + good, url + good, event_type="Microsoft.Storage.BlobDeleted"),
+            "drop",
+        ),
+        "other container": (
+            _event(
+                "/blobServices/default/containers/other/blobs/a.json",
+                "http://127.0.0.1/devstoreaccount1/other/a.json",
+            ),
+            "drop",
+        ),
         "missing data": (json.dumps(no_data), "poison"),
         "blob gone": (_event(subject + "Public/x/gone.json", url + "Public/x/gone.json"), "poison"),
         "fails schema": (_event(subject + "Public/x/broken.json", url + "Public/x/broken.json"), "poison"),
@@ -303,10 +344,22 @@ def test_crash_after_sending_resends_with_the_same_message_id(bench):
     """The one crash window left, on the side that loses nothing: a duplicate, recognisable."""
     bench.write_report(real_report("francecentral"))
     bench.relay().poll_once()
-    env = {**os.environ, **bench.env, "SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1]),
-           "SERVICETAGS_CRASH_AT": "after_send", "SERVICETAGS_VISIBILITY_TIMEOUT": "2"}
-    victim = subprocess.run([sys.executable, "-m", "notifier", "--until-empty"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        **bench.env,
+        "SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1]),
+        "SERVICETAGS_CRASH_AT": "after_send",
+        "SERVICETAGS_VISIBILITY_TIMEOUT": "2",
+    }
+    victim = subprocess.run(
+        [sys.executable, "-m", "notifier", "--until-empty"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert victim.returncode == -9, victim.stderr
     assert len(bench.emails()) == 1
     bench.notify(SERVICETAGS_RECIPIENTS=json.dumps(RECIPIENTS[:1]), SERVICETAGS_CLAIM_TIMEOUT="1")
@@ -326,12 +379,19 @@ def test_acs_backend_sends_through_the_real_email_client(bench, tmp_path):
 
     name = bench.write_report(real_report("francecentral"))
     with AcsFake(tmp_path / "acs") as fake:
-        sender = acs_sender_from(endpoint=fake.url, credential=AzureKeyCredential(fake.access_key),
-                                 polling_interval=0.05, retry_backoff_factor=0.01)
-        notifier = Notifier(reports=bench.reports,
-                            markers=bench.clients.container(bench.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]),
-                            sender=sender, mail_from="DoNotReply@example.azurecomm.net",
-                            recipients=parse_recipients(json.dumps(RECIPIENTS)))
+        sender = acs_sender_from(
+            endpoint=fake.url,
+            credential=AzureKeyCredential(fake.access_key),
+            polling_interval=0.05,
+            retry_backoff_factor=0.01,
+        )
+        notifier = Notifier(
+            reports=bench.reports,
+            markers=bench.clients.container(bench.env["SERVICETAGS_NOTIFICATIONS_CONTAINER"]),
+            sender=sender,
+            mail_from="DoNotReply@example.azurecomm.net",
+            recipients=parse_recipients(json.dumps(RECIPIENTS)),
+        )
         fake.fail_next(1, status=429)
         delivered = notifier.deliver(name, bench.reports.blob_url(name))
         assert delivered.sent == ("network@example.com",)
@@ -354,11 +414,22 @@ def test_webhook_mode_end_to_end_with_the_relay_posting_events(bench):
     from devstack.tcp_ports import free_port
 
     port = free_port()
-    env = {**os.environ, **bench.env, "SERVICETAGS_WEBHOOK_HOST": "127.0.0.1",
-           "SERVICETAGS_WEBHOOK_PORT": str(port), "SERVICETAGS_WEBHOOK_SECRET": "s3cret-for-tests-only-0123",
-           "SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1])}
-    server = subprocess.Popen([sys.executable, "-m", "notifier", "serve"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        **bench.env,
+        "SERVICETAGS_WEBHOOK_HOST": "127.0.0.1",
+        "SERVICETAGS_WEBHOOK_PORT": str(port),
+        "SERVICETAGS_WEBHOOK_SECRET": "s3cret-for-tests-only-0123",
+        "SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1]),
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "notifier", "serve"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/api/events"
         deadline = time.monotonic() + 30
@@ -371,9 +442,13 @@ def test_webhook_mode_end_to_end_with_the_relay_posting_events(bench):
             except OSError:
                 time.sleep(0.2)
         bench.write_report(real_report("francecentral"))
-        relay = BlobEventRelay(bench.reports.client, account_name="devstoreaccount1",
-                               container=bench.settings.reports_container, state_path=None,
-                               deliver=webhook_deliverer(f"{url}?code=s3cret-for-tests-only-0123"))
+        relay = BlobEventRelay(
+            bench.reports.client,
+            account_name="devstoreaccount1",
+            container=bench.settings.reports_container,
+            state_path=None,
+            deliver=webhook_deliverer(f"{url}?code=s3cret-for-tests-only-0123"),
+        )
         assert relay.poll_once() == 1
         [mail] = bench.emails()
         assert mail["X-Servicetags-Region"] == "francecentral"
@@ -391,11 +466,22 @@ def test_a_notifier_killed_between_claim_and_send_loses_no_email(bench):
     "another notifier is sending" and the event was poisoned with nothing sent."""
     name = bench.write_report(real_report("francecentral"))
     bench.relay().poll_once()
-    one = {"SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1]), "SERVICETAGS_CLAIM_TIMEOUT": "6",
-           "SERVICETAGS_VISIBILITY_TIMEOUT": "1", "SERVICETAGS_MAX_TRIES": "3"}
+    one = {
+        "SERVICETAGS_RECIPIENTS": json.dumps(RECIPIENTS[:1]),
+        "SERVICETAGS_CLAIM_TIMEOUT": "6",
+        "SERVICETAGS_VISIBILITY_TIMEOUT": "1",
+        "SERVICETAGS_MAX_TRIES": "3",
+    }
     env = {**os.environ, **bench.env, **one, "SERVICETAGS_CRASH_AT": "before_send"}
-    victim = subprocess.run([sys.executable, "-m", "notifier", "--until-empty"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    victim = subprocess.run(
+        [sys.executable, "-m", "notifier", "--until-empty"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert victim.returncode == -9, victim.stderr
     assert bench.emails() == []  # claimed, never sent
     started = time.monotonic()

@@ -36,8 +36,15 @@ def run_cli(*args: str, env: dict[str, str]) -> str:
 
     from tests.conftest import ROOT
 
-    return subprocess.run([sys.executable, "-m", "servicetags", *args], capture_output=True, text=True,
-                          cwd=ROOT, env={**os.environ, **env}, timeout=60, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "servicetags", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=60,
+        check=True,
+    ).stdout
 
 
 def by_region(reports: dict[str, dict]) -> dict[str, dict]:
@@ -128,7 +135,8 @@ def test_three_regions_appearing_at_once_are_each_new_under_their_arm_names(pipe
 # Azurite only: worker or CLI processes, which share no memory with the test.
 @pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_it_returns(
-        pipeline, arm_endpoint, tmp_path, caplog):
+    pipeline, arm_endpoint, tmp_path, caplog
+):
     caplog.set_level(logging.INFO)
     arm_endpoint.set_snapshot(restricted(361, tmp_path))
     pipeline.produce()
@@ -143,8 +151,10 @@ def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_
     expected = real_report(361, 346, "austriaeast")  # cn346 has no austriaeast: the same tags removed
     assert removed["tags"] == expected["tags"] and removed["summary"] == expected["summary"]
     assert len(removed["tags"]) == 37 and {t["status"] for t in removed["tags"]} == {"removed"}
-    assert removed["from"] == expected["from"] and removed["to"] == {"changeNumber": "362",
-                                                                     "sha256": EMPTY_SHA256}
+    assert removed["from"] == expected["from"] and removed["to"] == {
+        "changeNumber": "362",
+        "sha256": EMPTY_SHA256,
+    }
     assert len(pipeline.reports()) == 1  # the other regions did not change
     state = pipeline.state("austriaeast")
     assert state["retired"]["change_number"] == "362" and state["retired"]["since"]
@@ -164,10 +174,15 @@ def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_
     arm_endpoint.set_snapshot(restricted(364, tmp_path))  # it is back
     pipeline.produce()
     assert pipeline.work().poisoned == 0
-    [back_report] = [r for r in pipeline.reports().values()
-                     if r["region"] == "austriaeast" and r["to"]["changeNumber"] == "364"]
-    assert back_report["region_event"] == "added" and back_report["from"] == {"changeNumber": "362",
-                                                                              "sha256": EMPTY_SHA256}
+    [back_report] = [
+        r
+        for r in pipeline.reports().values()
+        if r["region"] == "austriaeast" and r["to"]["changeNumber"] == "364"
+    ]
+    assert back_report["region_event"] == "added" and back_report["from"] == {
+        "changeNumber": "362",
+        "sha256": EMPTY_SHA256,
+    }
     absent = real_report(346, 364, "austriaeast")  # cn346 has no austriaeast either
     assert back_report["tags"] == absent["tags"] and back_report["summary"] == absent["summary"]
     assert {t["status"] for t in back_report["tags"]} == {"added"}
@@ -178,7 +193,8 @@ def test_a_deleted_region_is_reported_removed_retired_not_enqueued_and_new_when_
 # memory variants of the shorter lifecycle tests below take the same storage paths).
 @pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 def test_a_rolled_back_file_is_stale_once_and_the_next_file_reports_what_diff_says(
-        pipeline, arm_endpoint, caplog):
+    pipeline, arm_endpoint, caplog
+):
     regions = "francecentral,indonesiacentral,southcentralus2,chilecentral"  # the demo replays `all`
     arm_endpoint.set_snapshot(snapshot_path(357))
     pipeline.produce(regions)
@@ -209,13 +225,19 @@ def test_a_rolled_back_file_is_stale_once_and_the_next_file_reports_what_diff_sa
     assert set(written) == expected
 
 
-@pytest.mark.parametrize(("region", "reason"), [
-    ("all", "region 'all' is not a location: a message names one ARM location"),
-    ("ALL", "region 'ALL' is not a location"),
-    ("germanywc", "region 'germanywc' is the data's code for germanywestcentral; a message names the "
-                  "ARM location 'germanywestcentral'"),
-    ("centralfrance", "is the data's code for francecentral"),
-])
+@pytest.mark.parametrize(
+    ("region", "reason"),
+    [
+        ("all", "region 'all' is not a location: a message names one ARM location"),
+        ("ALL", "region 'ALL' is not a location"),
+        (
+            "germanywc",
+            "region 'germanywc' is the data's code for germanywestcentral; a message names the "
+            "ARM location 'germanywestcentral'",
+        ),
+        ("centralfrance", "is the data's code for francecentral"),
+    ],
+)
 def test_a_region_message_must_name_an_arm_location(pipeline, region, reason):
     pipeline.queue.send(json.dumps({"cloud": "Public", "region": region, "run_id": "bad"}))
     pipeline.queue.send(json.dumps({"cloud": "Public", "region": "germanywestcentral", "run_id": "good"}))
@@ -225,8 +247,9 @@ def test_a_region_message_must_name_an_arm_location(pipeline, region, reason):
     assert reason in record["reason"] and record["dequeue_count"] == 1
     assert pipeline.state(region.lower()) is None
     assert pipeline.state("germanywestcentral")["changeNumber"] == "361"
-    assert [n for n in pipeline.snapshots.names() if n.endswith("latest.json")] == \
-        ["Public/germanywestcentral/latest.json"]
+    assert [n for n in pipeline.snapshots.names() if n.endswith("latest.json")] == [
+        "Public/germanywestcentral/latest.json"
+    ]
 
 
 # Azurite only: worker or CLI processes, which share no memory with the test.
@@ -252,7 +275,8 @@ def test_a_worker_killed_while_reporting_a_new_region_leaves_one_report(pipeline
 @pytest.mark.parametrize("stores", ["azurite"], indirect=True)
 @pytest.mark.parametrize("crash_at", ["after_snapshot", "after_report", "after_retire", "before_delete"])
 def test_a_worker_killed_while_retiring_a_region_leaves_one_report_and_a_retirement(
-        pipeline, arm_endpoint, tmp_path, crash_at):
+    pipeline, arm_endpoint, tmp_path, crash_at
+):
     arm_endpoint.set_snapshot(snapshot_path(361))
     pipeline.produce("austriaeast")
     pipeline.work()
@@ -265,7 +289,8 @@ def test_a_worker_killed_while_retiring_a_region_leaves_one_report_and_a_retirem
     [report] = [r for r in pipeline.reports().values() if r["region"] == "austriaeast"]
     assert report["region_event"] == "removed" and len(report["tags"]) == 37
     assert pipeline.state("austriaeast")["retired"]["report"] == next(
-        n for n, r in pipeline.reports().items() if r is not None and r["region"] == "austriaeast")
+        n for n, r in pipeline.reports().items() if r is not None and r["region"] == "austriaeast"
+    )
     cloud = pipeline.cloud()
     assert "austriaeast" in cloud["retired"] and "austriaeast" not in cloud["regions"]
     assert pipeline.queue.depth() == 0 and pipeline.poisoned() == []
@@ -290,7 +315,8 @@ def test_two_workers_with_duplicated_messages_report_a_new_region_once(pipeline,
 
 
 def test_a_region_whose_location_is_gone_is_read_from_the_default_location_and_retired(
-        pipeline, arm_endpoint, tmp_path):
+    pipeline, arm_endpoint, tmp_path
+):
     arm_endpoint.set_snapshot(snapshot_path(361))
     pipeline.produce("austriaeast")
     pipeline.work()
@@ -315,7 +341,8 @@ def test_an_unknown_name_without_a_state_is_still_an_unknown_region(pipeline, ar
 
 
 def test_a_watched_region_gone_before_its_first_check_is_retired_not_poisoned(
-        pipeline, arm_endpoint, tmp_path):
+    pipeline, arm_endpoint, tmp_path
+):
     arm_endpoint.set_snapshot(snapshot_path(361))
     pipeline.produce("francecentral")  # the global check records austriaeast as watched
     pipeline.work()

@@ -78,12 +78,13 @@ def assert_like_recorded(event: dict[str, Any], sample_name: str) -> None:
     sample = recorded(sample_name)
     assert shape(event) == shape(sample)
     assert_formats(sample)  # the patterns describe the real thing...
-    assert_formats(event)   # ...and the relay's output
+    assert_formats(event)  # ...and the relay's output
 
 
 def upload(container: Any, name: str, data: bytes = b'{"schema": "x"}') -> dict[str, Any]:
-    container.upload_blob(name, data, overwrite=True,
-                          content_settings=ContentSettings(content_type="application/json"))
+    container.upload_blob(
+        name, data, overwrite=True, content_settings=ContentSettings(content_type="application/json")
+    )
     return container.get_blob_client(name).get_blob_properties()
 
 
@@ -96,8 +97,14 @@ def decoded(content: str) -> dict[str, Any]:
 
 
 def relay_for(container: Any, deliver: Any, state: Path | None, **kw: Any) -> BlobEventRelay:
-    return BlobEventRelay(container, account_name=ACCOUNT_NAME, container=container.container_name,
-                          deliver=deliver, state_path=state, **kw)
+    return BlobEventRelay(
+        container,
+        account_name=ACCOUNT_NAME,
+        container=container.container_name,
+        deliver=deliver,
+        state_path=state,
+        **kw,
+    )
 
 
 # --- queue delivery ----------------------------------------------------------------------
@@ -153,7 +160,9 @@ def test_the_runs_relay_raises_events_for_complete_markers_only_without_listing_
 
     assert relay.poll_once() == 2
     assert sorted(decoded(c)["subject"].rsplit("/blobs/", 1)[1] for c in received(queue)) == [
-        "AzureChinaCloud/weekly-1/complete.json", "Public/weekly-1/complete.json"]
+        "AzureChinaCloud/weekly-1/complete.json",
+        "Public/weekly-1/complete.json",
+    ]
     assert relay.poll_once() == 0
     upload(container, "Public/weekly-2/complete.json")  # the last region of weekly-2 checked
     assert relay.poll_once() == 1
@@ -161,8 +170,10 @@ def test_the_runs_relay_raises_events_for_complete_markers_only_without_listing_
     # A run that is gone (retention) is forgotten, as the relay forgets blobs that are gone.
     for name in [n for n in container.list_blob_names() if n.startswith("AzureChinaCloud/")]:
         container.delete_blob(name)
-    assert sorted(b.name for b in markers.list_blobs()) == ["Public/weekly-1/complete.json",
-                                                             "Public/weekly-2/complete.json"]
+    assert sorted(b.name for b in markers.list_blobs()) == [
+        "Public/weekly-1/complete.json",
+        "Public/weekly-2/complete.json",
+    ]
     assert relay.poll_once() == 0 and len(received(queue)) == 3
 
 
@@ -247,8 +258,9 @@ def test_a_relay_for_another_container_name_is_refused(storage):
     container = storage.container("reports")
 
     with pytest.raises(ValueError, match="not the client's container"):
-        BlobEventRelay(container, account_name=ACCOUNT_NAME, container="reports", deliver=print,
-                       state_path=None)
+        BlobEventRelay(
+            container, account_name=ACCOUNT_NAME, container="reports", deliver=print, state_path=None
+        )
 
 
 def test_a_corrupt_state_file_is_a_clear_error(storage, tmp_path):
@@ -354,10 +366,25 @@ def test_the_relay_process_delivers_to_a_queue_it_creates_and_stops_on_sigterm(s
     queue_name = f"events-{os.getpid()}-{time.monotonic_ns() % 100000}"
     env = {**os.environ, "SERVICETAGS_LOG_FORMAT": "json"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack.relay", "--connection-string", azurite.connection_string,
-         "--container", container.container_name, "--queue", queue_name, "--state-dir", str(tmp_path),
-         "--interval", "0.1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "devstack.relay",
+            "--connection-string",
+            azurite.connection_string,
+            "--container",
+            container.container_name,
+            "--queue",
+            queue_name,
+            "--state-dir",
+            str(tmp_path),
+            "--interval",
+            "0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         assert wait_until((tmp_path / "relay.json").exists, timeout=20)

@@ -27,8 +27,9 @@ pytestmark = pytest.mark.integration
 def queues(storage, prefix: str = "rel"):
     client = storage.queue(prefix)
     poison = storage.queue(f"{prefix}-poison")
-    clients = StorageClients(StorageSettings.from_env(Env({
-        "SERVICETAGS_STORAGE_CONNECTION_STRING": storage.connection_string})))
+    clients = StorageClients(
+        StorageSettings.from_env(Env({"SERVICETAGS_STORAGE_CONNECTION_STRING": storage.connection_string}))
+    )
     return client, clients.queue(client.queue_name), clients.queue(poison.queue_name)
 
 
@@ -78,8 +79,13 @@ def test_a_consumer_whose_receipt_is_taken_logs_counts_and_carries_on(storage, c
 def test_two_workers_with_a_one_second_visibility_and_slow_arm_replies(azurite, arm_endpoint):
     """The issue's repro: SERVICETAGS_VISIBILITY_TIMEOUT=1, the endpoint's `slow` fault, two
     workers with --until-empty. Both exit 0, every region is checked, none poisoned."""
-    pipeline = Pipeline(azurite.connection_string, arm_endpoint.url, str(arm_endpoint.ca_path),
-                        SERVICETAGS_VISIBILITY_TIMEOUT="1", SERVICETAGS_MAX_TRIES="10")
+    pipeline = Pipeline(
+        azurite.connection_string,
+        arm_endpoint.url,
+        str(arm_endpoint.ca_path),
+        SERVICETAGS_VISIBILITY_TIMEOUT="1",
+        SERVICETAGS_MAX_TRIES="10",
+    )
     try:
         regions = "westeurope,francecentral,japaneast,global"
         pipeline.produce(regions, run_id="slow")
@@ -99,14 +105,20 @@ def test_two_workers_with_a_one_second_visibility_and_slow_arm_replies(azurite, 
         pipeline.cleanup()
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    ("[" * 2000 + "]" * 2000, "nests arrays or objects too deeply"),
-    ('{"schema": "servicetags.region-check/v1", "cloud": "Public", "region": "westeurope", '
-     '"run_id": "r\\udc00"}', "lone UTF-16 surrogate"),
-], ids=["nesting", "surrogate"])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("[" * 2000 + "]" * 2000, "nests arrays or objects too deeply"),
+        (
+            '{"schema": "servicetags.region-check/v1", "cloud": "Public", "region": "westeurope", '
+            '"run_id": "r\\udc00"}',
+            "lone UTF-16 surrogate",
+        ),
+    ],
+    ids=["nesting", "surrogate"],
+)
 def test_malformed_region_messages_are_poisoned_at_the_first_delivery(stores, arm_endpoint, content, reason):
-    pipeline = Pipeline(stores, arm_endpoint.url, str(arm_endpoint.ca_path),
-                        SERVICETAGS_MAX_TRIES="5")
+    pipeline = Pipeline(stores, arm_endpoint.url, str(arm_endpoint.ca_path), SERVICETAGS_MAX_TRIES="5")
     try:
         pipeline.queue.send(content)
         stats = pipeline.work()
@@ -126,8 +138,15 @@ def test_status_survives_a_corrupt_state_blob_and_a_numeric_poison_record(azurit
         pipeline.poison.send(json.dumps({"content": 42, "reason": ["not", "text"]}))
         env = {**os.environ, **pipeline.env}
         for extra in ([], ["--json"]):
-            result = subprocess.run([sys.executable, "-m", "servicetags.cli", "status", *extra], cwd=ROOT,
-                                    env=env, capture_output=True, text=True, timeout=60, check=False)
+            result = subprocess.run(
+                [sys.executable, "-m", "servicetags.cli", "status", *extra],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             assert result.returncode == 0, result.stderr
             assert "Traceback" not in result.stderr
             assert "unreadable state blob Public/westeurope/latest.json" in result.stdout
@@ -135,14 +154,27 @@ def test_status_survives_a_corrupt_state_blob_and_a_numeric_poison_record(azurit
         pipeline.cleanup()
 
 
-@pytest.mark.parametrize("command", [["worker", "--until-empty"], ["notifier", "--until-empty"],
-                                     ["status"], ["requeue"], ["produce"]])
+@pytest.mark.parametrize(
+    "command",
+    [["worker", "--until-empty"], ["notifier", "--until-empty"], ["status"], ["requeue"], ["produce"]],
+)
 def test_a_malformed_connection_string_is_one_line_and_exit_2(command):
-    env = {**os.environ, "SERVICETAGS_STORAGE_CONNECTION_STRING": "AccountName=x;garbage",
-           "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-           "SERVICETAGS_RECIPIENTS": "ops@example.com", "SERVICETAGS_MAIL_FROM": "watch@example.com"}
-    result = subprocess.run([sys.executable, "-m", "servicetags.cli", *command], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        "SERVICETAGS_STORAGE_CONNECTION_STRING": "AccountName=x;garbage",
+        "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+        "SERVICETAGS_RECIPIENTS": "ops@example.com",
+        "SERVICETAGS_MAIL_FROM": "watch@example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "servicetags.cli", *command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "SERVICETAGS_STORAGE_CONNECTION_STRING is not a storage connection string" in result.stderr
@@ -155,8 +187,12 @@ def restart_azurite(azurite, location, pause: float = 0.0):
 
     azurite.stop()
     time.sleep(pause)
-    return start_azurite(location=location, blob_port=azurite.blob_port, queue_port=azurite.queue_port,
-                         table_port=azurite.table_port or 0)
+    return start_azurite(
+        location=location,
+        blob_port=azurite.blob_port,
+        queue_port=azurite.queue_port,
+        table_port=azurite.table_port or 0,
+    )
 
 
 @pytest.mark.azurite  # starts (and restarts) its own Azurite
@@ -167,17 +203,26 @@ def test_the_consumer_rides_out_a_storage_outage(tmp_path):
 
     azurite = start_azurite(location=tmp_path / "azurite")
     try:
-        clients = StorageClients(StorageSettings.from_env(Env({
-            "SERVICETAGS_STORAGE_CONNECTION_STRING": azurite.connection_string})))
+        clients = StorageClients(
+            StorageSettings.from_env(
+                Env({"SERVICETAGS_STORAGE_CONNECTION_STRING": azurite.connection_string})
+            )
+        )
         clients.ensure([], ["outage", "outage-poison"])
         # No SDK retries, so the outage reaches the consumer instead of being waited out below it.
-        queue, poison = (AzureQueue(QueueClient.from_connection_string(azurite.connection_string, name,
-                                                                       retry_total=0))
-                         for name in ("outage", "outage-poison"))
+        queue, poison = (
+            AzureQueue(QueueClient.from_connection_string(azurite.connection_string, name, retry_total=0))
+            for name in ("outage", "outage-poison")
+        )
         handled: list[str] = []
         stop = threading.Event()
-        consumer = QueueConsumer(queue, poison, lambda m: handled.append(m.content),
-                                 LoopSettings(visibility_timeout=5, retry_delay=0, idle_sleep=0), stop=stop)
+        consumer = QueueConsumer(
+            queue,
+            poison,
+            lambda m: handled.append(m.content),
+            LoopSettings(visibility_timeout=5, retry_delay=0, idle_sleep=0),
+            stop=stop,
+        )
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
         azurite = restart_azurite(azurite, tmp_path / "azurite", pause=2.5)

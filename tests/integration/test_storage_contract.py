@@ -39,13 +39,15 @@ def new_clients(request: pytest.FixtureRequest) -> Iterator[Callable[[], Any]]:
     """Builds a component's clients, as each component (and process) does for itself."""
     if request.param == "memory":
         account = MemoryAccount()
-        settings = StorageSettings.from_env(Env({"SERVICETAGS_STORAGE_CONNECTION_STRING":
-                                                 MEMORY_CONNECTION_STRING}))
+        settings = StorageSettings.from_env(
+            Env({"SERVICETAGS_STORAGE_CONNECTION_STRING": MEMORY_CONNECTION_STRING})
+        )
         yield lambda: account.clients(settings)
         return
     azurite = request.getfixturevalue("azurite")
-    settings = StorageSettings.from_env(Env({"SERVICETAGS_STORAGE_CONNECTION_STRING":
-                                             azurite.connection_string}))
+    settings = StorageSettings.from_env(
+        Env({"SERVICETAGS_STORAGE_CONNECTION_STRING": azurite.connection_string})
+    )
     made: list[Any] = []
     yield lambda: made.append(StorageClients(settings)) or made[-1]
     for clients in made:

@@ -60,8 +60,13 @@ class Webhook:
         self.app, self.port = app, port
         self.handled: list[ReportEvent] = []
 
-    def call(self, method: str, path: str = "/api/events", body: bytes | None = None,
-             headers: dict[str, str] | None = None) -> Response:
+    def call(
+        self,
+        method: str,
+        path: str = "/api/events",
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             connection.request(method, path, body=body, headers=headers or {})
@@ -71,8 +76,14 @@ class Webhook:
         finally:
             connection.close()
 
-    def post(self, body: bytes, *, path: str = f"/api/events?code={SECRET}",
-             content_type: str = "application/json", **headers: str) -> Response:
+    def post(
+        self,
+        body: bytes,
+        *,
+        path: str = f"/api/events?code={SECRET}",
+        content_type: str = "application/json",
+        **headers: str,
+    ) -> Response:
         return self.call("POST", path, body, {"Content-Type": content_type, **headers})
 
 
@@ -84,15 +95,17 @@ def start_webhook() -> Iterator[Starter]:
     """start_webhook(auth=..., handle=...) -> a Webhook served by waitress in a thread."""
     running: list[tuple[Any, threading.Thread]] = []
 
-    def start(auth: Authenticator | None = None,
-              handle: Callable[[ReportEvent], None] | None = None) -> Webhook:
+    def start(
+        auth: Authenticator | None = None, handle: Callable[[ReportEvent], None] | None = None
+    ) -> Webhook:
         holder: list[Webhook] = []
 
         def default_handle(event: ReportEvent) -> None:
             holder[0].handled.append(event)
 
-        app = make_app(handle or default_handle, auth=auth or SharedSecretAuth(SECRET),
-                       expected_container=CONTAINER)
+        app = make_app(
+            handle or default_handle, auth=auth or SharedSecretAuth(SECRET), expected_container=CONTAINER
+        )
         server = make_server(app, "127.0.0.1", 0, threads=2)
         webhook = Webhook(app, server.port)
         holder.append(webhook)
@@ -117,8 +130,10 @@ def webhook(start_webhook: Starter) -> Webhook:
 
 
 def test_subscription_validation_handshake_returns_the_code(webhook):
-    response = webhook.post(sample_bytes("eventgrid-subscription-validation.sdk-net.json"),
-                            **{"aeg-event-type": "SubscriptionValidation"})
+    response = webhook.post(
+        sample_bytes("eventgrid-subscription-validation.sdk-net.json"),
+        **{"aeg-event-type": "SubscriptionValidation"},
+    )
 
     assert response.status == 200
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
@@ -126,16 +141,20 @@ def test_subscription_validation_handshake_returns_the_code(webhook):
 
 
 def test_subscription_validation_needs_the_credential_too(webhook):
-    response = webhook.post(sample_bytes("eventgrid-subscription-validation.sdk-net.json"),
-                            path="/api/events", **{"aeg-event-type": "SubscriptionValidation"})
+    response = webhook.post(
+        sample_bytes("eventgrid-subscription-validation.sdk-net.json"),
+        path="/api/events",
+        **{"aeg-event-type": "SubscriptionValidation"},
+    )
 
     assert response.status == 401
     assert b"512d38b6" not in response.body
 
 
 def test_cloudevents_abuse_protection_handshake(webhook):
-    response = webhook.call("OPTIONS", f"/api/events?code={SECRET}",
-                            headers={"WebHook-Request-Origin": "eventgrid.azure.net"})
+    response = webhook.call(
+        "OPTIONS", f"/api/events?code={SECRET}", headers={"WebHook-Request-Origin": "eventgrid.azure.net"}
+    )
 
     assert response.status == 200
     assert response.headers["webhook-allowed-origin"] == "eventgrid.azure.net"
@@ -185,22 +204,28 @@ def test_a_recorded_blob_created_event_with_the_secret_is_handled_once(webhook, 
     assert response.json() == {"handled": 1, "ignored": 0}
     (event,) = webhook.handled
     assert event == ReportEvent(
-        id="831e1650-001e-001b-66ab-eeb76e069631", event_type="Microsoft.Storage.BlobCreated",
+        id="831e1650-001e-001b-66ab-eeb76e069631",
+        event_type="Microsoft.Storage.BlobCreated",
         subject="/blobServices/default/containers/test-container/blobs/new-file.txt",
-        container="test-container", blob_name="new-file.txt",
+        container="test-container",
+        blob_name="new-file.txt",
         url="https://my-storage-account.blob.core.windows.net/testcontainer/new-file.txt",
-        etag="0x8D4BCC2E4835CD0", sequencer="00000000000004420000000000028963",
-        event_time=event.event_time, schema="eventgrid",
+        etag="0x8D4BCC2E4835CD0",
+        sequencer="00000000000004420000000000028963",
+        event_time=event.event_time,
+        schema="eventgrid",
     )
 
 
 def test_cloudevents_single_and_batch_are_handled(webhook):
     cloud = json.loads(sample_bytes("cloudevents-blobcreated.docs.json"))[0]
 
-    single = webhook.post(json.dumps(cloud).encode(),
-                          content_type="application/cloudevents+json; charset=utf-8")
-    batch = webhook.post(json.dumps([cloud, cloud]).encode(),
-                         content_type="application/cloudevents-batch+json; charset=utf-8")
+    single = webhook.post(
+        json.dumps(cloud).encode(), content_type="application/cloudevents+json; charset=utf-8"
+    )
+    batch = webhook.post(
+        json.dumps([cloud, cloud]).encode(), content_type="application/cloudevents-batch+json; charset=utf-8"
+    )
 
     assert (single.status, batch.status) == (200, 200)
     assert [event.schema for event in webhook.handled] == ["cloudevents"] * 3
@@ -229,9 +254,16 @@ def test_an_oversized_body_is_refused_with_413(webhook):
 
 @pytest.mark.parametrize(
     ("body", "problem"),
-    [(b"{not json", "not valid JSON"), (b'[{"id": "x"}]', "no 'eventType'"),
-     (json.dumps([{**json.loads(sample_bytes("eventgrid-blobcreated.docs.json"))[0], "data": None}]).encode(),
-      "no data object")],
+    [
+        (b"{not json", "not valid JSON"),
+        (b'[{"id": "x"}]', "no 'eventType'"),
+        (
+            json.dumps(
+                [{**json.loads(sample_bytes("eventgrid-blobcreated.docs.json"))[0], "data": None}]
+            ).encode(),
+            "no data object",
+        ),
+    ],
     ids=["json", "no-type", "no-data"],
 )
 def test_a_malformed_body_is_a_400_naming_the_problem(webhook, body, problem):
@@ -261,10 +293,12 @@ def webhook_records(caplog) -> list:
 
 @pytest.mark.parametrize(
     ("body", "problem"),
-    [(b'[{"id": "x", "n": ' + b"9" * 5000 + b"}]", "4300 digits"),
-     (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects too deeply"),
-     (b'[{"id": "\\ud800"}]', "lone UTF-16 surrogate"),
-     (b"[NaN]", "NaN is not a JSON value")],
+    [
+        (b'[{"id": "x", "n": ' + b"9" * 5000 + b"}]", "4300 digits"),
+        (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects too deeply"),
+        (b'[{"id": "\\ud800"}]', "lone UTF-16 surrogate"),
+        (b"[NaN]", "NaN is not a JSON value"),
+    ],
     ids=["5000-digits", "100k-nesting", "surrogate", "nan"],
 )
 def test_hostile_json_is_a_400_with_one_log_line_not_waitress_500(webhook, caplog, body, problem):
@@ -279,8 +313,10 @@ def test_hostile_json_is_a_400_with_one_log_line_not_waitress_500(webhook, caplo
     assert webhook.handled == []
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "", "application/jsonp",
-                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/xml", "", "application/jsonp", "multipart/form-data; boundary=x"],
+)
 def test_content_types_event_grid_does_not_send_are_415(webhook, content_type):
     response = webhook.post(sample_bytes("eventgrid-blobcreated.docs.json"), content_type=content_type)
 
@@ -346,13 +382,24 @@ class Signer:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
     def jwk(self) -> dict[str, Any]:
-        return {**jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True),
-                "kid": self.kid, "use": "sig", "alg": "RS256"}
+        return {
+            **jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True),
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "RS256",
+        }
 
     def token(self, **claims: Any) -> str:
         now = int(time.time())
-        payload = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600,
-                   "sub": "eventgrid", **claims}
+        payload = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 600,
+            "sub": "eventgrid",
+            **claims,
+        }
         return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": self.kid})
 
 
@@ -411,8 +458,11 @@ def test_entra_token_signed_by_the_published_key_is_accepted(entra_webhook, sign
 
 
 def test_entra_validation_handshake_with_a_token(entra_webhook, signer):
-    response = entra_webhook.post(sample_bytes("eventgrid-subscription-validation.sdk-net.json"),
-                                  path="/api/events", **bearer(signer.token()))
+    response = entra_webhook.post(
+        sample_bytes("eventgrid-subscription-validation.sdk-net.json"),
+        path="/api/events",
+        **bearer(signer.token()),
+    )
 
     assert response.json() == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
 
@@ -429,16 +479,22 @@ def _forged(signer: Signer) -> str:
         lambda s: Signer(kid="unknown-kid").token(),
         lambda s: s.token(aud="api://someone-else"),
         lambda s: s.token(iss="https://sts.windows.net/another-tenant/"),
-        lambda s: s.token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200,
-                          nbf=int(time.time()) - 7200),
-        lambda s: jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600}, "k" * 32,
-                             algorithm="HS256", headers={"kid": s.kid}),
+        lambda s: s.token(
+            exp=int(time.time()) - 3600, iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200
+        ),
+        lambda s: jwt.encode(
+            {"iss": ISSUER, "aud": AUDIENCE, "exp": int(time.time()) + 600},
+            "k" * 32,
+            algorithm="HS256",
+            headers={"kid": s.kid},
+        ),
     ],
     ids=["other-key", "unknown-kid", "wrong-audience", "wrong-issuer", "expired", "hs256"],
 )
 def test_entra_bad_tokens_are_refused(entra_webhook, signer, make_token):
-    response = entra_webhook.post(sample_bytes("eventgrid-blobcreated.docs.json"), path="/api/events",
-                                  **bearer(make_token(signer)))
+    response = entra_webhook.post(
+        sample_bytes("eventgrid-blobcreated.docs.json"), path="/api/events", **bearer(make_token(signer))
+    )
 
     assert response.status == 401
     assert entra_webhook.handled == []
@@ -453,11 +509,13 @@ def test_entra_without_a_token_or_with_the_shared_secret_is_refused(entra_webhoo
 
 
 def test_entra_with_the_key_set_unreachable_is_a_503_so_event_grid_retries(start_webhook, signer):
-    webhook = start_webhook(auth=EntraTokenAuth(f"http://127.0.0.1:{free_port()}/keys", ISSUER, AUDIENCE,
-                                                timeout=2))
+    webhook = start_webhook(
+        auth=EntraTokenAuth(f"http://127.0.0.1:{free_port()}/keys", ISSUER, AUDIENCE, timeout=2)
+    )
 
-    response = webhook.post(sample_bytes("eventgrid-blobcreated.docs.json"), path="/api/events",
-                            **bearer(signer.token()))
+    response = webhook.post(
+        sample_bytes("eventgrid-blobcreated.docs.json"), path="/api/events", **bearer(signer.token())
+    )
 
     assert response.status == 503
     assert webhook.handled == []
@@ -481,8 +539,12 @@ print("stopped", flush=True)
 
 def test_serve_stops_cleanly_on_sigterm():
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", SERVE_SCRIPT, str(port), SECRET], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SCRIPT, str(port), SECRET],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         assert wait_until(lambda: port_is_open("127.0.0.1", port), timeout=20)
         process.send_signal(signal.SIGTERM)
@@ -508,9 +570,13 @@ def test_run_markers_go_to_the_run_handler_and_other_runs_blobs_are_ignored():
         digests = Digests()
 
     reports: list[str] = []
-    app = make_app(lambda e: reports.append(e.blob_name), auth=SharedSecretAuth(SECRET),
-                   expected_container=CONTAINER, runs_container="runs",
-                   handle_run=run_complete_handler(Wiring()))
+    app = make_app(
+        lambda e: reports.append(e.blob_name),
+        auth=SharedSecretAuth(SECRET),
+        expected_container=CONTAINER,
+        runs_container="runs",
+        handle_run=run_complete_handler(Wiring()),
+    )
     server = make_server(app, "127.0.0.1", 0, threads=2)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -519,12 +585,19 @@ def test_run_markers_go_to_the_run_handler_and_other_runs_blobs_are_ignored():
         [recorded] = json.loads(sample_bytes("eventgrid-blobcreated.docs.json"))
 
         def event(container: str, name: str, **data: Any) -> dict[str, Any]:
-            return {**recorded, "id": str(uuid.uuid4()),
-                    "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
-                    "data": {**recorded["data"], "url": f"http://127.0.0.1/a/{container}/{name}", **data}}
+            return {
+                **recorded,
+                "id": str(uuid.uuid4()),
+                "subject": f"/blobServices/default/containers/{container}/blobs/{name}",
+                "data": {**recorded["data"], "url": f"http://127.0.0.1/a/{container}/{name}", **data},
+            }
 
-        body = [event(CONTAINER, "Public/japaneast/1-2.json"), event("runs", "Public/weekly-7/complete.json"),
-                event("runs", "Public/weekly-7/regions/japaneast.json"), event("other", "x.json")]
+        body = [
+            event(CONTAINER, "Public/japaneast/1-2.json"),
+            event("runs", "Public/weekly-7/complete.json"),
+            event("runs", "Public/weekly-7/regions/japaneast.json"),
+            event("other", "x.json"),
+        ]
         answer = hook.post(json.dumps(body).encode())
         assert (answer.status, answer.json()) == (200, {"handled": 3, "ignored": 1})
         assert reports == ["Public/japaneast/1-2.json"]

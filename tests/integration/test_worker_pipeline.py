@@ -122,8 +122,9 @@ def test_transient_api_faults_are_retried_and_the_result_is_right(pipeline, arm_
     pipeline.produce("francecentral")
     pipeline.work()
     arm_endpoint.set_snapshot(snapshot_path(341))
-    arm_endpoint.add_faults(["429", "500", "503", "reset", "truncate", "429", "truncate"],
-                            location="francecentral")
+    arm_endpoint.add_faults(
+        ["429", "500", "503", "reset", "truncate", "429", "truncate"], location="francecentral"
+    )
     pipeline.produce("francecentral")
     stats = pipeline.work(SERVICETAGS_MAX_TRIES="5")
     assert stats.poisoned == 0 and stats.retried >= 1
@@ -201,8 +202,10 @@ BAD_MESSAGES = [
     ('{"cloud": "Public"}', "message lacks region, run_id"),
     ('{"cloud": "Public", "region": "atlantis", "run_id": "x"}', "unknown region 'atlantis'"),
     ('{"cloud": "AzureMars", "region": "francecentral", "run_id": "x"}', "unknown cloud 'AzureMars'"),
-    (json.dumps({"cloud": "Public", "region": "francecentral", "run_id": "x" * 5000}),
-     "over the 4096 a region message may have"),
+    (
+        json.dumps({"cloud": "Public", "region": "francecentral", "run_id": "x" * 5000}),
+        "over the 4096 a region message may have",
+    ),
 ]
 
 
@@ -221,8 +224,15 @@ def test_bad_messages_go_to_poison_with_reasons_and_good_ones_are_processed(pipe
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "servicetags", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "servicetags", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+        check=False,
+    )
 
 
 # Azurite only: worker or CLI processes, which share no memory with the test.
@@ -233,13 +243,16 @@ def test_configuration_errors_are_one_clear_line(pipeline):
     base = {**os.environ, **pipeline.env}
     producer = run_cli("produce", env={**base, "SERVICETAGS_REGIONS": "France Central"})
     assert producer.returncode == 2
-    assert producer.stderr.strip() == ("servicetags produce: SERVICETAGS_REGIONS='france central': "
-                                       "france central is not a location name (use ARM names like "
-                                       "francecentral, or 'all')")
+    assert producer.stderr.strip() == (
+        "servicetags produce: SERVICETAGS_REGIONS='france central': "
+        "france central is not a location name (use ARM names like "
+        "francecentral, or 'all')"
+    )
     worker = run_cli("worker", "--until-empty", env={**base, "SERVICETAGS_SOURCE": "ftp"})
     assert worker.returncode == 2
-    assert worker.stderr.strip() == ("servicetags worker: SERVICETAGS_SOURCE='ftp' must be one of arm, file, "
-                                     "download-center")
+    assert worker.stderr.strip() == (
+        "servicetags worker: SERVICETAGS_SOURCE='ftp' must be one of arm, file, download-center"
+    )
     no_storage = {k: v for k, v in base.items() if k != "SERVICETAGS_STORAGE_CONNECTION_STRING"}
     missing = run_cli("produce", env=no_storage)
     assert missing.returncode == 2 and "SERVICETAGS_BLOB_ENDPOINT" in missing.stderr
@@ -264,8 +277,10 @@ def test_status_and_requeue_commands_show_and_move_poisoned_messages(pipeline, a
     text = run_cli("status", env=env).stdout
     assert "unknown region 'atlantis'" in text and "francecentral" in text
     moved = run_cli("requeue", "--region", "atlantis", env=env)
-    assert moved.stdout.strip() == (f"requeued 1 message from {pipeline.settings.regions_queue}-poison "
-                                    f"to {pipeline.settings.regions_queue}")
+    assert moved.stdout.strip() == (
+        f"requeued 1 message from {pipeline.settings.regions_queue}-poison "
+        f"to {pipeline.settings.regions_queue}"
+    )
     assert pipeline.queue.depth() == 1
 
 
@@ -277,29 +292,42 @@ def test_status_and_requeue_know_the_deadline_and_impact_queues(pipeline, monkey
 
     suffix = pipeline.settings.regions_queue.removeprefix("regions-")
     deadlines, impact = f"deadlines-{suffix}", f"impact-{suffix}"
-    for key, value in {**pipeline.env, "SERVICETAGS_DEADLINES_QUEUE": deadlines,
-                       "SERVICETAGS_IMPACT_QUEUE": impact}.items():
+    for key, value in {
+        **pipeline.env,
+        "SERVICETAGS_DEADLINES_QUEUE": deadlines,
+        "SERVICETAGS_IMPACT_QUEUE": impact,
+    }.items():
         monkeypatch.setenv(key, value)
     pipeline.clients.ensure([], [deadlines, f"{deadlines}-poison", impact, f"{impact}-poison"])
     try:
         deadline = Deadline("Public", "weekly-2025-01-19").to_json()
         report = '{"report": "Public/francecentral/cn361.json"}'
-        pipeline.clients.queue(f"{deadlines}-poison").send(poison_record(
-            deadlines, Message("m1", "r", deadline, 5), "failed 5 times; last error: smtp down"))
-        pipeline.clients.queue(f"{impact}-poison").send(poison_record(
-            impact, Message("m2", "r", report, 1), "Resource Graph answered 403"))
+        pipeline.clients.queue(f"{deadlines}-poison").send(
+            poison_record(deadlines, Message("m1", "r", deadline, 5), "failed 5 times; last error: smtp down")
+        )
+        pipeline.clients.queue(f"{impact}-poison").send(
+            poison_record(impact, Message("m2", "r", report, 1), "Resource Graph answered 403")
+        )
         pipeline.clients.queue(impact).send(report)
 
         assert status_main(["--json"], "servicetags status") == 0
         status = json.loads(capsys.readouterr().out)
         s = pipeline.settings
-        assert status["queues"] == {s.regions_queue: 0, f"{s.regions_queue}-poison": 0,
-                                    s.events_queue: None, f"{s.events_queue}-poison": None,
-                                    deadlines: 0, f"{deadlines}-poison": 1, impact: 1, f"{impact}-poison": 1}
+        assert status["queues"] == {
+            s.regions_queue: 0,
+            f"{s.regions_queue}-poison": 0,
+            s.events_queue: None,
+            f"{s.events_queue}-poison": None,
+            deadlines: 0,
+            f"{deadlines}-poison": 1,
+            impact: 1,
+            f"{impact}-poison": 1,
+        }
         # Each record names the queue its message came from, where requeue puts it back.
         assert sorted((p["queue"], p["reason"], p["content"]) for p in status["poisoned"]) == [
             (deadlines, "failed 5 times; last error: smtp down", deadline),
-            (impact, "Resource Graph answered 403", report)]
+            (impact, "Resource Graph answered 403", report),
+        ]
         assert status_main([], "servicetags status") == 0
         text = capsys.readouterr().out
         assert f"  {deadlines + '-poison':28} 1\n" in text and f"  {impact:28} 1\n" in text
@@ -312,8 +340,9 @@ def test_status_and_requeue_know_the_deadline_and_impact_queues(pipeline, monkey
         assert capsys.readouterr().out == f"requeued 1 message from {impact}-poison to {impact}\n"
         assert pipeline.clients.queue(impact).depth() == 2
         assert requeue_main(["--queue", "run-deadlines", "--region", "x"], "servicetags requeue") == 2
-        assert capsys.readouterr().err == ("servicetags requeue: --region applies to the regions queue "
-                                           "only\n")
+        assert capsys.readouterr().err == (
+            "servicetags requeue: --region applies to the regions queue only\n"
+        )
     finally:  # Azurite is shared by the module's tests; a memory account is this test's own
         for name in (deadlines, f"{deadlines}-poison", impact, f"{impact}-poison"):
             if hasattr(pipeline.clients, "queues"):
@@ -325,5 +354,3 @@ def test_file_source_reads_a_download_file(pipeline):
     stats = pipeline.work(SERVICETAGS_SOURCE="file", SERVICETAGS_SOURCE_FILE=str(snapshot_path(347)))
     assert stats.processed == 2
     assert pipeline.state("germanywestcentral")["changeNumber"] == "347"
-
-

@@ -40,8 +40,9 @@ import hcl2
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 # Terraform's own meta-arguments, never part of a provider schema.
-RESOURCE_META = frozenset({"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner",
-                           "connection"})
+RESOURCE_META = frozenset(
+    {"count", "for_each", "depends_on", "provider", "lifecycle", "provisioner", "connection"}
+)
 DATA_META = frozenset({"count", "for_each", "depends_on", "provider", "lifecycle"})
 PROVIDER_META = frozenset({"alias", "version"})
 # hcl2 bookkeeping keys.
@@ -69,8 +70,9 @@ def load_schema(path: Path) -> Schema:
         document = json.load(fh)
     version = re.search(r"v(\d+\.\d+\.\d+)", path.name)
     body = document["providerSchema"]
-    return Schema(version.group(1) if version else path.name, body["schema"], body["resources"],
-                  body["dataSources"])
+    return Schema(
+        version.group(1) if version else path.name, body["schema"], body["resources"], body["dataSources"]
+    )
 
 
 def schemas() -> list[Schema]:
@@ -82,8 +84,8 @@ def schemas() -> list[Schema]:
 @dataclass
 class Report:
     problems: list[str] = field(default_factory=list)
-    checked: list[str] = field(default_factory=list)      # "resource azurerm_x.name" ...
-    unchecked: list[str] = field(default_factory=list)    # blocks of providers without a schema
+    checked: list[str] = field(default_factory=list)  # "resource azurerm_x.name" ...
+    unchecked: list[str] = field(default_factory=list)  # blocks of providers without a schema
 
 
 # ---------------------------------------------------------------------------------------
@@ -171,8 +173,10 @@ def _is_block(spec: dict[str, Any]) -> bool:
 
 def _written_as_attribute(items: list[Any]) -> bool:
     """`name = {...}`: hcl2 leaves an object literal's values unwrapped."""
-    return any(isinstance(item, dict) and any(not isinstance(v, list) for k, v in item.items()
-                                              if k not in HCL2_KEYS) for item in items)
+    return any(
+        isinstance(item, dict) and any(not isinstance(v, list) for k, v in item.items() if k not in HCL2_KEYS)
+        for item in items
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,8 +184,14 @@ def _written_as_attribute(items: list[Any]) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
-def _check_body(body: dict[str, Any], schema: dict[str, Any], where: str, problems: list[str], *,
-                meta: frozenset[str] = frozenset()) -> None:
+def _check_body(
+    body: dict[str, Any],
+    schema: dict[str, Any],
+    where: str,
+    problems: list[str],
+    *,
+    meta: frozenset[str] = frozenset(),
+) -> None:
     dynamic_names = _check_dynamic_blocks(body, schema, where, problems)
     present: dict[str, int] = {}
     for key, raw in body.items():
@@ -208,8 +218,9 @@ def _check_body(body: dict[str, Any], schema: dict[str, Any], where: str, proble
             problems.append(f"{where}: {present[key]} {key!r} blocks, at least {spec['minItems']} needed")
 
 
-def _check_dynamic_blocks(body: dict[str, Any], schema: dict[str, Any], where: str,
-                          problems: list[str]) -> set[str]:
+def _check_dynamic_blocks(
+    body: dict[str, Any], schema: dict[str, Any], where: str, problems: list[str]
+) -> set[str]:
     names: set[str] = set()
     for dyn in body.get("dynamic", []):
         for name, dyn_body in dyn.items():
@@ -247,8 +258,9 @@ def _check_blocks(key: str, items: list[Any], spec: dict[str, Any], where: str, 
     return True
 
 
-def _check_argument(key: str, items: list[Any], spec: dict[str, Any], where: str,
-                    problems: list[str]) -> bool:
+def _check_argument(
+    key: str, items: list[Any], spec: dict[str, Any], where: str, problems: list[str]
+) -> bool:
     # hcl2 wraps an argument's value in a one-element list.
     if len(items) != 1:
         problems.append(f"{where}: {key!r} is an argument, set it once with `{key} = ...`")
@@ -313,8 +325,10 @@ def check_tree(root: Path, versions: list[Schema] | None = None) -> Report:  # n
                 if rtype in BUILTIN_TYPES or prefix in foreign:
                     report.unchecked.append(f"{kind} {rtype}.{name}")
                     continue
-                report.problems.append(f"{where_base}: no provider schema for {rtype!r}: declare its "
-                                       "provider in required_providers or add its schema export")
+                report.problems.append(
+                    f"{where_base}: no provider schema for {rtype!r}: declare its "
+                    "provider in required_providers or add its schema export"
+                )
                 continue
             report.checked.append(f"{kind} {rtype}.{name}")
             for schema in versions:
@@ -333,8 +347,10 @@ def check_tree(root: Path, versions: list[Schema] | None = None) -> Report:  # n
             for pname, body in entry.items():
                 if pname != "azurerm":
                     if pname not in foreign:
-                        report.problems.append(f"{rel}: provider {pname!r} has no schema here and is not "
-                                               "declared in required_providers")
+                        report.problems.append(
+                            f"{rel}: provider {pname!r} has no schema here and is not "
+                            "declared in required_providers"
+                        )
                     else:
                         report.unchecked.append(f"provider {pname}")
                     continue

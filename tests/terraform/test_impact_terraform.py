@@ -102,8 +102,12 @@ def test_a_new_impact_document_starts_the_publisher_and_the_readers_only_read(re
     assert _attr(ours, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.impact.name}/blobs/"
     )
-    for key in ("included_event_types", "storage_queue_endpoint", "delivery_identity",
-                "dead_letter_identity"):
+    for key in (
+        "included_event_types",
+        "storage_queue_endpoint",
+        "delivery_identity",
+        "dead_letter_identity",
+    ):
         assert ours[key] == theirs[key], key
     for reader in ("notifier", "publisher"):
         grant = resources["azurerm_role_assignment"][f"{reader}_impact"]

@@ -120,8 +120,11 @@ def _instances(module: list[dict[str, Any]], rtype: str, name: str) -> dict[str,
 
 def _moved(module: list[dict[str, Any]]) -> dict[str, str]:
     """{from address: to address} of the `moved` blocks."""
-    return {_one(b["from"]).strip("${}"): _one(b["to"]).strip("${}")
-            for doc in module for b in doc.get("moved", [])}
+    return {
+        _one(b["from"]).strip("${}"): _one(b["to"]).strip("${}")
+        for doc in module
+        for b in doc.get("moved", [])
+    }
 
 
 def _without_comments(text: str) -> str:
@@ -307,10 +310,27 @@ def test_storage_account_accepts_only_entra_id_over_tls12(resources: dict) -> No
 def test_containers_and_queues_have_the_documented_names(resources: dict) -> None:
     containers = {_attr(b, "name") for b in resources["azurerm_storage_container"].values()}
     queues = {_attr(b, "name") for b in resources["azurerm_storage_queue"].values()}
-    assert containers == {"snapshots", "reports", "notifications", "event-deadletter", "impact", "history",
-                          "$web", "runs"}
-    assert queues == {"regions", "regions-poison", "change-events", "change-events-poison", "impact",
-                      "impact-poison", "publish-events", "run-deadlines", "run-deadlines-poison"}
+    assert containers == {
+        "snapshots",
+        "reports",
+        "notifications",
+        "event-deadletter",
+        "impact",
+        "history",
+        "$web",
+        "runs",
+    }
+    assert queues == {
+        "regions",
+        "regions-poison",
+        "change-events",
+        "change-events-poison",
+        "impact",
+        "impact-poison",
+        "publish-events",
+        "run-deadlines",
+        "run-deadlines-poison",
+    }
     for body in resources["azurerm_storage_container"].values():
         assert _attr(body, "container_access_type") == "private"
         # Through ARM, which works with shared keys off; storage_account_name would not.
@@ -338,13 +358,22 @@ def test_the_state_container_is_granted_only_to_the_two_ci_identities(module: li
     """The state holds the Communication Service's keys (docs/deploy.md, "What the state holds")."""
     # (hcl2 renders the reference inside the call as a quoted interpolation)
     assert _locals(module)["tfstate_containers"] == "${toset(compact(['${var.tfstate_container_id}']))}"
-    granted = {(n, _attr(b, "role_definition_name"), _attr(b, "principal_id"))
-               for n, b in resources["azurerm_role_assignment"].items() if n in STATE_ASSIGNMENTS}
+    granted = {
+        (n, _attr(b, "role_definition_name"), _attr(b, "principal_id"))
+        for n, b in resources["azurerm_role_assignment"].items()
+        if n in STATE_ASSIGNMENTS
+    }
     assert granted == {
-        ("github_ci_state", "Storage Blob Data Reader",
-         "${azurerm_user_assigned_identity.github_ci.principal_id}"),
-        ("github_deploy_state", "Storage Blob Data Contributor",
-         "${azurerm_user_assigned_identity.github_deploy.principal_id}"),
+        (
+            "github_ci_state",
+            "Storage Blob Data Reader",
+            "${azurerm_user_assigned_identity.github_ci.principal_id}",
+        ),
+        (
+            "github_deploy_state",
+            "Storage Blob Data Contributor",
+            "${azurerm_user_assigned_identity.github_deploy.principal_id}",
+        ),
     }
     for name, body in resources["azurerm_role_assignment"].items():
         if name not in STATE_ASSIGNMENTS:
@@ -547,8 +576,13 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(module: li
     subs = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")
     # The others feed the impact step (test_impact_terraform.py), the publisher (test_web_terraform.py)
     # and the run digests (runs_complete_to_queue); new impact documents the publisher too.
-    assert set(subs) == {"reports_to_queue", "reports_to_impact", "reports_to_publisher",
-                         "runs_complete_to_queue", "impact_to_publisher"}
+    assert set(subs) == {
+        "reports_to_queue",
+        "reports_to_impact",
+        "reports_to_publisher",
+        "runs_complete_to_queue",
+        "impact_to_publisher",
+    }
     sub = subs["reports_to_queue"]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
@@ -575,8 +609,9 @@ def test_event_grid_sends_only_report_blob_creations_to_change_events(module: li
 
 
 def test_event_grid_sends_only_run_complete_markers_to_change_events(module: list) -> None:
-    sub = _instances(module, "azurerm_eventgrid_system_topic_event_subscription",
-                     "blob_created")["runs_complete_to_queue"]
+    sub = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")[
+        "runs_complete_to_queue"
+    ]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.runs.name}/blobs/"
@@ -596,8 +631,11 @@ def test_the_folded_subscriptions_keep_their_addresses(module: list) -> None:
     assert _moved(module) == {f"{kind}.{key}": f'{kind}.blob_created["{key}"]' for key in keys}
     # Names are what Azure knows them by: unchanged, and one a subscription.
     assert {key: _attr(body, "name") for key, body in keys.items()} == {
-        "reports_to_queue": "reports-created", "reports_to_impact": "reports-created-impact",
-        "reports_to_publisher": "reports-created-publish", "runs_complete_to_queue": "runs-complete"}
+        "reports_to_queue": "reports-created",
+        "reports_to_impact": "reports-created-impact",
+        "reports_to_publisher": "reports-created-publish",
+        "runs_complete_to_queue": "runs-complete",
+    }
 
 
 def test_channel_secrets_vault_uses_rbac_and_only_the_notifier_reads_it(resources: dict) -> None:
@@ -605,8 +643,11 @@ def test_channel_secrets_vault_uses_rbac_and_only_the_notifier_reads_it(resource
     assert _attr(vault, "rbac_authorization_enabled") is True
     assert _attr(vault, "purge_protection_enabled") is True
     assert not vault.get("access_policy")
-    on_vault = {n: b for n, b in resources["azurerm_role_assignment"].items()
-                if "azurerm_key_vault." in _attr(b, "scope")}
+    on_vault = {
+        n: b
+        for n, b in resources["azurerm_role_assignment"].items()
+        if "azurerm_key_vault." in _attr(b, "scope")
+    }
     assert list(on_vault) == ["notifier_keyvault_secrets"]
     grant = on_vault["notifier_keyvault_secrets"]
     assert _attr(grant, "role_definition_name") == "Key Vault Secrets User"
@@ -709,8 +750,10 @@ def test_doctor_job_runs_each_check_with_the_components_own_identity(
     assert identities == {f"${{azurerm_user_assigned_identity.{c}.id}}" for c in components}
     env = _job_env(module, "doctor")
     for component in ("producer", "worker", "notifier"):
-        assert f"azurerm_user_assigned_identity.{component}.client_id" in env[
-            f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
+        assert (
+            f"azurerm_user_assigned_identity.{component}.client_id"
+            in env[f"SERVICETAGS_{component.upper()}_CLIENT_ID"]
+        )
     assert "AZURE_CLIENT_ID" not in env, "no default identity: every check names its own"
     assert env.keys() <= _contract_env_names(), env.keys() - _contract_env_names()
     # The channels' secrets are checked as the notifier reads them: the same channels, the same vault.
@@ -718,7 +761,8 @@ def test_doctor_job_runs_each_check_with_the_components_own_identity(
     for name in ("SERVICETAGS_CHANNELS", "SERVICETAGS_KEYVAULT_URL"):
         assert env[name] == notifier[name], name
     assert env["SERVICETAGS_EVENT_SUBSCRIPTION_ID"] == (
-        '${azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"].id}')
+        '${azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"].id}'
+    )
     assert not body.get("secret")
 
 
@@ -729,8 +773,9 @@ def test_notifier_sends_through_acs_and_logs_json(module: list[dict[str, Any]]) 
     assert env["SERVICETAGS_MAIL_FROM"].startswith("DoNotReply@")
 
 
-@pytest.mark.parametrize(("job", "queue"), [("worker", "regions"), ("notifier", "change_events"),
-                                            ("notifier", "run_deadlines")])
+@pytest.mark.parametrize(
+    ("job", "queue"), [("worker", "regions"), ("notifier", "change_events"), ("notifier", "run_deadlines")]
+)
 def test_keda_rule_reads_its_queue_with_the_jobs_own_identity(resources: dict, job: str, queue: str) -> None:
     body = resources["azurerm_container_app_job"][job]
     rules = _attr(body, "event_trigger_config", "scale")["rules"]

@@ -47,8 +47,9 @@ def test_the_publisher_job_runs_servicetags_publish_with_its_own_identity(resour
 
 
 def test_each_new_report_starts_the_publisher():
-    sub = _instances(_module(TF), "azurerm_eventgrid_system_topic_event_subscription",
-                     "blob_created")["reports_to_publisher"]
+    sub = _instances(_module(TF), "azurerm_eventgrid_system_topic_event_subscription", "blob_created")[
+        "reports_to_publisher"
+    ]
     assert _attr(sub, "included_event_types") == ["Microsoft.Storage.BlobCreated"]
     assert _attr(sub, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.reports.name}/blobs/"

@@ -14,7 +14,7 @@ import pytest
 from tests.terraform.test_terraform import CONFIG_DOC, ROOT, TF, _attr, _blocks, _job_env, _module, _resources
 from worker.main import SOURCES
 
-DEPLOYABLE = ("arm", "download-center")   # `file` names one local file: not for a deployment
+DEPLOYABLE = ("arm", "download-center")  # `file` names one local file: not for a deployment
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,9 @@ def test_the_sources_are_variables_validated_to_what_the_worker_accepts(module: 
     assert _attr(source, "default") == "arm" and _attr(observed, "default") == "none"
     assert _allowed(_attr(source, "validation", "condition"), "worker_source") == list(DEPLOYABLE)
     assert _allowed(_attr(observed, "validation", "condition"), "worker_observed_source") == [
-        "none", *DEPLOYABLE]
+        "none",
+        *DEPLOYABLE,
+    ]
     assert set(DEPLOYABLE) <= set(SOURCES)
 
 

@@ -121,7 +121,8 @@ def test_run_now_can_start_the_doctor_and_fails_with_it() -> None:
     (step,) = [s for s in _steps(doctor) if "run" in s]
     assert step["env"]["JOB"] == "${{ vars.DOCTOR_JOB_NAME }}"
     assert "az containerapp job start" in step["run"] and step["run"].rstrip().endswith(
-        'test "$status" = Succeeded')
+        'test "$status" = Succeeded'
+    )
     # The deploy identity may start exactly this job (and the producer).
     gh = _resources(_module(TF_GITHUB))
     assert "DOCTOR_JOB_NAME" in _attr(gh["github_actions_variable"]["settings"], "for_each")

@@ -17,18 +17,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "core"
 
-LAZY_SDK_IMPORT = '''
+LAZY_SDK_IMPORT = """
 def credential() -> object:
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
-'''
+"""
 
 
 def ruff(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "TID251",
-                           "--output-format", "concise", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--select",
+            "TID251",
+            "--output-format",
+            "concise",
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_tree_keeps_the_boundary() -> None:
@@ -54,17 +70,21 @@ def test_a_lazy_azure_import_inside_a_core_function_fails_the_rule(project_copy:
     assert finding.startswith("core/diff.py:") and "TID251 `azure` is banned" in finding
 
 
-@pytest.mark.parametrize("statement, banned", [
-    ("import threading", "threading"),
-    ("import subprocess", "subprocess"),
-    ("import smtplib", "smtplib"),
-    ("from pathlib import Path", "pathlib"),
-    ("import os.path", "os"),
-    ("import time", "time"),
-    ("import urllib.request", "urllib.request"),
-])
-def test_each_banned_kind_of_import_fails_in_the_core(project_copy: Path, statement: str,
-                                                       banned: str) -> None:
+@pytest.mark.parametrize(
+    "statement, banned",
+    [
+        ("import threading", "threading"),
+        ("import subprocess", "subprocess"),
+        ("import smtplib", "smtplib"),
+        ("from pathlib import Path", "pathlib"),
+        ("import os.path", "os"),
+        ("import time", "time"),
+        ("import urllib.request", "urllib.request"),
+    ],
+)
+def test_each_banned_kind_of_import_fails_in_the_core(
+    project_copy: Path, statement: str, banned: str
+) -> None:
     probe = project_copy / "core" / "probe.py"
     probe.write_text(f"def f() -> None:\n    {statement}  # noqa: F401\n")
     result = ruff("core/probe.py", cwd=project_copy)
@@ -78,13 +98,20 @@ def test_the_same_import_is_allowed_in_the_runtime(project_copy: Path) -> None:
 
 
 def _builtin_file_calls(tree: ast.AST) -> list[int]:
-    return [node.lineno for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id in {"open", "__import__", "exec", "eval", "print", "input"}]
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in {"open", "__import__", "exec", "eval", "print", "input"}
+    ]
 
 
 def test_no_core_module_calls_open_or_imports_dynamically() -> None:
-    found = {path.name: lines for path in sorted(CORE.glob("*.py"))
-             if (lines := _builtin_file_calls(ast.parse(path.read_text())))}
+    found = {
+        path.name: lines
+        for path in sorted(CORE.glob("*.py"))
+        if (lines := _builtin_file_calls(ast.parse(path.read_text())))
+    }
     assert found == {}
     assert _builtin_file_calls(ast.parse("def f():\n    return open('x').read()\n")) == [2]

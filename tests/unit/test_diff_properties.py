@@ -28,15 +28,27 @@ def prefixes(draw: st.DrawFn) -> str:
 
 
 TAG_IDS = ["AzureCloud.westeurope", "Storage", "Sql.EastUS", "AzureCloud"]
-tag_sets = st.dictionaries(st.sampled_from(TAG_IDS), st.frozensets(prefixes(), max_size=8),
-                           max_size=4)
+tag_sets = st.dictionaries(st.sampled_from(TAG_IDS), st.frozensets(prefixes(), max_size=8), max_size=4)
 
 
 def document(tags: dict[str, frozenset[str]], change_number: int = 1) -> dict:
-    return {"changeNumber": change_number, "cloud": "Public", "values": [
-        {"name": tag_id, "id": tag_id, "properties": {
-            "changeNumber": 1, "region": "", "systemService": "", "addressPrefixes": sorted(p)}}
-        for tag_id, p in tags.items()]}
+    return {
+        "changeNumber": change_number,
+        "cloud": "Public",
+        "values": [
+            {
+                "name": tag_id,
+                "id": tag_id,
+                "properties": {
+                    "changeNumber": 1,
+                    "region": "",
+                    "systemService": "",
+                    "addressPrefixes": sorted(p),
+                },
+            }
+            for tag_id, p in tags.items()
+        ],
+    }
 
 
 def diff(old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]) -> dict:
@@ -86,11 +98,15 @@ def test_net_change_equals_the_address_set_difference(old, new):
         assert addresses(entry["net_removed"]) == before - after
         for key in ("net_added", "net_removed"):
             nets = [ipaddress.ip_network(p) for p in entry[key]]
-            collapsed = [*ipaddress.collapse_addresses(n for n in nets if n.version == 4),
-                         *ipaddress.collapse_addresses(n for n in nets if n.version == 6)]
+            collapsed = [
+                *ipaddress.collapse_addresses(n for n in nets if n.version == 4),
+                *ipaddress.collapse_addresses(n for n in nets if n.version == 6),
+            ]
             assert nets == collapsed, "net lists are minimal CIDR blocks in address order"
-    v4_added = sum(len(addresses(e["net_added"]) - {a for a in addresses(e["net_added"])
-                   if a >= 1 << 200}) for e in report["tags"])
+    v4_added = sum(
+        len(addresses(e["net_added"]) - {a for a in addresses(e["net_added"]) if a >= 1 << 200})
+        for e in report["tags"]
+    )
     assert report["summary"]["ipv4_addresses_added"] == v4_added
 
 
@@ -122,8 +138,11 @@ def spread_prefixes(draw: st.DrawFn) -> str:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.frozensets(spread_prefixes(), min_size=1, max_size=40),
-       st.lists(spread_prefixes(), min_size=1, max_size=6), st.sampled_from([0, 100]))
+@given(
+    st.frozensets(spread_prefixes(), min_size=1, max_size=40),
+    st.lists(spread_prefixes(), min_size=1, max_size=6),
+    st.sampled_from([0, 100]),
+)
 def test_coverage_candidates_include_every_overlapping_prefix(texts, changed, scan):
     from core import coverage
 
@@ -156,9 +175,11 @@ def test_supernet_names_are_the_canonical_text(prefix):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (st.lists(children, max_size=4)
-                      | st.dictionaries(st.text(max_size=5), children, max_size=4)),
-    max_leaves=20)
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -32,10 +32,16 @@ def tag(rep: dict, tag_id: str) -> dict:
 def test_whole_cloud_counts_per_status_cn340_to_cn341():
     rep = report(340, 341)
     assert rep["summary"] == {
-        "tags_added": 0, "tags_removed": 0, "tags_changed": 88, "tags_metadata_only": 0,
-        "prefixes_added": 445, "prefixes_removed": 69,
-        "ipv4_addresses_added": 365685, "ipv4_addresses_removed": 8,
-        "ipv6_addresses_added": 6046898047594212148384024, "ipv6_addresses_removed": 0,
+        "tags_added": 0,
+        "tags_removed": 0,
+        "tags_changed": 88,
+        "tags_metadata_only": 0,
+        "prefixes_added": 445,
+        "prefixes_removed": 69,
+        "ipv4_addresses_added": 365685,
+        "ipv4_addresses_removed": 8,
+        "ipv6_addresses_added": 6046898047594212148384024,
+        "ipv6_addresses_removed": 0,
     }
     assert rep["from"]["changeNumber"] == "340" and rep["to"]["changeNumber"] == "341"
     assert rep["region"] == "all" and rep["cloud"] == "Public"
@@ -66,8 +72,7 @@ def test_arm_name_and_data_code_select_the_same_tags():
     by_code = report(340, 341, "centralfrance")
     assert by_name == by_code
     assert by_name["region"] == "francecentral"
-    assert tag(by_name, "AzureCloud.centralfrance")["added_prefixes"] == [
-        "20.95.113.0/24", "151.206.94.0/23"]
+    assert tag(by_name, "AzureCloud.centralfrance")["added_prefixes"] == ["20.95.113.0/24", "151.206.94.0/23"]
 
 
 def test_global_is_every_region_less_tag_and_nothing_else():
@@ -100,8 +105,11 @@ def test_tags_added_between_files():
 def test_tags_removed_between_files():
     rep = report(360, 361)
     removed = sorted(t["id"] for t in rep["tags"] if t["status"] == "removed")
-    assert removed == ["AzureUpdateDelivery.NorthCentralUS", "AzureUpdateDelivery.WestUS",
-                       "AzureUpdateDelivery.WestUS3"]
+    assert removed == [
+        "AzureUpdateDelivery.NorthCentralUS",
+        "AzureUpdateDelivery.WestUS",
+        "AzureUpdateDelivery.WestUS3",
+    ]
     gone = tag(rep, "AzureUpdateDelivery.WestUS")
     assert gone["added_prefixes"] == []
     assert gone["net_removed"]  # its address space is no longer covered by that tag
@@ -114,18 +122,17 @@ def test_metadata_only_changes_are_real_feature_changes_not_reorderings():
     assert infra["status"] == "metadata"
     assert infra["change_number"] == {"from": "5", "to": "5"}
     assert infra["metadata_changes"] == {
-        "networkFeatures": {"from": ["API", "FW", "NSG"], "to": ["API", "FW", "NSG", "UDR"]}}
+        "networkFeatures": {"from": ["API", "FW", "NSG"], "to": ["API", "FW", "NSG", "UDR"]}
+    }
     # DataFactory.CentralUSEUAP only reordered its features: not a change.
     assert "DataFactory.CentralUSEUAP" not in {t["id"] for t in rep["tags"]}
 
 
 def test_reaggregation_changes_prefixes_but_not_coverage():
     centralfrance = tag(report(360, 361, "francecentral"), "AzureCloud.centralfrance")
-    assert centralfrance["removed_prefixes"][:3] == ["57.157.36.32/29", "57.157.36.40/30",
-                                                     "57.157.36.44/31"]
+    assert centralfrance["removed_prefixes"][:3] == ["57.157.36.32/29", "57.157.36.40/30", "57.157.36.44/31"]
     assert centralfrance["net_removed"] == []
-    assert centralfrance["net_added"][:3] == ["57.157.36.46/31", "57.157.36.48/29",
-                                              "57.157.36.56/30"]
+    assert centralfrance["net_added"][:3] == ["57.157.36.46/31", "57.157.36.48/29", "57.157.36.56/30"]
 
 
 def test_widened_prefix_reports_only_the_new_half_as_net():

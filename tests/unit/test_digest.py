@@ -40,12 +40,17 @@ def _reports(old: int, new: int) -> str:
 
 
 def run_reports(old: int, new: int) -> list[DigestReport]:
-    return [DigestReport(f"Public/{r['region']}/x.json", f"https://acct.blob.core.windows.net/reports/"
-                         f"Public/{r['region']}/x.json", r) for r in json.loads(_reports(old, new))]
+    return [
+        DigestReport(
+            f"Public/{r['region']}/x.json",
+            f"https://acct.blob.core.windows.net/reports/Public/{r['region']}/x.json",
+            r,
+        )
+        for r in json.loads(_reports(old, new))
+    ]
 
 
-def digest_of(old: int, new: int, *, missing: tuple[str, ...] = (),
-              poisoned: tuple[str, ...] = ()) -> dict:
+def digest_of(old: int, new: int, *, missing: tuple[str, ...] = (), poisoned: tuple[str, ...] = ()) -> dict:
     reports = run_reports(old, new)
     outcomes = {r.report["region"]: {"status": "changed"} for r in reports}
     outcomes.update({p: {"status": "poisoned", "reason": "unknown region"} for p in poisoned})
@@ -62,16 +67,26 @@ def test_the_digest_of_cn340_to_cn341_names_every_changed_region_and_adds_up():
     assert digest["totals"]["ipv4_added"] == sum(r.report["summary"]["ipv4_addresses_added"] for r in reports)
     assert digest["totals"]["tags"] == sum(len(r.report["tags"]) for r in reports) == 88
     germany = [r for r in digest["rows"] if r["region"] == "germanywestcentral"]
-    assert germany == [{"region": "germanywestcentral", "tag": "AzureCloud.germanywc", "status": "changed",
-                        "prefixes_added": 2, "prefixes_removed": 0, "ipv4_added": 33280, "ipv4_removed": 0,
-                        "ipv6_added": 0, "ipv6_removed": 0}]
+    assert germany == [
+        {
+            "region": "germanywestcentral",
+            "tag": "AzureCloud.germanywc",
+            "status": "changed",
+            "prefixes_added": 2,
+            "prefixes_removed": 0,
+            "ipv4_added": 33280,
+            "ipv4_removed": 0,
+            "ipv6_added": 0,
+            "ipv6_removed": 0,
+        }
+    ]
     assert worth_sending(digest)
 
 
 def test_ipv6_sizes_read_in_slash64s():
-    assert v6_64(2 ** 64 * 65536) == "65,536"      # a /48
-    assert v6_64(2 ** 32) == "<1"                   # a /96
-    assert v6_64(2 ** 64 * 3 + 2 ** 63) == "3.50"
+    assert v6_64(2**64 * 65536) == "65,536"  # a /48
+    assert v6_64(2**32) == "<1"  # a /96
+    assert v6_64(2**64 * 3 + 2**63) == "3.50"
     line = headline(digest_of(340, 341))[0]
     assert "IPv6 /64s +327,803/-0" in line and "IPv4 addresses +365,685/-8" in line
 
@@ -85,8 +100,9 @@ def test_new_regions_come_first_and_missing_or_poisoned_regions_are_named():
     assert "Not checked by the deadline (1): westeurope" in lines
     assert "Gave up on (poisoned): nowhere1" in lines
     assert digest["closed_by"] == "deadline"
-    assert title(digest).startswith("New region chilecentral; New region malaysiawest; "
-                                    "New region southeastus. Service tags Public, run ")
+    assert title(digest).startswith(
+        "New region chilecentral; New region malaysiawest; New region southeastus. Service tags Public, run "
+    )
 
 
 def test_the_largest_run_fits_teams_and_slack_limits():
@@ -106,9 +122,11 @@ def test_the_largest_run_fits_teams_and_slack_limits():
     assert f"{rows - shown} more tag changes not shown here; they are in the full reports." in texts
     slack = slack_payload(digest)
     # The fallback text (the notification's preview) leads with the new regions.
-    assert slack["text"].startswith("New region chilecentral; New region malaysiawest; "
-                                    "New region southeastus. Service tags Public, "
-                                    "run 20250501T000000Z-abcd1234: 59 regions changed")
+    assert slack["text"].startswith(
+        "New region chilecentral; New region malaysiawest; "
+        "New region southeastus. Service tags Public, "
+        "run 20250501T000000Z-abcd1234: 59 regions changed"
+    )
     assert len(slack["blocks"]) <= 50
     sections = [b["text"]["text"] for b in slack["blocks"] if b["type"] == "section"]
     assert max(len(t) for t in sections) <= 3000
@@ -121,20 +139,30 @@ def test_small_runs_are_shown_whole():
     digest = digest_of(340, 341)
     blocks = teams_payload(digest)["attachments"][0]["content"]["body"]
     assert sum(len(b["facts"]) for b in blocks if b["type"] == "FactSet") == 88
-    assert [b["text"] for b in blocks if b.get("weight") == "Bolder" and b["type"] == "TextBlock"][1:] == \
-        [c["region"] for c in digest["changes"]]
+    assert [b["text"] for b in blocks if b.get("weight") == "Bolder" and b["type"] == "TextBlock"][1:] == [
+        c["region"] for c in digest["changes"]
+    ]
     assert "not shown here" not in json.dumps(blocks)
-    germany = next(b for i, b in enumerate(blocks) if b["type"] == "FactSet"
-                   and blocks[i - 1]["text"] == "germanywestcentral")
-    assert germany["facts"] == [{"title": "AzureCloud.germanywc",
-                                 "value": "prefixes +2/-0 · IPv4 +33,280/-0 · IPv6 /64s +0/-0"}]
+    germany = next(
+        b
+        for i, b in enumerate(blocks)
+        if b["type"] == "FactSet" and blocks[i - 1]["text"] == "germanywestcentral"
+    )
+    assert germany["facts"] == [
+        {"title": "AzureCloud.germanywc", "value": "prefixes +2/-0 · IPv4 +33,280/-0 · IPv6 /64s +0/-0"}
+    ]
 
 
 def test_the_digest_email_has_text_html_and_the_full_json():
     reports = run_reports(350, 353)
     digest = digest_of(350, 353)
-    message = render_digest_email(digest, reports, sender="servicetags@example.com",
-                                  recipient=Recipient("net@example.com", "Network"), message_id="run|net")
+    message = render_digest_email(
+        digest,
+        reports,
+        sender="servicetags@example.com",
+        recipient=Recipient("net@example.com", "Network"),
+        message_id="run|net",
+    )
     parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
     plain = parsed.get_body(("plain",)).get_content()
     html = parsed.get_body(("html",)).get_content()
@@ -164,26 +192,48 @@ def test_family_services_and_minimum_size_filters():
     assert storage is not None and [t["id"] for t in storage["tags"]] == ["Storage.EastUS2"]
     germany = by_region["germanywestcentral"]
     assert filter_report(germany, Recipient("a@example.com", min_addresses=40000)) is None
-    [parsed] = parse_recipients('[{"address": "a@example.com", "family": "ipv6", "min_addresses": 10, '
-                                '"delivery": "report", "services": ["AzureStorage"]}]')
-    assert (parsed.family, parsed.min_addresses, parsed.delivery, parsed.services) == \
-        ("ipv6", 10, "report", ("azurestorage",))
+    [parsed] = parse_recipients(
+        '[{"address": "a@example.com", "family": "ipv6", "min_addresses": 10, '
+        '"delivery": "report", "services": ["AzureStorage"]}]'
+    )
+    assert (parsed.family, parsed.min_addresses, parsed.delivery, parsed.services) == (
+        "ipv6",
+        10,
+        "report",
+        ("azurestorage",),
+    )
 
 
 def test_channels_name_secrets_and_never_show_their_values():
-    [teams, hook] = parse_channels(json.dumps([
-        {"name": "net", "type": "teams", "url_secret": "teams-net-url", "regions": ["westeurope"]},
-        {"name": "cmdb", "type": "webhook", "url_secret": "cmdb-url", "signing_secrets": ["a", "b"],
-         "delivery": "report"}]))
+    [teams, hook] = parse_channels(
+        json.dumps(
+            [
+                {"name": "net", "type": "teams", "url_secret": "teams-net-url", "regions": ["westeurope"]},
+                {
+                    "name": "cmdb",
+                    "type": "webhook",
+                    "url_secret": "cmdb-url",
+                    "signing_secrets": ["a", "b"],
+                    "delivery": "report",
+                },
+            ]
+        )
+    )
     assert teams.regions == frozenset({"westeurope"}) and hook.delivery == "report"
     key = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    values = {"teams-net-url": "https://prod.workflows.example/xyz?sig=SECRET1", "cmdb-url": "https://c/x",
-              "a": key, "b": key}
+    values = {
+        "teams-net-url": "https://prod.workflows.example/xyz?sig=SECRET1",
+        "cmdb-url": "https://c/x",
+        "a": key,
+        "b": key,
+    }
     [teams, hook] = with_secrets([teams, hook], values.__getitem__)
     assert "SECRET1" not in repr(teams) and key not in repr(hook)
     with pytest.raises(ChannelsError) as caught:
-        with_secrets(parse_channels('[{"name": "x", "type": "slack", "url_secret": "s"}]'),
-                     lambda _: "SECRET2-not-a-url")
+        with_secrets(
+            parse_channels('[{"name": "x", "type": "slack", "url_secret": "s"}]'),
+            lambda _: "SECRET2-not-a-url",
+        )
     assert "SECRET2" not in str(caught.value) and "'s' does not hold an http(s) URL" in str(caught.value)
     for bad, problem in [
         ('[{"name": "x", "type": "fax", "url_secret": "s"}]', "'type' must be one of teams, slack, webhook"),
@@ -218,11 +268,14 @@ def test_the_spec_test_vector():
     # standard-webhooks spec and libraries: this secret, id, timestamp and body sign to this value.
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     payload = b'{"test": 2432232314}'
-    assert signing.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, payload) == \
-        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    assert (
+        signing.sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, payload)
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
 
 
 # ---- the impact section: real reports against the rule fixtures (tests/fixtures/rules/) ---------
+
 
 @cache
 def _impact_docs() -> str:
@@ -231,8 +284,12 @@ def _impact_docs() -> str:
 
     current = prefixes_of(341)
     rules = fixture_rules().rules
-    return json.dumps({r.blob: impact(r.report, rules, tag_prefixes=current, report_name=r.blob)
-                       for r in run_reports(340, 341)})
+    return json.dumps(
+        {
+            r.blob: impact(r.report, rules, tag_prefixes=current, report_name=r.blob)
+            for r in run_reports(340, 341)
+        }
+    )
 
 
 def impact_digest(*, pending: tuple[str, ...] = ("eastus",), target: Recipient | None = None) -> dict:
@@ -241,8 +298,9 @@ def impact_digest(*, pending: tuple[str, ...] = ("eastus",), target: Recipient |
     for r in run_reports(340, 341):
         filtered = r.report if target is None else filter_report(r.report, target)
         if filtered is not None:
-            reports.append(DigestReport(r.blob, r.url, filtered,
-                                        None if r.report["region"] in pending else docs[r.blob]))
+            reports.append(
+                DigestReport(r.blob, r.url, filtered, None if r.report["region"] in pending else docs[r.blob])
+            )
     outcomes = {r.report["region"]: {"status": "changed"} for r in reports}
     return build_digest(RUN, outcomes, [], reports, closed_by="complete", with_impact=True)
 
@@ -263,8 +321,11 @@ def test_the_digest_contract_carries_each_reports_impact_or_says_it_is_pending()
     assert east2["summary"]["rules_affected"] == 5 and east2["more"] == 0
     nsg = next(i for i in east2["items"] if i["rule"] == "securityRules/AllowStorageEastUS2")
     assert nsg["resource"] == "nsg-app-westeurope" and nsg["lines"] == [GAINED_EASTUS2]
-    assert member["rules_affected"] == sum(e["summary"]["rules_affected"] for e in by_region.values()
-                                           if e["state"] == "computed") == 20
+    assert (
+        member["rules_affected"]
+        == sum(e["summary"]["rules_affected"] for e in by_region.values() if e["state"] == "computed")
+        == 20
+    )
     # A report no rule is touched by is computed, with nothing in it: no false positive.
     quiet = by_region["australiaeast"]
     assert quiet["summary"]["rules_affected"] == 0 and not quiet["items"]
@@ -277,19 +338,29 @@ def test_the_digest_contract_carries_each_reports_impact_or_says_it_is_pending()
 def test_a_recipients_filters_apply_to_the_impact_too():
     # Storage tags only: the rules touched through AzureCloud (global, westeurope) are not theirs.
     member = impact_digest(target=Recipient("s@example.com", tags=("storage*",)))["impact"]
-    touched = {e["region"]: e["summary"]["rules_affected"] for e in member["reports"]
-               if e["state"] == "computed" and e["summary"]["rules_affected"]}
+    touched = {
+        e["region"]: e["summary"]["rules_affected"]
+        for e in member["reports"]
+        if e["state"] == "computed" and e["summary"]["rules_affected"]
+    }
     assert touched == {"eastus2": 5, "israelcentral": 2} and member["rules_affected"] == 7
     east2 = next(e for e in member["reports"] if e["region"] == "eastus2")
     # The key vault rule is touched through AzureCloud.eastus2 and Storage.EastUS2: it stays.
-    assert {i["resource"]: i["tags"] for i in east2["items"]}["kv-app"] == ["AzureCloud.eastus2",
-                                                                          "Storage.EastUS2"]
+    assert {i["resource"]: i["tags"] for i in east2["items"]}["kv-app"] == [
+        "AzureCloud.eastus2",
+        "Storage.EastUS2",
+    ]
 
 
 def test_the_digest_e_mail_shows_the_impact_in_both_bodies():
     digest = impact_digest()
-    msg = render_digest_email(digest, run_reports(340, 341), sender="s@example.org",
-                              recipient=Recipient("net@example.com"), message_id="m")
+    msg = render_digest_email(
+        digest,
+        run_reports(340, 341),
+        sender="s@example.org",
+        recipient=Recipient("net@example.com"),
+        message_id="m",
+    )
     parsed = email.message_from_bytes(msg.as_bytes(), policy=email.policy.default)
     plain = parsed.get_body(("plain",)).get_content()
     html = parsed.get_body(("html",)).get_content()
@@ -329,8 +400,8 @@ def test_teams_and_slack_show_the_impact_within_their_limits_and_fold_the_rest()
 
 
 def test_an_unreadable_impact_document_counts_as_not_computed():
-    from runtime.adapters.memory import MemoryBlobStore
     from notifier.digest_delivery import read_impacts
+    from runtime.adapters.memory import MemoryBlobStore
 
     store = MemoryBlobStore()
     docs = json.loads(_impact_docs())

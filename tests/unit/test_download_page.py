@@ -5,8 +5,9 @@ from __future__ import annotations
 from core.download_page import declared_cloud, find_file_link
 from devstack.download_center import Published, details_page
 
-CURRENT = Published("Public", b'{"changeNumber": 347, "cloud": "Public", "values": []}',
-                    "ServiceTags_Public_20250310.json")
+CURRENT = Published(
+    "Public", b'{"changeNumber": 347, "cloud": "Public", "values": []}', "ServiceTags_Public_20250310.json"
+)
 OLDER = ["ServiceTags_Public_20250217.json", "ServiceTags_Public_20250224.json"]
 FOLDER = "https://download.microsoft.com/download/7/1/d/71d86715-5596-4529-9b13-da13a5de5b63/"
 
@@ -25,23 +26,32 @@ def test_no_link_is_none():
 
 
 def test_the_variable_wins_over_hrefs_and_escapes_are_decoded():
-    page = ('<a href="https://download.microsoft.com/download/x/ServiceTags_Public_20991231.json">x</a>'
-            '<script>var AcOEt_DownloadUrl = "https://download.microsoft.com/download/a/b&amp;c/'
-            'ServiceTags_Public_20250310.json";</script>')
-    assert find_file_link(page).url == "https://download.microsoft.com/download/a/b&c/ServiceTags_Public_20250310.json"
+    page = (
+        '<a href="https://download.microsoft.com/download/x/ServiceTags_Public_20991231.json">x</a>'
+        '<script>var AcOEt_DownloadUrl = "https://download.microsoft.com/download/a/b&amp;c/'
+        'ServiceTags_Public_20250310.json";</script>'
+    )
+    assert (
+        find_file_link(page).url
+        == "https://download.microsoft.com/download/a/b&c/ServiceTags_Public_20250310.json"
+    )
 
 
 def test_hrefs_prefer_servicetags_names_in_page_order():
-    page = ('<a href="https://download.microsoft.com/download/x/Readme_20991231.json">r</a>'
-            '<a href="https://download.microsoft.com/download/x/ServiceTags_Public_20250310.json">b</a>'
-            '<a href="https://download.microsoft.com/download/x/ServiceTags_Public_20250224.json">c</a>')
+    page = (
+        '<a href="https://download.microsoft.com/download/x/Readme_20991231.json">r</a>'
+        '<a href="https://download.microsoft.com/download/x/ServiceTags_Public_20250310.json">b</a>'
+        '<a href="https://download.microsoft.com/download/x/ServiceTags_Public_20250224.json">c</a>'
+    )
     assert find_file_link(page).url.endswith("ServiceTags_Public_20250310.json")
 
 
 def test_bare_urls_take_the_newest_date():
-    page = ('<script>{"u": ["https://download.microsoft.com/download/x/ServiceTags_Public_20250101.json", '
-            '"https://download.microsoft.com/download/x/ServiceTags_Public_20250310.json", '
-            '"https://download.microsoft.com/download/x/ServiceTags_Public_20250224.json"]}</script>')
+    page = (
+        '<script>{"u": ["https://download.microsoft.com/download/x/ServiceTags_Public_20250101.json", '
+        '"https://download.microsoft.com/download/x/ServiceTags_Public_20250310.json", '
+        '"https://download.microsoft.com/download/x/ServiceTags_Public_20250224.json"]}</script>'
+    )
     link = find_file_link(page)
     assert link.form == "any" and link.url.endswith("ServiceTags_Public_20250310.json")
 

@@ -16,11 +16,13 @@ SENDER = "Service tags <servicetags@example.org>"
 BLOB = "francecentral/347-dab81bdd4390-360-ff598e27cbc2.json"
 
 
-
-
 def render(rep: dict, **kwargs) -> EmailMessage:
-    args = {"sender": SENDER, "recipient": Recipient("net@example.com", "Network team"),
-            "message_id": f"{BLOB}|net@example.com", "blob_name": BLOB} | kwargs
+    args = {
+        "sender": SENDER,
+        "recipient": Recipient("net@example.com", "Network team"),
+        "message_id": f"{BLOB}|net@example.com",
+        "blob_name": BLOB,
+    } | kwargs
     return render_email(rep, **args)
 
 
@@ -39,7 +41,8 @@ def test_subject_is_the_summary_line_with_region_and_change_numbers():
     msg = reparse(render(report(347, 360, "francecentral")))
     assert msg["Subject"] == (
         "[servicetags] francecentral: 4 changed tags; +14/-12 prefixes; IPv4 +35,888/-12 addresses; "
-        "IPv6 +4,722,366,482,869,645,213,696/-0 addresses (change 347 → 360)")
+        "IPv6 +4,722,366,482,869,645,213,696/-0 addresses (change 347 → 360)"
+    )
     assert msg["To"] == "Network team <net@example.com>"
     assert msg["From"] == SENDER
 
@@ -48,8 +51,13 @@ def test_structure_is_alternative_text_and_html_plus_json_attachment():
     msg = reparse(render(report(347, 360, "francecentral")))
     assert msg.get_content_type() == "multipart/mixed"
     parts = [p.get_content_type() for p in msg.walk()]
-    assert parts == ["multipart/mixed", "multipart/alternative", "text/plain", "text/html",
-                     "application/json"]
+    assert parts == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "application/json",
+    ]
 
 
 def test_both_bodies_list_the_added_prefixes_of_a_specific_tag_with_counts():
@@ -138,8 +146,9 @@ def test_servicetags_headers_and_optional_date():
 
 
 def test_plain_address_recipient_and_no_blob_name():
-    msg = render_email(report(347, 360, "francecentral"), sender="a@example.org",
-                       recipient="ops@example.com", message_id="k")
+    msg = render_email(
+        report(347, 360, "francecentral"), sender="a@example.org", recipient="ops@example.com", message_id="k"
+    )
     assert msg["To"] == "ops@example.com"
     assert msg["X-Servicetags-Report"] is None
 
@@ -173,10 +182,13 @@ def test_a_new_region_is_said_first_in_subject_and_body():
     from tests.conftest import real_report
 
     report = with_region_event(real_report(346, 347, "indonesiacentral"), "added")
-    assert subject(report).startswith("[servicetags] New region indonesiacentral in Public: 37 tags, "
-                                      "226 prefixes, all added: indonesiacentral:")
-    assert plain_text(report).splitlines()[0] == ("New region indonesiacentral in Public: 37 tags, "
-                                                  "226 prefixes, all added")
+    assert subject(report).startswith(
+        "[servicetags] New region indonesiacentral in Public: 37 tags, "
+        "226 prefixes, all added: indonesiacentral:"
+    )
+    assert plain_text(report).splitlines()[0] == (
+        "New region indonesiacentral in Public: 37 tags, 226 prefixes, all added"
+    )
     assert "<h1>New region indonesiacentral in Public" in html_body(report)
     ordinary = real_report(346, 347, "francecentral")
     assert subject(ordinary) == f"[servicetags] {summary_line(ordinary)}"
@@ -202,9 +214,11 @@ def test_the_impact_of_the_report_is_in_both_bodies_or_said_to_be_pending():
     doc = impact(rep, fixture_rules().rules, report_name=name)
     plain, html = bodies(reparse(render(rep, impact=impact_member([DigestReport(name, "", rep, doc)]))))
     assert "Impact on your rules: 5 rules touched in 1 of 1 region checked" in plain
-    assert ("  eastus2: NSG rule nsg-app-westeurope securityRules/AllowStorageEastUS2\n"
-            "    destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, "
-            "57.150.250.0/23\n") in plain
+    assert (
+        "  eastus2: NSG rule nsg-app-westeurope securityRules/AllowStorageEastUS2\n"
+        "    destinationAddressPrefix names Storage.EastUS2: gained 20.153.40.0/24, "
+        "57.150.250.0/23\n"
+    ) in plain
     assert plain.index("Impact on your rules") < plain.index("Storage.EastUS2 [changed]")
     assert "<code>nsg-app-westeurope</code>" in html
     pending = bodies(reparse(render(rep, impact=impact_member([DigestReport(name, "", rep, None)]))))

@@ -77,8 +77,9 @@ def test_recorded_cloudevent_sample_parses_from_a_queue_message(encode):
 
 
 def test_recorded_sdk_sample_with_unquoted_etag_parses_from_bytes():
-    event = parse_queue_message(json.dumps(SDK_EVENTGRID).encode(),
-                                expected_container="oc2d2817345i200097container")
+    event = parse_queue_message(
+        json.dumps(SDK_EVENTGRID).encode(), expected_container="oc2d2817345i200097container"
+    )
 
     assert event.blob_name == "oc2d2817345i20002296blob"
     assert event.etag == "0x8D4BCC2E4835CD0"
@@ -121,8 +122,12 @@ def _without(doc: dict[str, Any], *path: str) -> dict[str, Any]:
 @pytest.mark.parametrize("base", [EVENTGRID, CLOUDEVENT], ids=["eventgrid", "cloudevents"])
 @pytest.mark.parametrize(
     ("path", "problem"),
-    [(("data",), "no data object"), (("data", "url"), "no data.url"), (("subject",), "no subject"),
-     (("id",), "no 'id'")],
+    [
+        (("data",), "no data object"),
+        (("data", "url"), "no data.url"),
+        (("subject",), "no subject"),
+        (("id",), "no 'id'"),
+    ],
     ids=["data", "url", "subject", "id"],
 )
 def test_events_missing_a_required_part_are_bad_messages(base, path, problem):
@@ -162,8 +167,9 @@ def test_a_url_that_is_not_http_is_a_bad_message():
 
 def test_recorded_blob_deleted_event_is_not_a_report_event():
     with pytest.raises(NotAReportEvent, match=r"Microsoft\.Storage\.BlobDeleted"):
-        parse_queue_message(json.dumps(one("eventgrid-blobdeleted.docs.json")),
-                            expected_container="testcontainer")
+        parse_queue_message(
+            json.dumps(one("eventgrid-blobdeleted.docs.json")), expected_container="testcontainer"
+        )
 
 
 def test_an_event_from_another_container_is_not_a_report_event():
@@ -212,18 +218,23 @@ def test_webhook_recorded_validation_event_yields_its_code():
     (item,) = parse_webhook_body(body, "application/json")
 
     assert item == SubscriptionValidation(
-        "2d1781af-3a4c-4d7c-bd0c-e34b19da4e66", "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
+        "2d1781af-3a4c-4d7c-bd0c-e34b19da4e66",
+        "512d38b6-c7b8-40c8-89fe-f46f9e9622b6",
         one("eventgrid-subscription-validation.sdk-net.json")["data"]["validationUrl"],
     )
 
 
 def test_webhook_single_cloudevent_and_batch():
-    single = parse_webhook_body(json.dumps(CLOUDEVENT).encode(),
-                                "application/cloudevents+json; charset=utf-8",
-                                expected_container="test-container")
-    batch = parse_webhook_body(json.dumps([CLOUDEVENT, CLOUDEVENT]).encode(),
-                               "application/cloudevents-batch+json; charset=utf-8",
-                               expected_container="test-container")
+    single = parse_webhook_body(
+        json.dumps(CLOUDEVENT).encode(),
+        "application/cloudevents+json; charset=utf-8",
+        expected_container="test-container",
+    )
+    batch = parse_webhook_body(
+        json.dumps([CLOUDEVENT, CLOUDEVENT]).encode(),
+        "application/cloudevents-batch+json; charset=utf-8",
+        expected_container="test-container",
+    )
 
     assert [item.schema for item in single] == ["cloudevents"]  # type: ignore[union-attr]
     assert len(batch) == 2

@@ -35,8 +35,12 @@ from notifier.webhook import EntraTokenAuth, SharedSecretAuth, WebhookApp
 from runtime.config import ConfigError, Env
 
 EXAMPLES = int(os.environ.get("SERVICETAGS_FUZZ_EXAMPLES", "50"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 100,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=EXAMPLES <= 100,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 # A hang fails the test; the long budget of bench/fuzz.py gets proportionally longer.
 pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 2))
 # Hypothesis raises the recursion limit while a test runs, so nesting a few thousand deep (all
@@ -48,13 +52,33 @@ pytestmark = pytest.mark.timeout(max(300, EXAMPLES // 2))
 # Text with what breaks naive code: control characters, lone surrogates, huge digit runs.
 nasty_text = st.one_of(
     st.text(max_size=20),
-    st.sampled_from(["", " ", "\n", "\ud800", "a\udc00b", "\x00", "\u202e", "all", "global", "westeurope",
-                     "10.0.0.0/8", "fe80::%eth0/64", "9" * 5000, "NaN", "../../etc", "%2e%2e"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "\n",
+            "\ud800",
+            "a\udc00b",
+            "\x00",
+            "\u202e",
+            "all",
+            "global",
+            "westeurope",
+            "10.0.0.0/8",
+            "fe80::%eth0/64",
+            "9" * 5000,
+            "NaN",
+            "../../etc",
+            "%2e%2e",
+        ]
+    ),
 )
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-                         nasty_text)
-json_values = st.recursive(json_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(nasty_text, inner, max_size=4)), max_leaves=12)
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), nasty_text)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(nasty_text, inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def maybe(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -69,10 +93,26 @@ def prefixes(draw: st.DrawFn) -> Any:
         return f"10.{draw(st.integers(0, 255))}.{draw(st.integers(0, 255))}.0/24"
     if kind <= 5:
         return f"2603:10{draw(st.integers(0, 99)):02d}:{draw(st.integers(0, 65535)):x}::/48"
-    return draw(st.one_of(
-        st.sampled_from(["10.0.0.1/8", "1.2.3.4/33", "FE80::/64", "fe80::%eth0/64", "010.0.0.0/8",
-                         "::ffff:1.2.3.4/128", "1.2.3.4", "/", "", "10.0.0.0/-1", "10.0.0.0/08"]),
-        json_values))
+    return draw(
+        st.one_of(
+            st.sampled_from(
+                [
+                    "10.0.0.1/8",
+                    "1.2.3.4/33",
+                    "FE80::/64",
+                    "fe80::%eth0/64",
+                    "010.0.0.0/8",
+                    "::ffff:1.2.3.4/128",
+                    "1.2.3.4",
+                    "/",
+                    "",
+                    "10.0.0.0/-1",
+                    "10.0.0.0/08",
+                ]
+            ),
+            json_values,
+        )
+    )
 
 
 def present(draw: st.DrawFn, doc: dict[str, Any], key: str, value: Any) -> None:
@@ -111,8 +151,11 @@ def snapshot_documents(draw: st.DrawFn) -> Any:
     present(draw, doc, "cloud", draw(maybe(st.sampled_from(["Public", "AzureGovernment"]))))
     present(draw, doc, "values", draw(st.one_of(st.lists(tags(), max_size=5), json_values)))
     if arm:
-        doc.update(id="/subscriptions/x/providers/Microsoft.Network/serviceTags/Public",
-                   name="Public", type="Microsoft.Network/serviceTags")
+        doc.update(
+            id="/subscriptions/x/providers/Microsoft.Network/serviceTags/Public",
+            name="Public",
+            type="Microsoft.Network/serviceTags",
+        )
     return doc
 
 
@@ -123,8 +166,11 @@ def encodings(doc: Any) -> st.SearchStrategy[bytes]:
         st.just(text.encode("utf-8", "surrogatepass")),
         st.just(text.encode()),
         st.builds(lambda cut: text.encode()[:cut], st.integers(0, len(text))),
-        st.builds(lambda at, junk: text.encode()[:at] + junk + text.encode()[at:],
-                  st.integers(0, len(text)), st.binary(min_size=1, max_size=8)),
+        st.builds(
+            lambda at, junk: text.encode()[:at] + junk + text.encode()[at:],
+            st.integers(0, len(text)),
+            st.binary(min_size=1, max_size=8),
+        ),
         st.just(gzip.compress(text.encode())),
         st.builds(lambda cut: gzip.compress(text.encode())[:cut], st.integers(0, 40)),
         # What json.dumps cannot write: numbers past the digit limit, nesting past the recursion limit.
@@ -153,8 +199,20 @@ def test_snapshot_bytes_parse_or_are_a_snapshot_error(data):
 # Prefixes a parser may take or refuse, all strings, so whole documents often get to the diff.
 plausible_prefixes = st.one_of(
     prefixes().filter(lambda p: isinstance(p, str) and p.startswith(("10.", "2603:"))),
-    st.sampled_from(["FE80::/64", "fe80::%eth0/64", "fe80::1%1/128", "2001:DB8::/32", "2001:0db8::/32",
-                     "::ffff:1.2.3.4/128", "10.0.0.0/08", "1.2.3.4/33", "0.0.0.0/0", "::/0"]),
+    st.sampled_from(
+        [
+            "FE80::/64",
+            "fe80::%eth0/64",
+            "fe80::1%1/128",
+            "2001:DB8::/32",
+            "2001:0db8::/32",
+            "::ffff:1.2.3.4/128",
+            "10.0.0.0/08",
+            "1.2.3.4/33",
+            "0.0.0.0/0",
+            "::/0",
+        ]
+    ),
 )
 
 
@@ -162,16 +220,35 @@ plausible_prefixes = st.one_of(
 def document_pairs(draw: st.DrawFn) -> tuple[Any, Any]:
     """Two well-shaped documents a week apart: the same tags, some of their prefixes changed
     (odd ones among them), names and regions sometimes odd, so most pairs get to the diff."""
-    ids = draw(st.lists(st.sampled_from(["AzureCloud.westeurope", "Storage", "Sql.EastUS", "AzureCloud",
-                                         "AzureCloud.germanywestcentral"]), min_size=1, max_size=4,
-                        unique=True))
+    ids = draw(
+        st.lists(
+            st.sampled_from(
+                [
+                    "AzureCloud.westeurope",
+                    "Storage",
+                    "Sql.EastUS",
+                    "AzureCloud",
+                    "AzureCloud.germanywestcentral",
+                ]
+            ),
+            min_size=1,
+            max_size=4,
+            unique=True,
+        )
+    )
 
     def tag(tag_id: str) -> dict[str, Any]:
         region = tag_id.rpartition(".")[2].lower() if "." in tag_id else ""
-        return {"name": draw(st.one_of(st.just(tag_id), st.just(tag_id), json_values)), "id": tag_id,
-                "properties": {"changeNumber": 1, "region": "germanywc" if "germany" in region else region,
-                               "systemService": "",
-                               "addressPrefixes": draw(st.lists(plausible_prefixes, max_size=4))}}
+        return {
+            "name": draw(st.one_of(st.just(tag_id), st.just(tag_id), json_values)),
+            "id": tag_id,
+            "properties": {
+                "changeNumber": 1,
+                "region": "germanywc" if "germany" in region else region,
+                "systemService": "",
+                "addressPrefixes": draw(st.lists(plausible_prefixes, max_size=4)),
+            },
+        }
 
     old = {"changeNumber": 1, "cloud": "Public", "values": [tag(i) for i in ids]}
     new = json.loads(json.dumps(old, allow_nan=True))
@@ -199,8 +276,11 @@ def test_two_parsed_documents_always_diff_and_render(pair, region):
 
 
 @FUZZ
-@given(st.one_of(json_values.map(lambda v: json.dumps(v, allow_nan=True)), st.text(max_size=50),
-                 st.binary(max_size=50)))
+@given(
+    st.one_of(
+        json_values.map(lambda v: json.dumps(v, allow_nan=True)), st.text(max_size=50), st.binary(max_size=50)
+    )
+)
 def test_json_input_raises_only_its_own_error(data):
     try:
         load_json(data)
@@ -259,20 +339,60 @@ def events(draw: st.DrawFn) -> Any:
         present(draw, doc, "specversion", draw(maybe(st.just("1.0"))))
         present(draw, doc, "source", draw(maybe(st.just("/subscriptions/x/storageAccounts/a"))))
     present(draw, doc, "id", draw(maybe(st.uuids().map(str))))
-    present(draw, doc, "type" if cloud else "eventType",
-            draw(maybe(st.sampled_from(["Microsoft.Storage.BlobCreated", "Microsoft.Storage.BlobDeleted",
-                                        "Microsoft.EventGrid.SubscriptionValidationEvent"]))))
-    present(draw, doc, "subject", draw(maybe(st.sampled_from(
-        [SUBJECT, SUBJECT.replace("reports", "other"), SUBJECT + "/", "/blobServices/x"]))))
-    present(draw, doc, "time" if cloud else "eventTime",
-            draw(maybe(st.sampled_from(["2026-11-24T10:00:00Z", "yesterday"]))))
+    present(
+        draw,
+        doc,
+        "type" if cloud else "eventType",
+        draw(
+            maybe(
+                st.sampled_from(
+                    [
+                        "Microsoft.Storage.BlobCreated",
+                        "Microsoft.Storage.BlobDeleted",
+                        "Microsoft.EventGrid.SubscriptionValidationEvent",
+                    ]
+                )
+            )
+        ),
+    )
+    present(
+        draw,
+        doc,
+        "subject",
+        draw(
+            maybe(
+                st.sampled_from(
+                    [SUBJECT, SUBJECT.replace("reports", "other"), SUBJECT + "/", "/blobServices/x"]
+                )
+            )
+        ),
+    )
+    present(
+        draw,
+        doc,
+        "time" if cloud else "eventTime",
+        draw(maybe(st.sampled_from(["2026-11-24T10:00:00Z", "yesterday"]))),
+    )
     if not cloud:
         present(draw, doc, "dataVersion", draw(maybe(st.just(""))))
         present(draw, doc, "topic", draw(maybe(st.just("/subscriptions/x"))))
     data: dict[str, Any] = {}
-    present(draw, data, "url", draw(maybe(st.sampled_from(
-        ["https://a.blob.core.windows.net/reports/Public/westeurope/a.json", "javascript:alert(1)",
-         "https://attacker.example/x"]))))
+    present(
+        draw,
+        data,
+        "url",
+        draw(
+            maybe(
+                st.sampled_from(
+                    [
+                        "https://a.blob.core.windows.net/reports/Public/westeurope/a.json",
+                        "javascript:alert(1)",
+                        "https://attacker.example/x",
+                    ]
+                )
+            )
+        ),
+    )
     present(draw, data, "api", draw(maybe(st.sampled_from(["PutBlob", "CreateFile", "FlushWithClose"]))))
     present(draw, data, "eTag", draw(maybe(st.just('"0x1"'))))
     present(draw, data, "validationCode", draw(maybe(st.uuids().map(str))))
@@ -295,9 +415,17 @@ def test_queue_events_parse_or_are_bad_messages_or_not_ours(content):
 # --- webhook requests: bodies and headers ------------------------------------------------
 
 SECRET = "correct-horse-battery-staple"
-CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "application/cloudevents+json",
-                 "application/cloudevents-batch+json", "text/plain", "", "APPLICATION/JSON",
-                 "application/x-www-form-urlencoded", "application/json\r\nX-Injected: 1"]
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+    "text/plain",
+    "",
+    "APPLICATION/JSON",
+    "application/x-www-form-urlencoded",
+    "application/json\r\nX-Injected: 1",
+]
 
 
 def _handled(event: ReportEvent) -> None:
@@ -306,29 +434,55 @@ def _handled(event: ReportEvent) -> None:
 
 SHARED_APP = WebhookApp(_handled, auth=SharedSecretAuth(SECRET), expected_container="reports")
 # Nothing listens on port 9: a well-formed token makes the app try, and answer 503.
-ENTRA_APP = WebhookApp(_handled, auth=EntraTokenAuth("http://127.0.0.1:9/keys", "https://issuer",
-                                                     "api://x", timeout=1.0), expected_container="reports")
+ENTRA_APP = WebhookApp(
+    _handled,
+    auth=EntraTokenAuth("http://127.0.0.1:9/keys", "https://issuer", "api://x", timeout=1.0),
+    expected_container="reports",
+)
 
 
 @st.composite
 def webhook_requests(draw: st.DrawFn) -> dict[str, Any]:
     body_doc = draw(st.one_of(st.lists(events(), max_size=3), events(), json_values))
-    body = draw(st.one_of(st.just(json.dumps(body_doc, allow_nan=True).encode("utf-8", "surrogatepass")),
-                          st.binary(max_size=40), st.just(b"[" * 100_000)))
+    body = draw(
+        st.one_of(
+            st.just(json.dumps(body_doc, allow_nan=True).encode("utf-8", "surrogatepass")),
+            st.binary(max_size=40),
+            st.just(b"[" * 100_000),
+        )
+    )
     environ: dict[str, Any] = {
         "REQUEST_METHOD": draw(st.sampled_from(["POST", "POST", "POST", "OPTIONS", "GET", "DELETE"])),
         "PATH_INFO": draw(st.sampled_from(["/api/events", "/", "/api/events/../x", "//"])),
-        "QUERY_STRING": draw(st.sampled_from([f"code={SECRET}", f"code={SECRET}", "", "code=x",
-                                              f"code={SECRET}&code=y", "code=%ff%fe", "code"])),
+        "QUERY_STRING": draw(
+            st.sampled_from(
+                [
+                    f"code={SECRET}",
+                    f"code={SECRET}",
+                    "",
+                    "code=x",
+                    f"code={SECRET}&code=y",
+                    "code=%ff%fe",
+                    "code",
+                ]
+            )
+        ),
         "CONTENT_TYPE": draw(st.sampled_from(CONTENT_TYPES)),
         "CONTENT_LENGTH": draw(st.sampled_from([str(len(body)), "", "-1", "99999999999", "abc"])),
         "REMOTE_ADDR": "127.0.0.1",
         "wsgi.input": io.BytesIO(body),
     }
-    for header, values in {"HTTP_X_SERVICETAGS_KEY": [SECRET, "", "é", "x" * 5000],
-                           "HTTP_AUTHORIZATION": ["Bearer x", "Bearer a.b.c", "Basic Zm9v", "Bearer ",
-                                                  "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.e30.c2ln"],
-                           "HTTP_WEBHOOK_REQUEST_ORIGIN": ["eventgrid.azure.net", ""]}.items():
+    for header, values in {
+        "HTTP_X_SERVICETAGS_KEY": [SECRET, "", "é", "x" * 5000],
+        "HTTP_AUTHORIZATION": [
+            "Bearer x",
+            "Bearer a.b.c",
+            "Basic Zm9v",
+            "Bearer ",
+            "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.e30.c2ln",
+        ],
+        "HTTP_WEBHOOK_REQUEST_ORIGIN": ["eventgrid.azure.net", ""],
+    }.items():
         if draw(st.booleans()):
             environ[header] = draw(st.sampled_from(values))
     return environ
@@ -357,8 +511,10 @@ def test_webhook_with_entra_tokens_never_errors(environ):
 
 def test_webhook_bodies_each_parse_or_are_bad_messages():
     @FUZZ
-    @given(st.binary(max_size=60) | json_values.map(lambda v: json.dumps(v).encode()),
-           st.sampled_from(CONTENT_TYPES))
+    @given(
+        st.binary(max_size=60) | json_values.map(lambda v: json.dumps(v).encode()),
+        st.sampled_from(CONTENT_TYPES),
+    )
     def check(body, content_type):
         try:
             parse_webhook_body(body, content_type, expected_container="reports")
@@ -370,24 +526,67 @@ def test_webhook_bodies_each_parse_or_are_bad_messages():
 
 # --- settings ----------------------------------------------------------------------------
 
-SETTINGS = ["SERVICETAGS_STORAGE_CONNECTION_STRING", "SERVICETAGS_BLOB_ENDPOINT",
-            "SERVICETAGS_QUEUE_ENDPOINT",
-            "SERVICETAGS_VISIBILITY_TIMEOUT", "SERVICETAGS_MAX_TRIES", "SERVICETAGS_RETRY_DELAY",
-            "SERVICETAGS_IDLE_SLEEP", "SERVICETAGS_CLAIM_TIMEOUT", "SERVICETAGS_RECIPIENTS",
-            "SERVICETAGS_MAIL_FROM", "SERVICETAGS_MAIL_BACKEND", "SERVICETAGS_SMTP_PORT",
-            "SERVICETAGS_SMTP_STARTTLS", "SERVICETAGS_LOG_FORMAT", "SERVICETAGS_LOG_LEVEL",
-            "SERVICETAGS_CLOUD", "SERVICETAGS_SOURCE", "SERVICETAGS_REGIONS", "AZURE_SUBSCRIPTION_ID",
-            "SERVICETAGS_MAX_SNAPSHOT_BYTES", "SERVICETAGS_ARM_RETRIES", "SERVICETAGS_DEV_CREDENTIAL",
-            "SERVICETAGS_ARM_ENDPOINT", "SERVICETAGS_ACS_ENDPOINT", "SERVICETAGS_WEBHOOK_SECRET",
-            "SERVICETAGS_WEBHOOK_AUDIENCE", "SERVICETAGS_WEBHOOK_PORT"]
-VALID = {"SERVICETAGS_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
-         "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
-         "SERVICETAGS_RECIPIENTS": '[{"address": "ops@example.com", "regions": ["westeurope"]}]',
-         "SERVICETAGS_MAIL_FROM": "watch@example.com"}
-setting_values = st.one_of(st.sampled_from(["0", "1", "-1", "99999999999999999999", "true", "maybe", "json",
-                                            "text", "acs", "file", "[]", "[[[[", "{}", "a,b", "all",
-                                            "https://x", " ", "9" * 5000, "[" * 5000]),
-                           st.text(st.characters(blacklist_characters="\x00"), max_size=30))
+SETTINGS = [
+    "SERVICETAGS_STORAGE_CONNECTION_STRING",
+    "SERVICETAGS_BLOB_ENDPOINT",
+    "SERVICETAGS_QUEUE_ENDPOINT",
+    "SERVICETAGS_VISIBILITY_TIMEOUT",
+    "SERVICETAGS_MAX_TRIES",
+    "SERVICETAGS_RETRY_DELAY",
+    "SERVICETAGS_IDLE_SLEEP",
+    "SERVICETAGS_CLAIM_TIMEOUT",
+    "SERVICETAGS_RECIPIENTS",
+    "SERVICETAGS_MAIL_FROM",
+    "SERVICETAGS_MAIL_BACKEND",
+    "SERVICETAGS_SMTP_PORT",
+    "SERVICETAGS_SMTP_STARTTLS",
+    "SERVICETAGS_LOG_FORMAT",
+    "SERVICETAGS_LOG_LEVEL",
+    "SERVICETAGS_CLOUD",
+    "SERVICETAGS_SOURCE",
+    "SERVICETAGS_REGIONS",
+    "AZURE_SUBSCRIPTION_ID",
+    "SERVICETAGS_MAX_SNAPSHOT_BYTES",
+    "SERVICETAGS_ARM_RETRIES",
+    "SERVICETAGS_DEV_CREDENTIAL",
+    "SERVICETAGS_ARM_ENDPOINT",
+    "SERVICETAGS_ACS_ENDPOINT",
+    "SERVICETAGS_WEBHOOK_SECRET",
+    "SERVICETAGS_WEBHOOK_AUDIENCE",
+    "SERVICETAGS_WEBHOOK_PORT",
+]
+VALID = {
+    "SERVICETAGS_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true",
+    "AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+    "SERVICETAGS_RECIPIENTS": '[{"address": "ops@example.com", "regions": ["westeurope"]}]',
+    "SERVICETAGS_MAIL_FROM": "watch@example.com",
+}
+setting_values = st.one_of(
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "-1",
+            "99999999999999999999",
+            "true",
+            "maybe",
+            "json",
+            "text",
+            "acs",
+            "file",
+            "[]",
+            "[[[[",
+            "{}",
+            "a,b",
+            "all",
+            "https://x",
+            " ",
+            "9" * 5000,
+            "[" * 5000,
+        ]
+    ),
+    st.text(st.characters(blacklist_characters="\x00"), max_size=30),
+)
 
 
 @FUZZ

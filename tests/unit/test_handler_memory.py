@@ -23,8 +23,13 @@ def _stores() -> Stores:
 
 
 def _check(region: str, cn: int, run_id: str, stores: Stores):
-    return handle_region(RegionMessage("Public", region, run_id), source=FileSource(str(snapshot_path(cn))),
-                         snapshots=stores.snapshots, reports=stores.reports, replies=stores.replies)
+    return handle_region(
+        RegionMessage("Public", region, run_id),
+        source=FileSource(str(snapshot_path(cn))),
+        snapshots=stores.snapshots,
+        reports=stores.reports,
+        replies=stores.replies,
+    )
 
 
 def test_a_redelivered_message_of_the_same_run_still_names_the_report_it_wrote():

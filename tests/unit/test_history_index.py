@@ -34,8 +34,9 @@ def _random_history(seed: int) -> tuple[dict[str, list[set[str]]], Index]:
             current = (current - set(rng.sample(sorted(current), 3))) | set(rng.sample(pool, 3))
             states[tag].append(set(current))
     b = Builder("Public")
-    b.baseline(region="r", change_number=CHANGES[0], sha256="s0",
-               tags=((t, "svc", states[t][0]) for t in states))
+    b.baseline(
+        region="r", change_number=CHANGES[0], sha256="s0", tags=((t, "svc", states[t][0]) for t in states)
+    )
     for i in range(1, len(CHANGES)):
         report = {
             "region": "r",
@@ -68,8 +69,10 @@ def test_lookups_agree_with_brute_force_at_every_change(seed):
     states, index = _random_history(seed)
     rng = random.Random(seed + 100)
     every = sorted({p for history in states.values() for state in history for p in state})
-    probes = [str(ipaddress.ip_network(p)[rng.randrange(min(ipaddress.ip_network(p).num_addresses, 1 << 30))])
-              for p in every]
+    probes = [
+        str(ipaddress.ip_network(p)[rng.randrange(min(ipaddress.ip_network(p).num_addresses, 1 << 30))])
+        for p in every
+    ]
     probes += [*every[:20], "10.0.0.0/8", "20.0.0.0/6", "2603::/16", "1.2.3.4"]
     for at, cn in enumerate(CHANGES):
         for probe in probes:

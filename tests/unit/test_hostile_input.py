@@ -33,12 +33,26 @@ from tests.conftest import ROOT, snapshot_path
 pytestmark = pytest.mark.filterwarnings("ignore:.*multi-threaded.*fork:DeprecationWarning")
 
 TAGS = [
-    {"name": "Storage", "id": "Storage", "properties": {
-        "changeNumber": 3, "region": "", "systemService": "AzureStorage",
-        "addressPrefixes": ["10.0.0.0/24", "2603:1000:4::/48"]}},
-    {"name": "AzureCloud.westeurope", "id": "AzureCloud.westeurope", "properties": {
-        "changeNumber": 7, "region": "westeurope", "systemService": "",
-        "addressPrefixes": ["20.50.0.0/18", "2603:1020:206::/48"]}},
+    {
+        "name": "Storage",
+        "id": "Storage",
+        "properties": {
+            "changeNumber": 3,
+            "region": "",
+            "systemService": "AzureStorage",
+            "addressPrefixes": ["10.0.0.0/24", "2603:1000:4::/48"],
+        },
+    },
+    {
+        "name": "AzureCloud.westeurope",
+        "id": "AzureCloud.westeurope",
+        "properties": {
+            "changeNumber": 7,
+            "region": "westeurope",
+            "systemService": "",
+            "addressPrefixes": ["20.50.0.0/18", "2603:1020:206::/48"],
+        },
+    },
 ]
 
 
@@ -61,8 +75,10 @@ BAD_FILES = {
     "invalid prefix": (json.dumps(document(tweak(add_prefix("10.0.0.1/8x")))), "is not a valid CIDR prefix"),
     "number prefix": (json.dumps(document(tweak(add_prefix(5)))), "5 is not a string"),
     "NaN prefix": (json.dumps(document(tweak(add_prefix(float("nan"))))), "NaN is not a JSON value"),
-    "surrogate id": (json.dumps(document(tweak(lambda t: t.update(id="AzureCloud.\ud800")))),
-                     "lone UTF-16 surrogate (not Unicode text) at $.values[1].id"),
+    "surrogate id": (
+        json.dumps(document(tweak(lambda t: t.update(id="AzureCloud.\ud800")))),
+        "lone UTF-16 surrogate (not Unicode text) at $.values[1].id",
+    ),
     "zone prefix": (json.dumps(document(tweak(add_prefix("fe80::%eth0/64")))), "names an IPv6 zone"),
     "dict name": (json.dumps(document(tweak(lambda t: t.update(name={"a": 1})))), "'name' must be a string"),
     "int name": (json.dumps(document(tweak(lambda t: t.update(name=7)))), "'name' must be a string"),
@@ -96,15 +112,28 @@ def test_a_bad_old_file_is_the_same_error_on_one_core_and_on_two(tmp_path, good,
         compare_files(good, str(bad), region=region, parallel=True)
 
 
-def run_diff(*args: str, cores: str | None = None, stdout=subprocess.PIPE, close_stdout: bool = False,
-             env: dict[str, str] | None = None):
+def run_diff(
+    *args: str,
+    cores: str | None = None,
+    stdout=subprocess.PIPE,
+    close_stdout: bool = False,
+    env: dict[str, str] | None = None,
+):
     command = [sys.executable, "-m", "servicetags.cli", "diff", *args]
     if cores is not None and shutil.which("taskset"):
         command = ["taskset", "-c", cores, *command]
     if close_stdout:
         command = ["sh", "-c", 'exec "$@" >&-', "sh", *command]
-    return subprocess.run(command, cwd=ROOT, stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=60,
-                          env={**os.environ, **(env or {})}, check=False)
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
 
 
 def one_line_error(result) -> str:
@@ -151,7 +180,8 @@ def test_reading_is_bounded_for_endless_files_and_gzip_bombs(tmp_path, good):
     refused = one_line_error(run_diff(str(bomb), good, env=limit))
     assert "bomb.json.gz: is over the 200,000-byte limit" in refused
     assert "is not a whole number" in one_line_error(
-        run_diff(good, good, env={"SERVICETAGS_MAX_SNAPSHOT_BYTES": "lots"}))
+        run_diff(good, good, env={"SERVICETAGS_MAX_SNAPSHOT_BYTES": "lots"})
+    )
 
 
 def test_the_bounded_gunzip_reads_every_member_and_refuses_garbage():
@@ -173,9 +203,16 @@ def test_the_real_files_are_well_inside_the_default_limit():
 
 
 def test_json_input_errors_are_one_kind():
-    for text, problem in [("[" * 5000, "too deeply"), ("1" * 5000, "4300 digits"), ("NaN", "NaN"),
-                          ('{"a": -Infinity}', "-Infinity"), (b"\xff\xfe{}", "not UTF-8"),
-                          ('{"\\udc00": 1}', "$ (a key)"), ('["ok", "\\ud83d"]', "$[1]"), ("{", "line 1")]:
+    for text, problem in [
+        ("[" * 5000, "too deeply"),
+        ("1" * 5000, "4300 digits"),
+        ("NaN", "NaN"),
+        ('{"a": -Infinity}', "-Infinity"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        ('{"\\udc00": 1}', "$ (a key)"),
+        ('["ok", "\\ud83d"]', "$[1]"),
+        ("{", "line 1"),
+    ]:
         with pytest.raises(JsonInputError) as caught:
             load_json(text)
         assert problem in str(caught.value)
@@ -193,18 +230,23 @@ def test_a_zone_index_prefix_is_invalid_not_an_assertion():
 
 
 def test_region_index_skips_names_that_are_not_strings():
-    index = index_from_names([({"a": 1}, "westeurope"), (7, "westeurope"), ("AzureCloud.germanywestcentral",
-                                                                             "germanywc")])
+    index = index_from_names(
+        [({"a": 1}, "westeurope"), (7, "westeurope"), ("AzureCloud.germanywestcentral", "germanywc")]
+    )
     assert index.code_for("germanywestcentral") == "germanywc"
     assert index.code_for("westeurope") == "westeurope"
 
 
-@pytest.mark.parametrize(("content", "problem"), [
-    ("[" * 2000 + "]" * 2000, "too deeply"),
-    ('{"cloud": "Public", "region": "westeurope", "run_id": "\\ud800"}', "lone UTF-16 surrogate"),
-    ('{"cloud": "Public", "region": "westeurope", "run_id": ' + "1" * 4400 + "}", "over the"),
-    ('{"cloud": "Public", "region": "westeurope", "run_id": "r", "x": NaN}', "NaN"),
-], ids=["nesting", "surrogate", "too long", "NaN"])
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[" * 2000 + "]" * 2000, "too deeply"),
+        ('{"cloud": "Public", "region": "westeurope", "run_id": "\\ud800"}', "lone UTF-16 surrogate"),
+        ('{"cloud": "Public", "region": "westeurope", "run_id": ' + "1" * 4400 + "}", "over the"),
+        ('{"cloud": "Public", "region": "westeurope", "run_id": "r", "x": NaN}', "NaN"),
+    ],
+    ids=["nesting", "surrogate", "too long", "NaN"],
+)
 def test_malformed_region_messages_are_bad_messages(content, problem):
     with pytest.raises(BadMessage, match=problem):
         parse_region_message(content)
@@ -213,8 +255,13 @@ def test_malformed_region_messages_are_bad_messages(content, problem):
 def test_text_logs_escape_newlines_from_outside(capsys):
     logs.configure("text", stream=sys.stdout)
     try:
-        logs.log_event(logging.getLogger("t"), "region_checked", "checked\nerror   forged: line",
-                       run_id="r1\nerror   message_poisoned: forged", bad="\ud800")
+        logs.log_event(
+            logging.getLogger("t"),
+            "region_checked",
+            "checked\nerror   forged: line",
+            run_id="r1\nerror   message_poisoned: forged",
+            bad="\ud800",
+        )
     finally:
         logs.configure("json")
     out = capsys.readouterr().out
@@ -231,14 +278,24 @@ def test_json_logs_stay_one_encodable_line_with_a_lone_surrogate(capsys):
 
 
 def test_status_shows_a_corrupt_state_and_a_numeric_poison_record(capsys):
-    rows = [_region_row("Public/westeurope/latest.json", b"{not json"),
-            _region_row("Public/x/latest.json", b"[1, 2]"),
-            _region_row("Public/y/latest.json", b'{"region": "y\\nforged", "changeNumber": 5}')]
-    records = [poisoned(Message("1", "r", "42", 1)),
-               poisoned(Message("2", "r", json.dumps({"content": 42, "reason": "x"}), 1)),
-               poisoned(Message("3", "r", "[" * 5000, 1))]
-    _print_status({"cloud": "Public", "queues": {"regions": 0}, "regions": rows,
-                   "poisoned": [{"queue": "regions-poison", **r} for r in records]})
+    rows = [
+        _region_row("Public/westeurope/latest.json", b"{not json"),
+        _region_row("Public/x/latest.json", b"[1, 2]"),
+        _region_row("Public/y/latest.json", b'{"region": "y\\nforged", "changeNumber": 5}'),
+    ]
+    records = [
+        poisoned(Message("1", "r", "42", 1)),
+        poisoned(Message("2", "r", json.dumps({"content": 42, "reason": "x"}), 1)),
+        poisoned(Message("3", "r", "[" * 5000, 1)),
+    ]
+    _print_status(
+        {
+            "cloud": "Public",
+            "queues": {"regions": 0},
+            "regions": rows,
+            "poisoned": [{"queue": "regions-poison", **r} for r in records],
+        }
+    )
     out = capsys.readouterr().out
     assert "westeurope" in out and "(unreadable state blob Public/westeurope/latest.json)" in out
     assert "y\\nforged" in out and "\ny\n" not in out

@@ -23,8 +23,9 @@ def test_decisions_for_a_region_in_the_reply():
     # Older than the newest number the region saw (its location's), whatever the content.
     assert decide(state=STATE, sha256="b" * 64, change_number="352", **kw) == Decision("stale")
     retired = {**STATE, "sha256": EMPTY_SHA256, "retired": {"since": "t", "change_number": "353"}}
-    assert decide(state=retired, sha256="b" * 64, change_number="360", **kw) == \
-        Decision("added", "state", region_event="added")
+    assert decide(state=retired, sha256="b" * 64, change_number="360", **kw) == Decision(
+        "added", "state", region_event="added"
+    )
 
 
 def test_decisions_for_a_region_missing_from_the_reply():
@@ -46,11 +47,16 @@ def test_a_new_region_is_new_only_once_the_cloud_is_watched():
     assert new_region_since(cloud, "indonesiacentral") == "346"  # seen before discovery recorded it
     later, new = after_discovery(cloud, ["francecentral", "indonesiacentral", "japaneast"], "347", "t1")
     assert new == ["indonesiacentral"]
-    assert later["first_seen"]["indonesiacentral"] == {"change_number": "347", "at": "t1", "baseline": False,
-                                                       "absent_in": "346"}
+    assert later["first_seen"]["indonesiacentral"] == {
+        "change_number": "347",
+        "at": "t1",
+        "baseline": False,
+        "absent_in": "346",
+    }
     assert new_region_since(later, "indonesiacentral") == "346"
-    assert decide(state=None, present=True, sha256="c" * 64, change_number="347", cloud=later,
-                  region="indonesiacentral") == Decision("added", "empty", "346", "added")
+    assert decide(
+        state=None, present=True, sha256="c" * 64, change_number="347", cloud=later, region="indonesiacentral"
+    ) == Decision("added", "empty", "346", "added")
 
 
 def test_an_older_reply_neither_adds_nor_brings_back_a_region():

@@ -34,8 +34,13 @@ class _RecordedStop(threading.Event):
 def test_a_message_resets_the_backoff():
     queue, handled = MemoryQueue("change-events"), []
     stop = _RecordedStop(queue, stop_after=7)
-    consumer = QueueConsumer(queue, MemoryQueue("change-events-poison"), lambda m: handled.append(m.content),
-                             LoopSettings(idle_sleep=2), stop=stop)
+    consumer = QueueConsumer(
+        queue,
+        MemoryQueue("change-events-poison"),
+        lambda m: handled.append(m.content),
+        LoopSettings(idle_sleep=2),
+        stop=stop,
+    )
     consumer.run()
     assert handled == ["a run's complete event"]
     assert stop.waits == [0.05, 0.1, 0.2, 0.4, 0.05, 0.1, 0.2]

@@ -25,46 +25,64 @@ def one(entry: dict) -> Recipient:
 
 # -- parsing --------------------------------------------------------------------------------
 
+
 def test_json_list_with_names_regions_and_tag_patterns():
-    recipients = parse_recipients(json.dumps([
-        {"address": "net@example.com", "name": "Network team"},
-        {"address": "app@example.com", "regions": ["JapanEast", "global"],
-         "tags": ["Storage*", "AzureCloud.japaneast"]},
-    ]))
+    recipients = parse_recipients(
+        json.dumps(
+            [
+                {"address": "net@example.com", "name": "Network team"},
+                {
+                    "address": "app@example.com",
+                    "regions": ["JapanEast", "global"],
+                    "tags": ["Storage*", "AzureCloud.japaneast"],
+                },
+            ]
+        )
+    )
     assert recipients == [
         Recipient("net@example.com", "Network team"),
-        Recipient("app@example.com", "", frozenset({"japaneast", "global"}),
-                  ("storage*", "azurecloud.japaneast")),
+        Recipient(
+            "app@example.com", "", frozenset({"japaneast", "global"}), ("storage*", "azurecloud.japaneast")
+        ),
     ]
 
 
 def test_comma_separated_addresses_mean_everything_for_each():
     assert parse_recipients(" net@example.com, ops@example.org ") == [
-        Recipient("net@example.com"), Recipient("ops@example.org")]
+        Recipient("net@example.com"),
+        Recipient("ops@example.org"),
+    ]
 
 
-@pytest.mark.parametrize(("text", "problem"), [
-    ("", "no recipients given"),
-    ("[]", "no recipients given"),
-    ("[{", "not valid JSON"),
-    ('{"address": "a@example.com"}', "expected a JSON list of recipients, got dict"),
-    ('["a@example.com"]', "entry 1: expected an object with an 'address', got str"),
-    ('[{"name": "x"}]', "entry 1: missing 'address'"),
-    ('[{"address": 5}]', "entry 1: 'address' must be a non-empty string"),
-    ('[{"address": "Net <net@example.com>"}]', "is not a plain e-mail address"),
-    ('[{"address": "net.example.com"}]', "'net.example.com' is not a plain e-mail address"),
-    ('[{"address": "a@example.com"}, {"address": "b@example.com", "region": ["x"]}]',
-     "entry 2 (b@example.com): unknown key 'region' (allowed: address, name, regions, tags, services, "
-     "delivery, min_addresses, family)"),
-    ('[{"address": "a@example.com", "regions": "japaneast"}]',
-     "'regions' must be a list of non-empty strings"),
-    ('[{"address": "a@example.com", "tags": [1]}]', "'tags' must be a list of non-empty strings"),
-    ('[{"address": "a@example.com", "tags": []}]', "'tags' is empty"),
-    ('[{"address": "a@example.com", "name": ["x"]}]', "'name' must be a one-line string"),
-    ('[{"address": "a@example.com", "name": "x\\r\\nBcc: evil@example.com"}]', "one-line string"),
-    ("a@example.com, A@example.com", "listed twice"),
-    ("a@example.com, not an address", "entry 2: 'not an address' is not a plain e-mail address"),
-])
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "no recipients given"),
+        ("[]", "no recipients given"),
+        ("[{", "not valid JSON"),
+        ('{"address": "a@example.com"}', "expected a JSON list of recipients, got dict"),
+        ('["a@example.com"]', "entry 1: expected an object with an 'address', got str"),
+        ('[{"name": "x"}]', "entry 1: missing 'address'"),
+        ('[{"address": 5}]', "entry 1: 'address' must be a non-empty string"),
+        ('[{"address": "Net <net@example.com>"}]', "is not a plain e-mail address"),
+        ('[{"address": "net.example.com"}]', "'net.example.com' is not a plain e-mail address"),
+        (
+            '[{"address": "a@example.com"}, {"address": "b@example.com", "region": ["x"]}]',
+            "entry 2 (b@example.com): unknown key 'region' (allowed: address, name, regions, tags, services, "
+            "delivery, min_addresses, family)",
+        ),
+        (
+            '[{"address": "a@example.com", "regions": "japaneast"}]',
+            "'regions' must be a list of non-empty strings",
+        ),
+        ('[{"address": "a@example.com", "tags": [1]}]', "'tags' must be a list of non-empty strings"),
+        ('[{"address": "a@example.com", "tags": []}]', "'tags' is empty"),
+        ('[{"address": "a@example.com", "name": ["x"]}]', "'name' must be a one-line string"),
+        ('[{"address": "a@example.com", "name": "x\\r\\nBcc: evil@example.com"}]', "one-line string"),
+        ("a@example.com, A@example.com", "listed twice"),
+        ("a@example.com, not an address", "entry 2: 'not an address' is not a plain e-mail address"),
+    ],
+)
 def test_invalid_settings_fail_with_the_entry_and_the_problem(text, problem):
     with pytest.raises(RecipientsError) as caught:
         parse_recipients(text)
@@ -74,6 +92,7 @@ def test_invalid_settings_fail_with_the_entry_and_the_problem(text, problem):
 
 
 # -- filtering ------------------------------------------------------------------------------
+
 
 def test_recipient_without_filters_gets_the_report_unchanged():
     rep = report(340, 341)
@@ -104,10 +123,16 @@ def test_tag_patterns_match_ids_case_insensitively():
     kept = filter_report(rep, recipient)
     assert [t["id"] for t in kept["tags"]] == ["LogicApps.FranceCentral", "Storage.FranceCentral"]
     assert kept["summary"] == {
-        "tags_added": 0, "tags_removed": 0, "tags_changed": 2, "tags_metadata_only": 0,
-        "prefixes_added": 1, "prefixes_removed": 12,
-        "ipv4_addresses_added": 512, "ipv4_addresses_removed": 12,
-        "ipv6_addresses_added": 0, "ipv6_addresses_removed": 0,
+        "tags_added": 0,
+        "tags_removed": 0,
+        "tags_changed": 2,
+        "tags_metadata_only": 0,
+        "prefixes_added": 1,
+        "prefixes_removed": 12,
+        "ipv4_addresses_added": 512,
+        "ipv4_addresses_removed": 12,
+        "ipv6_addresses_added": 0,
+        "ipv6_addresses_removed": 0,
     }
     assert rep["summary"]["tags_changed"] == 4  # the stored report is not touched
 
@@ -126,27 +151,41 @@ def test_azurecloud_pattern_on_the_whole_cloud_cn340_to_cn341_recomputes_the_sum
     assert all(t["id"].startswith("AzureCloud.") for t in kept["tags"])
     assert "AzureCloud" not in {t["id"] for t in kept["tags"]}  # the global tag has no dot
     assert kept["summary"] == {
-        "tags_added": 0, "tags_removed": 0, "tags_changed": 30, "tags_metadata_only": 0,
-        "prefixes_added": 55, "prefixes_removed": 17,
-        "ipv4_addresses_added": 175674, "ipv4_addresses_removed": 0,
-        "ipv6_addresses_added": 202914184810805067776, "ipv6_addresses_removed": 0,
+        "tags_added": 0,
+        "tags_removed": 0,
+        "tags_changed": 30,
+        "tags_metadata_only": 0,
+        "prefixes_added": 55,
+        "prefixes_removed": 17,
+        "ipv4_addresses_added": 175674,
+        "ipv4_addresses_removed": 0,
+        "ipv6_addresses_added": 202914184810805067776,
+        "ipv6_addresses_removed": 0,
     }
     assert {k: kept[k] for k in ("schema", "cloud", "region", "from", "to")} == {
-        k: rep[k] for k in ("schema", "cloud", "region", "from", "to")}
+        k: rep[k] for k in ("schema", "cloud", "region", "from", "to")
+    }
     validate_report(kept)
 
 
 def test_filtered_japaneast_report_for_a_team_that_wants_azurecloud_japaneast():
     rep = report(340, 341, "japaneast")
-    recipient = one({"address": "app@example.com", "regions": ["japaneast", "global"],
-                     "tags": ["Storage*", "AzureCloud.japaneast"]})
+    recipient = one(
+        {
+            "address": "app@example.com",
+            "regions": ["japaneast", "global"],
+            "tags": ["Storage*", "AzureCloud.japaneast"],
+        }
+    )
     kept = filter_report(rep, recipient)
     assert [t["id"] for t in kept["tags"]] == ["AzureCloud.japaneast"]
     assert kept["summary"]["prefixes_added"] == 2 and kept["summary"]["ipv4_addresses_added"] == 8
 
 
-@pytest.mark.parametrize(("old", "new", "region"), [
-    (340, 341, "all"), (344, 345, "all"), (360, 361, "all"), (346, 347, "all"), (347, 360, "francecentral")])
+@pytest.mark.parametrize(
+    ("old", "new", "region"),
+    [(340, 341, "all"), (344, 345, "all"), (360, 361, "all"), (346, 347, "all"), (347, 360, "francecentral")],
+)
 def test_recomputed_summary_of_all_tags_equals_the_diff_engines(old, new, region):
     # Two independent computations (ipaddress here, interval arithmetic in the diff engine).
     rep = report(old, new, region)

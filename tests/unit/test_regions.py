@@ -12,11 +12,18 @@ def test_mapping_from_data_covers_every_region_whose_code_differs():
     index = index_of(load_snapshot(snapshot_path(361), PrefixParser()))
     differing = {code: name for code, name in index.name_by_code.items() if code != name}
     assert differing == {
-        "brazilse": "brazilsoutheast", "chilec": "chilecentral", "usstagee": "eastusstg",
-        "centralfrance": "francecentral", "southfrance": "francesouth",
-        "germanyn": "germanynorth", "germanywc": "germanywestcentral", "norwaye": "norwayeast",
-        "norwayw": "norwaywest", "usstagec": "southcentralusstg",
-        "switzerlandn": "switzerlandnorth", "switzerlandw": "switzerlandwest",
+        "brazilse": "brazilsoutheast",
+        "chilec": "chilecentral",
+        "usstagee": "eastusstg",
+        "centralfrance": "francecentral",
+        "southfrance": "francesouth",
+        "germanyn": "germanynorth",
+        "germanywc": "germanywestcentral",
+        "norwaye": "norwayeast",
+        "norwayw": "norwaywest",
+        "usstagec": "southcentralusstg",
+        "switzerlandn": "switzerlandnorth",
+        "switzerlandw": "switzerlandwest",
     }
     assert index.code_for("GermanyWestCentral") == "germanywc"
     assert index.code_for("japaneast") == "japaneast"

@@ -17,15 +17,18 @@ def index_of(rep: dict, status: str) -> int:
     return next(i for i, t in enumerate(rep["tags"]) if t["status"] == status)
 
 
-@pytest.mark.parametrize(("old", "new", "region"), [
-    (340, 341, "all"),            # 88 changed tags, IPv6 counts beyond 64 bits
-    (344, 345, "all"),            # added tags
-    (360, 361, "all"),            # removed tags
-    (346, 347, "all"),            # metadata-only tags
-    (347, 360, "francecentral"),
-    (340, 341, "global"),
-    (340, 341, "germanywestcentral"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "region"),
+    [
+        (340, 341, "all"),  # 88 changed tags, IPv6 counts beyond 64 bits
+        (344, 345, "all"),  # added tags
+        (360, 361, "all"),  # removed tags
+        (346, 347, "all"),  # metadata-only tags
+        (347, 360, "francecentral"),
+        (340, 341, "global"),
+        (340, 341, "germanywestcentral"),
+    ],
+)
 def test_real_reports_validate(old, new, region):
     rep = report(old, new, region)
     assert validate_report(rep) is rep
@@ -82,19 +85,35 @@ BROKEN = [
     ("short sha256", _set("from.sha256", "abc123"), "$.from.sha256", "64 lowercase hex digits"),
     ("integer change number", _set("to.changeNumber", 341), "$.to.changeNumber", "not of type 'string'"),
     ("negative count", _set("summary.prefixes_added", -1), "$.summary.prefixes_added", "minimum of 0"),
-    ("string count", _set("summary.ipv4_addresses_added", "12"), "$.summary.ipv4_addresses_added",
-     "not of type 'integer'"),
+    (
+        "string count",
+        _set("summary.ipv4_addresses_added", "12"),
+        "$.summary.ipv4_addresses_added",
+        "not of type 'integer'",
+    ),
     ("unknown summary key", _set("summary.tags_renamed", 0), "$.summary", "'tags_renamed' was unexpected"),
     ("tags not a list", _set("tags", {}), "$.tags", "not of type 'array'"),
     ("unknown status", _set("tags.3.status", "bogus"), "$.tags[3].status", "is not one of"),
     ("missing tag id", _del("tags.0.id"), "$.tags[0]", "'id' is a required property"),
-    ("bad prefix", _set("tags.0.added_prefixes.0", "10.0.0.0/33"), "$.tags[0].added_prefixes[0]",
-     "CIDR notation"),
+    (
+        "bad prefix",
+        _set("tags.0.added_prefixes.0", "10.0.0.0/33"),
+        "$.tags[0].added_prefixes[0]",
+        "CIDR notation",
+    ),
     ("not a prefix at all", _set("tags.1.net_added", ["japaneast"]), "$.tags[1].net_added[0]", "CIDR"),
-    ("metadata change without 'to'", _set("tags.0.metadata_changes", {"networkFeatures": {"from": []}}),
-     "$.tags[0].metadata_changes.networkFeatures", "'to' is a required property"),
-    ("change_number not an object", _set("tags.2.change_number", "12"), "$.tags[2].change_number",
-     "not of type 'object'"),
+    (
+        "metadata change without 'to'",
+        _set("tags.0.metadata_changes", {"networkFeatures": {"from": []}}),
+        "$.tags[0].metadata_changes.networkFeatures",
+        "'to' is a required property",
+    ),
+    (
+        "change_number not an object",
+        _set("tags.2.change_number", "12"),
+        "$.tags[2].change_number",
+        "not of type 'object'",
+    ),
 ]
 
 
