@@ -42,6 +42,14 @@ locals {
       ends_with = null
       queue     = azurerm_storage_queue.publish_events.name
     }
+    # A new impact document makes the publisher run again, so the report's page shows it
+    # (the page was usually published before the impact step had finished; impact.tf).
+    impact_to_publisher = {
+      name      = "impact-created-publish"
+      container = azurerm_storage_container.impact.name
+      ends_with = null
+      queue     = azurerm_storage_queue.publish_events.name
+    }
     # Only a run's complete marker, for its digest (digest.tf): manifests and region outcomes
     # raise no work.
     runs_complete_to_queue = {
@@ -110,6 +118,11 @@ resource "azurerm_eventgrid_system_topic_event_subscription" "blob_created" {
 
 # The four subscriptions were separate resources until they were folded into the map above:
 # existing deployments keep them (no destroy and re-create, no lost events).
+moved {
+  from = azurerm_eventgrid_system_topic_event_subscription.impact_to_publisher
+  to   = azurerm_eventgrid_system_topic_event_subscription.blob_created["impact_to_publisher"]
+}
+
 moved {
   from = azurerm_eventgrid_system_topic_event_subscription.reports_to_queue
   to   = azurerm_eventgrid_system_topic_event_subscription.blob_created["reports_to_queue"]

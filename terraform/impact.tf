@@ -241,50 +241,6 @@ resource "azurerm_container_app_job" "impact" {
   ]
 }
 
-# A new impact document makes the publisher run again, so the report's page shows it (the
-# page was usually published before the impact step had finished).
-resource "azurerm_eventgrid_system_topic_event_subscription" "impact_to_publisher" {
-  name                = "impact-created-publish"
-  system_topic        = azurerm_eventgrid_system_topic.storage.name
-  resource_group_name = azurerm_resource_group.main.name
-
-  event_delivery_schema = "EventGridSchema"
-  included_event_types  = ["Microsoft.Storage.BlobCreated"]
-
-  subject_filter {
-    subject_begins_with = "/blobServices/default/containers/${azurerm_storage_container.impact.name}/blobs/"
-    case_sensitive      = true
-  }
-
-  storage_queue_endpoint {
-    storage_account_id                    = azurerm_storage_account.main.id
-    queue_name                            = azurerm_storage_queue.publish_events.name
-    queue_message_time_to_live_in_seconds = 604800
-  }
-
-  delivery_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  retry_policy {
-    max_delivery_attempts = 30
-    event_time_to_live    = 1440
-  }
-
-  storage_blob_dead_letter_destination {
-    storage_account_id          = azurerm_storage_account.main.id
-    storage_blob_container_name = azurerm_storage_container.event_deadletter.name
-  }
-
-  dead_letter_identity {
-    type                   = "UserAssigned"
-    user_assigned_identity = azurerm_user_assigned_identity.events.id
-  }
-
-  depends_on = [azurerm_role_assignment.events_publish_events]
-}
-
 output "impact_scopes" {
   description = "Scopes the impact step reads rules from, with Reader."
   value       = local.impact_scopes

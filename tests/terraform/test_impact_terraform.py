@@ -96,8 +96,10 @@ def test_the_job_runs_the_impact_worker_with_documented_settings(module: list, r
     assert _attr(rule, "metadata")["queueName"] == "${azurerm_storage_queue.impact.name}"
 
 
-def test_a_new_impact_document_starts_the_publisher_and_the_readers_only_read(resources: dict) -> None:
-    subs = resources["azurerm_eventgrid_system_topic_event_subscription"]
+def test_a_new_impact_document_starts_the_publisher_and_the_readers_only_read(
+    module: list, resources: dict
+) -> None:
+    subs = _instances(module, "azurerm_eventgrid_system_topic_event_subscription", "blob_created")
     ours, theirs = subs["impact_to_publisher"], subs["reports_to_publisher"]
     assert _attr(ours, "subject_filter", "subject_begins_with") == (
         "/blobServices/default/containers/${azurerm_storage_container.impact.name}/blobs/"

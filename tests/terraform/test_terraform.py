@@ -635,6 +635,7 @@ def test_the_folded_subscriptions_keep_their_addresses(module: list) -> None:
         "reports_to_impact": "reports-created-impact",
         "reports_to_publisher": "reports-created-publish",
         "runs_complete_to_queue": "runs-complete",
+        "impact_to_publisher": "impact-created-publish",
     }
 
 
