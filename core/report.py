@@ -78,7 +78,8 @@ def tag_address_counts(tag: dict[str, Any]) -> tuple[int, int, int, int]:
     return v4_added, v4_removed, v6_added, v6_removed
 
 
-def summarise(changes: Iterable[TagChange]) -> dict[str, int]:
+def summarise(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """The report summary of these tag entries (a whole report's, or those a filter kept)."""
     summary = dict.fromkeys(SUMMARY_KEYS, 0)
     status_key = {
         "added": "tags_added",
@@ -86,14 +87,15 @@ def summarise(changes: Iterable[TagChange]) -> dict[str, int]:
         "changed": "tags_changed",
         "metadata": "tags_metadata_only",
     }
-    for c in changes:
-        summary[status_key[c.status]] += 1
-        summary["prefixes_added"] += len(c.added_prefixes)
-        summary["prefixes_removed"] += len(c.removed_prefixes)
-        summary["ipv4_addresses_added"] += c.ipv4_added
-        summary["ipv4_addresses_removed"] += c.ipv4_removed
-        summary["ipv6_addresses_added"] += c.ipv6_added
-        summary["ipv6_addresses_removed"] += c.ipv6_removed
+    for tag in tags:
+        summary[status_key[tag["status"]]] += 1
+        summary["prefixes_added"] += len(tag["added_prefixes"])
+        summary["prefixes_removed"] += len(tag["removed_prefixes"])
+        v4_added, v4_removed, v6_added, v6_removed = tag_address_counts(tag)
+        summary["ipv4_addresses_added"] += v4_added
+        summary["ipv4_addresses_removed"] += v4_removed
+        summary["ipv6_addresses_added"] += v6_added
+        summary["ipv6_addresses_removed"] += v6_removed
     return summary
 
 
@@ -139,12 +141,13 @@ def build_report(
     new_sha256: str,
     changes: list[TagChange],
 ) -> dict[str, Any]:
+    entries = [tag_entry(c) for c in changes]
     return {
         "schema": SCHEMA,
         "cloud": cloud,
         "region": region,
         "from": {"changeNumber": old_change_number, "sha256": old_sha256},
         "to": {"changeNumber": new_change_number, "sha256": new_sha256},
-        "summary": summarise(changes),
-        "tags": [tag_entry(c) for c in changes],
+        "summary": summarise(entries),
+        "tags": entries,
     }

@@ -14,7 +14,6 @@ case-insensitive fnmatch patterns matched against each tag's id and its system s
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parseaddr
 from fnmatch import fnmatchcase
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 
 from core.errors import ServiceTagsError
 from core.json_input import JsonInputError, load_json
-from core.report import SUMMARY_KEYS, tag_address_counts
+from core.report import summarise, tag_address_counts
 
 SETTING = "SERVICETAGS_RECIPIENTS"
 _KEYS = ("address", "name", "regions", "tags", "services", "delivery", "min_addresses", "family")
@@ -159,27 +158,6 @@ def parse_recipients(text: str) -> list[Recipient]:
     return recipients
 
 
-def summarise_tags(tags: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """The report summary for these tag entries, recomputed from their prefix lists."""
-    summary = dict.fromkeys(SUMMARY_KEYS, 0)
-    status_key = {
-        "added": "tags_added",
-        "removed": "tags_removed",
-        "changed": "tags_changed",
-        "metadata": "tags_metadata_only",
-    }
-    for tag in tags:
-        summary[status_key[tag["status"]]] += 1
-        summary["prefixes_added"] += len(tag["added_prefixes"])
-        summary["prefixes_removed"] += len(tag["removed_prefixes"])
-        v4_added, v4_removed, v6_added, v6_removed = tag_address_counts(tag)
-        summary["ipv4_addresses_added"] += v4_added
-        summary["ipv6_addresses_added"] += v6_added
-        summary["ipv4_addresses_removed"] += v4_removed
-        summary["ipv6_addresses_removed"] += v6_removed
-    return summary
-
-
 class Filter(Protocol):
     """What filter_report needs: a recipient or a channel."""
 
@@ -232,4 +210,4 @@ def filter_report(report: dict[str, Any], recipient: Filter) -> dict[str, Any] |
         return None
     if family is None and len(kept) == len(report["tags"]):
         return report  # nothing filtered: keep the stored summary exactly as written
-    return {**report, "summary": summarise_tags(kept), "tags": kept}
+    return {**report, "summary": summarise(kept), "tags": kept}

@@ -7,13 +7,12 @@ import json
 import pytest
 
 from core.errors import ServiceTagsError
-from core.report import address_counts
+from core.report import address_counts, summarise
 from notifier.recipients import (
     Recipient,
     RecipientsError,
     filter_report,
     parse_recipients,
-    summarise_tags,
 )
 from runtime.report_schema import validate_report
 from tests.conftest import real_report as report
@@ -189,7 +188,7 @@ def test_filtered_japaneast_report_for_a_team_that_wants_azurecloud_japaneast():
 def test_recomputed_summary_of_all_tags_equals_the_diff_engines(old, new, region):
     # Two independent computations (ipaddress here, interval arithmetic in the diff engine).
     rep = report(old, new, region)
-    assert summarise_tags(rep["tags"]) == rep["summary"]
+    assert summarise(rep["tags"]) == rep["summary"]
 
 
 def test_address_counts_split_by_family():
