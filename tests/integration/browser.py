@@ -1,6 +1,7 @@
 """Headless Debian Chromium driven over the DevTools protocol, for the web-view tests.
 
-`find_chromium()` gives the binary or None; tests skip without one only when CI is unset.
+The binary comes from `tests.browser.chromium.chromium()`: installed under CI if missing, a
+skip only when CI is unset.
 """
 
 from __future__ import annotations
@@ -8,8 +9,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 import time
@@ -17,40 +16,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from websockets.sync.client import connect
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--remote-debugging-port=0",
-    "--window-size=1280,900",
-]
+from tests.browser.chromium import FLAGS as BASE_FLAGS
 
-
-def find_chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-def require_chromium() -> str:
-    found = find_chromium()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(
-                "CI is set but no chromium is installed (dev.py installs it: apt-get install -y chromium)"
-            )
-        pytest.skip("no chromium on this machine (CI installs it)")
-    return found
+# The flags of every headless run (tests/browser/chromium.py), and a DevTools port.
+FLAGS = [*BASE_FLAGS, "--remote-debugging-port=0", "--window-size=1280,900"]
 
 
 class Browser:

@@ -392,9 +392,10 @@ def site(imported: Imported) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from tests.integration.browser import Browser, require_chromium
+    from tests.browser.chromium import chromium
+    from tests.integration.browser import Browser
 
-    handle = Browser(require_chromium())
+    handle = Browser(chromium())
     yield handle
     handle.close()
 
