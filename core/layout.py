@@ -60,3 +60,8 @@ def known_regions(snapshots: BlobStore, cloud: str) -> list[str]:
     """Region names the workers recorded from the data; empty before the first run."""
     blob = snapshots.read(regions_name(cloud))
     return list(json.loads(blob.data)["regions"]) if blob else []
+
+
+def poison_name(queue: str) -> str:
+    """Where a queue's consumer moves the messages it gives up on."""
+    return f"{queue}-poison"

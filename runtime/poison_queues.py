@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from core.errors import BadMessage
+from core.layout import poison_name
 from core.messages import decode_json_message
 from core.ports import Message, Queue
 
@@ -15,7 +16,7 @@ def with_poison(queues: Iterable[str]) -> list[str]:
     """Each queue followed by its `<queue>-poison`, once each, in the given order."""
     out: list[str] = []
     for name in queues:
-        for q in (name, f"{name}-poison"):
+        for q in (name, poison_name(name)):
             if q not in out:
                 out.append(q)
     return out

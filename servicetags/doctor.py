@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from core.errors import ServiceTagsError
+from core.layout import poison_name
 from runtime.arguments import ArgumentParser, fail
 from runtime.config import Env
 
@@ -698,7 +699,7 @@ def _worker_checks(settings: Settings, worker: Storage, credential: Any) -> list
 
     env, s, local = settings.env, settings.storage, settings.local
     checks: list[Check] = []
-    for queue in (s.regions_queue, f"{s.regions_queue}-poison"):
+    for queue in (s.regions_queue, poison_name(s.regions_queue)):
         checks += queue_checks("worker", worker, queue, local=local, deleter=None)
     for container in (s.snapshots_container, s.reports_container):
         checks += container_checks("worker", worker, container, write=True, local=local)
@@ -740,7 +741,7 @@ def _notifier_checks(settings: Settings, notifier: Storage, credential: Any) -> 
         settings.env.str("SERVICETAGS_NOTIFICATIONS_CONTAINER", "notifications") or "notifications"
     )
     checks: list[Check] = []
-    for queue in (s.events_queue, f"{s.events_queue}-poison"):
+    for queue in (s.events_queue, poison_name(s.events_queue)):
         checks += queue_checks("notifier", notifier, queue, local=local, deleter=None)
     checks += container_checks("notifier", notifier, s.reports_container, write=False, local=local)
     checks += container_checks("notifier", notifier, notifications, write=True, local=local)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from core.layout import poison_name
 from core.ports import Blob, LostReceipt, Message
 
 
@@ -198,7 +199,7 @@ class MemoryClients:
 
     def poison(self, name: str) -> MemoryQueue:
         """The poison queue of queue `name`."""
-        return self.account.queue(f"{name}-poison")
+        return self.account.queue(poison_name(name))
 
     def container(self, name: str) -> MemoryBlobStore:
         return self.account.container(name)

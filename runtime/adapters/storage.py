@@ -20,6 +20,7 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from core.layout import poison_name
 from core.ports import Blob, LostReceipt, Message
 from runtime.config import ConfigError, Env
 
@@ -62,11 +63,6 @@ class StorageSettings(NamedTuple):
 
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
-
-
-def poison_name(queue: str) -> str:
-    """Where a queue's consumer moves the messages it gives up on."""
-    return f"{queue}-poison"
 
 
 def open_storage(
